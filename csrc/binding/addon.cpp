@@ -1,0 +1,139 @@
+// The addon's export table: backends, device memory, random fill, and one register_* per op.
+#include <cstring>
+
+#include "common.h"
+#include "core/gpu.h"
+#include "core/parallel.h"
+#include "core/random.h"
+#include "cpu/dispatch/simd.h"
+
+namespace lk::binding {
+namespace {
+
+Napi::Value backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("simd", cpu::simd_level_name(cpu::simd_level()));
+  cpu.Set("threads", num_threads());
+  const gpu::Status& st = gpu::status();
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("available", st.available);
+  cuda.Set("compiled", st.compiled);
+  cuda.Set("emulated", st.emulated);
+  if (!st.available) cuda.Set("reason", st.reason);
+  Napi::Array devices = Napi::Array::New(env, st.devices.size());
+  for (size_t i = 0; i < st.devices.size(); ++i) {
+    Napi::Object dev = Napi::Object::New(env);
+    dev.Set("name", st.devices[i].name);
+    dev.Set("computeCapability", std::to_string(st.devices[i].major) + "." + std::to_string(st.devices[i].minor));
+    dev.Set("memoryBytes", static_cast<double>(st.devices[i].memory_bytes));
+    devices.Set(static_cast<uint32_t>(i), dev);
+  }
+  cuda.Set("devices", devices);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("cpu", cpu);
+  out.Set("cuda", cuda);
+  return out;
+}
+
+DeviceBufferBox* box_arg(const Napi::Value& v, const char* name) {
+  if (!v.IsExternal()) throw Error(ErrorCode::Argument, std::string(name) + ": expected a device buffer");
+  return v.As<Napi::External<DeviceBufferBox>>().Data();
+}
+
+std::shared_ptr<DeviceMemory> live_memory(const Napi::Value& v, const char* name) {
+  DeviceBufferBox* box = box_arg(v, name);
+  if (!box->memory) throw Error(ErrorCode::Disposed, std::string(name) + ": the tensor was disposed");
+  return box->memory;
+}
+
+Napi::TypedArray typed_array_arg(const Napi::Value& v, const char* name) {
+  if (!v.IsTypedArray()) throw Error(ErrorCode::Argument, std::string(name) + ": expected a TypedArray");
+  return v.As<Napi::TypedArray>();
+}
+
+void* typed_array_data(const Napi::TypedArray& arr) {
+  return static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+}
+
+// deviceAlloc(device, bytes) → External. The finalizer is only a safety net: dispose() frees now.
+Napi::Value device_alloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const int device = info[0].As<Napi::Number>().Int32Value();
+    const double bytes = info[1].As<Napi::Number>().DoubleValue();
+    if (!(bytes >= 0) || bytes > 1.0e15) throw Error(ErrorCode::Argument, "deviceAlloc: invalid byte count");
+    auto* box = new DeviceBufferBox{std::make_shared<DeviceMemory>(device, static_cast<size_t>(bytes))};
+    return Napi::External<DeviceBufferBox>::New(env, box, [](Napi::Env, DeviceBufferBox* b) { delete b; });
+  });
+}
+
+Napi::Value device_free(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    box_arg(info[0], "buffer")->memory.reset();
+    return info.Env().Undefined();
+  });
+}
+
+// copyToDevice(buffer, typedArray) / copyToHost(buffer, typedArray): whole-array copies.
+Napi::Value copy_to_device(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto mem = live_memory(info[0], "buffer");
+    Napi::TypedArray src = typed_array_arg(info[1], "source");
+    if (src.ByteLength() > mem->bytes) throw Error(ErrorCode::Shape, "copyToDevice: source is larger than the device buffer");
+    gpu::copy_to_device(mem->device, mem->ptr, typed_array_data(src), src.ByteLength());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value copy_to_host(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto mem = live_memory(info[0], "buffer");
+    Napi::TypedArray dst = typed_array_arg(info[1], "destination");
+    if (dst.ByteLength() > mem->bytes) throw Error(ErrorCode::Shape, "copyToHost: destination is larger than the device buffer");
+    gpu::copy_to_host(mem->device, typed_array_data(dst), mem->ptr, dst.ByteLength());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value copy_on_device(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto dst = live_memory(info[0], "destination"), src = live_memory(info[1], "source");
+    if (dst->device != src->device) throw Error(ErrorCode::Device, "copyOnDevice: buffers are on different devices");
+    gpu::copy_on_device(dst->device, dst->ptr, src->ptr, std::min(dst->bytes, src->bytes));
+    return info.Env().Undefined();
+  });
+}
+
+// fillRandn(typedArray, dtypeCode, seed): host fill; device tensors are filled on the host and
+// copied so that the same seed gives the same values everywhere.
+Napi::Value fill_randn_entry(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::TypedArray dst = typed_array_arg(info[0], "destination");
+    const int code = info[1].As<Napi::Number>().Int32Value();
+    if (code < 0 || code > static_cast<int>(DType::Int32)) throw Error(ErrorCode::DType, "fillRandn: unknown dtype");
+    const DType dtype = static_cast<DType>(code);
+    const double seed = info[2].As<Napi::Number>().DoubleValue();
+    fill_randn(typed_array_data(dst), dtype, static_cast<int64_t>(dst.ByteLength() / dtype_size(dtype)),
+               static_cast<uint64_t>(static_cast<int64_t>(seed)));
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace
+}  // namespace lk::binding
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  using namespace lk::binding;
+  exports.Set("backends", Napi::Function::New(env, backends));
+  exports.Set("deviceAlloc", Napi::Function::New(env, device_alloc));
+  exports.Set("deviceFree", Napi::Function::New(env, device_free));
+  exports.Set("copyToDevice", Napi::Function::New(env, copy_to_device));
+  exports.Set("copyToHost", Napi::Function::New(env, copy_to_host));
+  exports.Set("copyOnDevice", Napi::Function::New(env, copy_on_device));
+  exports.Set("fillRandn", Napi::Function::New(env, fill_randn_entry));
+  register_lora_linear(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(lora_kernels, InitAddon)

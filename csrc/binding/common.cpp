@@ -1,0 +1,237 @@
+#include "common.h"
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <new>
+#include <thread>
+
+#include "core/gpu.h"
+
+namespace lk::binding {
+
+DeviceMemory::DeviceMemory(int device_index, size_t size)
+    : device(device_index), ptr(gpu::alloc(device_index, size)), bytes(size) {}
+
+DeviceMemory::~DeviceMemory() { gpu::release(device, ptr); }
+
+void KeepAlive::hold(const Napi::Value& value) { refs_.push_back(Napi::Reference<Napi::Value>::New(value, 1)); }
+
+void KeepAlive::release() {
+  refs_.clear();
+  device_.clear();
+}
+
+int64_t TensorArg::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+[[noreturn]] void throw_js(Napi::Env env, ErrorCode code, const std::string& message) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, error_code_name(code)));
+  throw err;
+}
+
+static std::string describe(const Napi::Value& v) {
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsNumber()) return "a number";
+  if (v.IsString()) return "a string";
+  if (v.IsTypedArray()) return "a TypedArray";
+  if (v.IsExternal()) return "a device buffer";
+  if (v.IsObject()) return "an object";
+  return "a value of another type";
+}
+
+static TensorArg read_tensor(const Napi::Object& obj, const char* name, KeepAlive& keep, bool optional) {
+  Napi::Value v = obj.Get(name);
+  if (optional && (v.IsUndefined() || v.IsNull())) return TensorArg{};
+  if (!v.IsObject()) {
+    throw Error(ErrorCode::Argument, std::string(name) + ": expected a tensor descriptor, got " + describe(v));
+  }
+  Napi::Object desc = v.As<Napi::Object>();
+  TensorArg t;
+  Napi::Value dtype = desc.Get("dtype");
+  if (!dtype.IsNumber()) throw Error(ErrorCode::DType, std::string(name) + ": expected a dtype code, got " + describe(dtype));
+  int code = dtype.As<Napi::Number>().Int32Value();
+  if (code < 0 || code > static_cast<int>(DType::Int32)) {
+    throw Error(ErrorCode::DType, std::string(name) + ": unknown dtype code " + std::to_string(code));
+  }
+  t.dtype = static_cast<DType>(code);
+  Napi::Value shape = desc.Get("shape");
+  if (!shape.IsArray()) throw Error(ErrorCode::Shape, std::string(name) + ": expected a shape array, got " + describe(shape));
+  Napi::Array dims = shape.As<Napi::Array>();
+  for (uint32_t i = 0; i < dims.Length(); ++i) {
+    Napi::Value d = dims.Get(i);
+    double dv = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1;
+    if (!(dv >= 0) || dv != static_cast<double>(static_cast<int64_t>(dv)) || dv > 9.0e15) {
+      throw Error(ErrorCode::Shape, std::string(name) + ": shape[" + std::to_string(i) + "] must be a non-negative integer");
+    }
+    t.shape.push_back(static_cast<int64_t>(dv));
+  }
+  const size_t need = static_cast<size_t>(t.numel()) * dtype_size(t.dtype);
+  Napi::Value data = desc.Get("data");
+  if (data.IsTypedArray()) {
+    Napi::TypedArray arr = data.As<Napi::TypedArray>();
+    Napi::ArrayBuffer ab = arr.ArrayBuffer();
+    if (ab.Data() == nullptr && arr.ByteLength() > 0) {
+      throw Error(ErrorCode::Disposed, std::string(name) + ": its ArrayBuffer was detached (transferred or freed)");
+    }
+    t.data = static_cast<uint8_t*>(ab.Data()) + arr.ByteOffset();
+    t.bytes = arr.ByteLength();
+    t.device = Device{-1};
+    keep.hold(data);
+  } else if (data.IsExternal()) {
+    auto* box = data.As<Napi::External<DeviceBufferBox>>().Data();
+    if (!box || !box->memory) throw Error(ErrorCode::Disposed, std::string(name) + ": the tensor was disposed");
+    t.data = box->memory->ptr;
+    t.bytes = box->memory->bytes;
+    t.device = Device{box->memory->device};
+    keep.hold(box->memory);
+  } else {
+    throw Error(ErrorCode::Argument, std::string(name) + ": expected tensor data (TypedArray or device buffer), got " + describe(data));
+  }
+  if (t.bytes < need) {
+    throw Error(ErrorCode::Shape, std::string(name) + ": shape needs " + std::to_string(need) + " bytes, the buffer holds " +
+                                      std::to_string(t.bytes));
+  }
+  return t;
+}
+
+TensorArg tensor_arg(const Napi::Object& obj, const char* name, KeepAlive& keep) { return read_tensor(obj, name, keep, false); }
+TensorArg optional_tensor_arg(const Napi::Object& obj, const char* name, KeepAlive& keep) { return read_tensor(obj, name, keep, true); }
+
+double number_arg(const Napi::Object& obj, const char* name, double fallback) {
+  Napi::Value v = obj.Get(name);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throw Error(ErrorCode::Argument, std::string(name) + ": expected a number, got " + describe(v));
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool bool_arg(const Napi::Object& obj, const char* name, bool fallback) {
+  Napi::Value v = obj.Get(name);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsBoolean()) throw Error(ErrorCode::Argument, std::string(name) + ": expected a boolean, got " + describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+namespace {
+
+struct Failure {
+  bool failed = false;
+  ErrorCode code = ErrorCode::Argument;
+  std::string message;
+};
+
+Failure run_catching(const std::function<void()>& work) {
+  Failure f;
+  try {
+    work();
+  } catch (const Error& e) {
+    f = {true, e.code(), e.what()};
+  } catch (const std::bad_alloc&) {
+    f = {true, ErrorCode::OutOfMemory, "host memory allocation failed"};
+  } catch (const std::exception& e) {
+    f = {true, ErrorCode::Argument, std::string("internal error: ") + e.what()};
+  }
+  return f;
+}
+
+struct Job;
+void settle(Napi::Env env, Napi::Function, void*, Job* job);
+using JobTsfn = Napi::TypedThreadSafeFunction<void, Job, settle>;
+
+struct Job {
+  Napi::Promise::Deferred deferred;
+  KeepAlive keep;
+  std::function<void()> work;
+  Failure failure;
+  JobTsfn tsfn;
+};
+
+void settle(Napi::Env env, Napi::Function, void*, Job* job) {
+  if (env != nullptr) {
+    if (job->failure.failed) {
+      Napi::Error err = Napi::Error::New(env, job->failure.message);
+      err.Set("code", Napi::String::New(env, error_code_name(job->failure.code)));
+      job->deferred.Reject(err.Value());
+    } else {
+      job->deferred.Resolve(env.Undefined());
+    }
+    job->keep.release();
+    delete job;
+  }
+  // env == nullptr: the environment (a terminated worker) is gone; its references die with it.
+}
+
+// Long kernels run here, on one dedicated thread, not on libuv's pool: a queue of 100 prefill
+// GEMMs must not block fs/dns callbacks. Jobs run in order; each one uses the compute pool.
+class JobThread {
+ public:
+  JobThread() : thread_([this] { loop(); }) { thread_.detach(); }
+  void submit(Job* job) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(job);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      Job* job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [this] { return !queue_.empty(); });
+        job = queue_.front();
+        queue_.pop_front();
+      }
+      job->failure = run_catching(job->work);
+      job->work = nullptr;
+      JobTsfn tsfn = job->tsfn;
+      if (tsfn.BlockingCall(job) != napi_ok) {
+        // The environment is shutting down and will not settle the promise; drop the job.
+      }
+      tsfn.Release();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Job*> queue_;
+  std::thread thread_;
+};
+
+JobThread& job_thread() {
+  static JobThread* t = new JobThread();  // leaked: must outlive every environment
+  return *t;
+}
+
+}  // namespace
+
+Napi::Value run(Napi::Env env, bool async, KeepAlive keep, std::function<void()> work) {
+  if (!async) {
+    Failure f = run_catching(work);
+    if (f.failed) throw_js(env, f.code, f.message);
+    return env.Undefined();
+  }
+  auto* job = new Job{Napi::Promise::Deferred::New(env), std::move(keep), std::move(work), {}, {}};
+  job->tsfn = JobTsfn::New(env, "lora-kernels job", 0, 1);
+  Napi::Promise promise = job->deferred.Promise();
+  job_thread().submit(job);
+  return promise;
+}
+
+Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    throw_js(env, e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw_js(env, ErrorCode::OutOfMemory, "host memory allocation failed");
+  }
+}
+
+}  // namespace lk::binding

@@ -1,0 +1,82 @@
+// Shared pieces of the N-API binding: tensor descriptors from JS, device memory ownership,
+// error conversion and the sync/async runner. The TypeScript layer (lib/) validates arguments
+// for the user; this layer re-checks only what memory safety needs.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/status.h"
+
+namespace lk::binding {
+
+// Device memory owned by a JS tensor. Shared: an in-flight async op keeps it alive after
+// dispose(), so a dispose() racing a running kernel never frees memory under it.
+struct DeviceMemory {
+  int device;
+  void* ptr;
+  size_t bytes;
+  DeviceMemory(int device, size_t bytes);
+  ~DeviceMemory();
+  DeviceMemory(const DeviceMemory&) = delete;
+  DeviceMemory& operator=(const DeviceMemory&) = delete;
+};
+
+// What a JS device buffer (a Napi::External) points at; dispose() empties it.
+struct DeviceBufferBox {
+  std::shared_ptr<DeviceMemory> memory;
+};
+
+// JS objects (and device memory) that must outlive an async job.
+class KeepAlive {
+ public:
+  void hold(const Napi::Value& value);
+  void hold(std::shared_ptr<DeviceMemory> memory) { device_.push_back(std::move(memory)); }
+  void release();
+
+ private:
+  std::vector<Napi::Reference<Napi::Value>> refs_;
+  std::vector<std::shared_ptr<DeviceMemory>> device_;
+};
+
+// A tensor argument resolved to a raw pointer. Row-major, contiguous.
+struct TensorArg {
+  void* data = nullptr;
+  DType dtype = DType::Float32;
+  std::vector<int64_t> shape;
+  Device device;
+  size_t bytes = 0;  // bytes available behind data
+
+  int64_t numel() const;
+  int64_t dim(int i) const { return shape[i < 0 ? shape.size() + i : i]; }
+  int ndim() const { return static_cast<int>(shape.size()); }
+};
+
+// Reads `obj[name]` as a tensor descriptor { dtype, shape, device, data | buffer }.
+// Checks that the memory behind it covers shape × dtype. Throws lk::Error naming `name`.
+TensorArg tensor_arg(const Napi::Object& obj, const char* name, KeepAlive& keep);
+// Same, but an absent/undefined/null property gives nullopt-like { data = nullptr }.
+TensorArg optional_tensor_arg(const Napi::Object& obj, const char* name, KeepAlive& keep);
+
+double number_arg(const Napi::Object& obj, const char* name, double fallback);
+bool bool_arg(const Napi::Object& obj, const char* name, bool fallback);
+
+// Throws a JS Error carrying `code` (the TS layer turns it into LoraKernelsError).
+[[noreturn]] void throw_js(Napi::Env env, ErrorCode code, const std::string& message);
+
+// Runs `work` now (sync) or on the job thread, returning a Promise (async). Any lk::Error or
+// std::exception thrown by work becomes a JS error / rejection with a code; never an abort.
+Napi::Value run(Napi::Env env, bool async, KeepAlive keep, std::function<void()> work);
+
+// Wraps a callback so that lk::Error thrown while reading arguments becomes a JS exception.
+Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body);
+
+void register_lora_linear(Napi::Env env, Napi::Object exports);
+
+}  // namespace lk::binding

@@ -1,0 +1,67 @@
+// lora.forward / forwardAsync: JS descriptors → LoraForwardParams.
+#include "common.h"
+#include "ops/lora_linear.h"
+
+namespace lk::binding {
+namespace {
+
+void expect(bool ok, ErrorCode code, const std::string& message) {
+  if (!ok) throw Error(code, "lora.forward: " + message);
+}
+
+void expect_same_placement(const TensorArg& ref, const TensorArg& t, const char* name) {
+  if (!t.data) return;
+  expect(t.dtype == ref.dtype, ErrorCode::DType, std::string(name) + " must have the dtype of x");
+  expect(t.device.index == ref.device.index, ErrorCode::Device, std::string(name) + " must be on the device of x");
+}
+
+Napi::Value lora_forward_entry(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, "lora.forward: expected an argument object");
+    Napi::Object d = info[0].As<Napi::Object>();
+    KeepAlive keep;
+    TensorArg x = tensor_arg(d, "x", keep), w = tensor_arg(d, "weight", keep), y = tensor_arg(d, "out", keep);
+    TensorArg bias = optional_tensor_arg(d, "bias", keep), a = optional_tensor_arg(d, "a", keep),
+              b = optional_tensor_arg(d, "b", keep), mask = optional_tensor_arg(d, "dropoutMask", keep);
+
+    expect(x.ndim() >= 1 && w.ndim() == 2, ErrorCode::Shape, "x must be [..., K] and weight [N, K]");
+    const int64_t k = x.dim(-1), n = w.dim(0), m = k > 0 ? x.numel() / k : 0;
+    expect(w.dim(1) == k, ErrorCode::Shape, "weight must be [N, K] with K = x.shape[-1]");
+    for (auto* t : {&w, &y, &bias, &a, &b, &mask}) expect_same_placement(x, *t, "every tensor");
+    expect(y.numel() == m * n, ErrorCode::Shape, "out must hold M·N elements");
+    expect(!bias.data || bias.numel() == n, ErrorCode::Shape, "bias must be [N]");
+    expect(!mask.data || mask.numel() == x.numel(), ErrorCode::Shape, "dropoutMask must have the shape of x");
+    expect((a.data == nullptr) == (b.data == nullptr), ErrorCode::Argument, "a and b come together");
+    int64_t r = 0;
+    if (a.data) {
+      expect(a.ndim() == 2 && a.dim(1) == k, ErrorCode::Shape, "a must be [r, K]");
+      r = a.dim(0);
+      expect(b.ndim() == 2 && b.dim(0) == n && b.dim(1) == r, ErrorCode::Shape, "b must be [N, r]");
+    }
+
+    LoraForwardParams p;
+    p.dtype = x.dtype;
+    p.m = m; p.k = k; p.n = n; p.r = r;
+    p.x = x.data; p.x_stride = k;
+    p.weight = w.data; p.weight_stride = k;
+    p.bias = bias.data;
+    p.a = a.data; p.a_stride = k;
+    p.b = b.data; p.b_stride = r;
+    p.dropout_mask = mask.data; p.mask_stride = k;
+    p.scale = static_cast<float>(number_arg(d, "scale", 1.0));
+    p.y = y.data; p.y_stride = n;
+    p.allow_tf32 = bool_arg(d, "allowTf32", false);
+    const Device device = x.device;
+    return run(env, async, std::move(keep), [p, device] { lora_forward(p, device); });
+  });
+}
+
+}  // namespace
+
+void register_lora_linear(Napi::Env env, Napi::Object exports) {
+  exports.Set("loraForward", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return lora_forward_entry(info, false); }));
+  exports.Set("loraForwardAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return lora_forward_entry(info, true); }));
+}
+
+}  // namespace lk::binding

@@ -1,0 +1,26 @@
+// Builds without CUDA: the cuda device reports why it is absent and every call is ERR_DEVICE.
+#include "gpu.h"
+#include "status.h"
+
+namespace lk::gpu {
+
+const Status& status() {
+  static const Status s = [] {
+    Status st;
+    st.reason = "CUDA support was not compiled into this binary (nvcc not found or LK_CUDA=OFF)";
+    return st;
+  }();
+  return s;
+}
+
+[[noreturn]] static void unavailable() { throw Error(ErrorCode::Device, status().reason); }
+
+void* alloc(int, size_t) { unavailable(); }
+void release(int, void*) noexcept {}
+void copy_to_device(int, void*, const void*, size_t) { unavailable(); }
+void copy_to_host(int, void*, const void*, size_t) { unavailable(); }
+void copy_on_device(int, void*, const void*, size_t) { unavailable(); }
+void fill_bytes(int, void*, int, size_t) { unavailable(); }
+void synchronize(int) { unavailable(); }
+
+}  // namespace lk::gpu

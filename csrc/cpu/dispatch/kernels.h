@@ -1,0 +1,22 @@
+// The CPU kernel table. Each entry is implemented in a csrc/cpu/<op>.cpp that is compiled once
+// per SIMD level into namespace lk::cpu::<level>; lk::cpu::<name>() calls the one for this CPU.
+#pragma once
+#include "ops/lora_linear.h"
+
+#define LK_CPU_KERNEL_LIST(X) \
+  X(lora_forward, (const LoraForwardParams& p), (p))
+
+#define LK_CPU_DECLARE_IN(level)                                   \
+  namespace lk::cpu::level {                                       \
+  LK_CPU_KERNEL_LIST(LK_CPU_DECLARE_ONE)                           \
+  }
+#define LK_CPU_DECLARE_ONE(name, params, args) void name params;
+
+LK_CPU_DECLARE_IN(avx512)
+LK_CPU_DECLARE_IN(avx2)
+LK_CPU_DECLARE_IN(neon)
+LK_CPU_DECLARE_IN(scalar)
+
+namespace lk::cpu {
+LK_CPU_KERNEL_LIST(LK_CPU_DECLARE_ONE)
+}
