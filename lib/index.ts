@@ -1,0 +1,24 @@
+/**
+ * lora-kernels: fused LoRA kernels with a CPU fallback for every op.
+ *
+ *   import { Tensor, lora, reference } from 'lora-kernels';
+ */
+import { forward, forwardAsync } from './ops/lora_linear.js';
+import * as referenceOps from './reference/index.js';
+
+export { backends } from './backends.js';
+export type { Backends } from './backends.js';
+export { DTYPES, FLOAT_DTYPES } from './dtype.js';
+export type { DType, TypedArray } from './dtype.js';
+export { LoraKernelsError } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { Tensor } from './tensor.js';
+export type { Device } from './tensor.js';
+export type { LoraForwardArgs } from './ops/lora_linear.js';
+export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
+
+/** LoRA linear layers. */
+export const lora = { forward, forwardAsync };
+
+/** float64 references of every op and the tolerance table (`reference.assertClose`). */
+export const reference = referenceOps;

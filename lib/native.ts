@@ -1,0 +1,114 @@
+/**
+ * The typed contract of the native addon (csrc/binding/) and its loader. Everything the addon
+ * exports is declared here; lib/ never touches an untyped native value.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { fromNativeError, LoraKernelsError } from './errors.js';
+
+/** Opaque handle to device memory owned by the addon (a Napi::External). */
+export interface NativeDeviceBuffer { readonly __deviceBuffer: unique symbol }
+
+/** How a tensor crosses into C++: host data as a TypedArray, device data as a buffer handle. */
+export interface NativeTensor {
+  dtype: number;
+  shape: readonly number[];
+  data: ArrayBufferView | NativeDeviceBuffer;
+}
+
+export interface NativeBackends {
+  cpu: { simd: 'avx512' | 'avx2' | 'neon' | 'scalar'; threads: number };
+  cuda: {
+    available: boolean;
+    compiled: boolean;
+    emulated: boolean;
+    reason?: string;
+    devices: { name: string; computeCapability: string; memoryBytes: number }[];
+  };
+}
+
+export interface NativeLoraForward {
+  x: NativeTensor;
+  weight: NativeTensor;
+  bias?: NativeTensor;
+  a?: NativeTensor;
+  b?: NativeTensor;
+  dropoutMask?: NativeTensor;
+  out: NativeTensor;
+  scale: number;
+  allowTf32: boolean;
+}
+
+export interface NativeModule {
+  backends(): NativeBackends;
+  deviceAlloc(device: number, bytes: number): NativeDeviceBuffer;
+  deviceFree(buffer: NativeDeviceBuffer): void;
+  copyToDevice(buffer: NativeDeviceBuffer, source: ArrayBufferView): void;
+  copyToHost(buffer: NativeDeviceBuffer, destination: ArrayBufferView): void;
+  copyOnDevice(destination: NativeDeviceBuffer, source: NativeDeviceBuffer): void;
+  fillRandn(destination: ArrayBufferView, dtypeCode: number, seed: number): void;
+  loraForward(args: NativeLoraForward): void;
+  loraForwardAsync(args: NativeLoraForward): Promise<void>;
+}
+
+/** The package root: the folder above lib/ (sources, tests) or dist/cjs/ (the published build). */
+export function packageRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 4; i++) {
+    const manifest = path.join(dir, 'package.json');
+    if (fs.existsSync(manifest)) {
+      const name = (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { name?: string }).name;
+      if (name === 'lora-kernels') return dir;
+    }
+    dir = path.dirname(dir);
+  }
+  throw new LoraKernelsError('ERR_UNSUPPORTED', `lora-kernels: cannot find the package root above ${__dirname}`);
+}
+
+function load(): NativeModule {
+  // LORA_KERNELS_ADDON points at a specific build (the emulated CUDA backend in tests).
+  const override = process.env['LORA_KERNELS_ADDON'];
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  if (override) return require(path.resolve(override)) as NativeModule;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+  const root = packageRoot();
+  try {
+    return nodeGypBuild(root) as NativeModule;
+  } catch (error) {
+    throw new LoraKernelsError(
+      'ERR_UNSUPPORTED',
+      `lora-kernels: no native binary for ${process.platform}-${process.arch} (node ${process.versions.node}) ` +
+        `in ${path.join(root, 'prebuilds')} or ${path.join(root, 'build')}; build it from source with ` +
+        `"npm run build:native" in ${root}. (${(error as Error).message})`,
+    );
+  }
+}
+
+let cached: NativeModule | undefined;
+
+/** The addon, loaded on first use. */
+export function native(): NativeModule {
+  cached ??= load();
+  return cached;
+}
+
+/** Calls into the addon, turning its errors into LoraKernelsError. */
+export function callNative<T>(fn: (m: NativeModule) => T): T {
+  const m = native();
+  try {
+    return fn(m);
+  } catch (error) {
+    throw fromNativeError(error);
+  }
+}
+
+export async function callNativeAsync(fn: (m: NativeModule) => Promise<void>): Promise<void> {
+  const m = native();
+  try {
+    await fn(m);
+  } catch (error) {
+    throw fromNativeError(error);
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * LoRA linear layer. Layouts follow nn.Linear and PEFT: weight [N, K], a = lora_A.weight [r, K],
+ * b = lora_B.weight [N, r].
+ *
+ *   y = x·weightᵀ + bias + scale·((x ⊙ dropoutMask)·aᵀ)·bᵀ
+ *
+ * One fused pass on every backend: the low-rank product is folded into the base GEMM rather than
+ * computed as three separate passes over memory.
+ */
+import { FLOAT_DTYPES } from '../dtype.js';
+import { argumentError } from '../errors.js';
+import { callNative, callNativeAsync, type NativeLoraForward } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { Args, shapeText } from '../validate.js';
+
+export interface LoraForwardArgs {
+  /** Input [..., K] in float32, float16 or bfloat16. */
+  x: Tensor;
+  /** Frozen base weight [N, K] (nn.Linear layout), same dtype and device as x. */
+  weight: Tensor;
+  /** Optional bias [N]. */
+  bias?: Tensor;
+  /** lora_A.weight [r, K]; omit a and b together for the base layer alone. */
+  a?: Tensor;
+  /** lora_B.weight [N, r]. */
+  b?: Tensor;
+  /** Multiplier of the low-rank path (PEFT: lora_alpha / r). Default 1. */
+  scale?: number;
+  /** Multiplies x on the LoRA branch only, shape of x (holds 0 or 1/(1-p) for dropout p). */
+  dropoutMask?: Tensor;
+  /** Where to write y [..., N]; allocated when absent. Must not overlap an input. */
+  out?: Tensor;
+  /** CUDA float32 only: allow TF32 tensor cores (10-bit mantissa products). Default false: exact float32 FMA. */
+  allowTf32?: boolean;
+}
+
+function prepareForward(op: string, input: LoraForwardArgs): { desc: NativeLoraForward; out: Tensor } {
+  const args = new Args(op, input);
+  const x = args.tensor('x', { dtypes: FLOAT_DTYPES });
+  if (x.shape.length < 1) throw argumentError('ERR_SHAPE', op, 'x.shape', '[..., K] with at least one dimension', '[]');
+  const k = x.shape[x.shape.length - 1]!;
+  if (k < 1) throw argumentError('ERR_SHAPE', op, 'x.shape', '[..., K] with K ≥ 1', shapeText(x.shape));
+  const weight = args.tensor('weight');
+  args.expectLike('weight', weight, x, 'x');
+  if (weight.shape.length !== 2 || weight.shape[1] !== k || weight.shape[0]! < 1) {
+    throw argumentError('ERR_SHAPE', op, 'weight.shape', `[N, ${k}] (N ≥ 1, K = x.shape[-1])`, shapeText(weight.shape));
+  }
+  const n = weight.shape[0]!;
+  const bias = args.optionalTensor('bias');
+  if (bias) {
+    args.expectLike('bias', bias, x, 'x');
+    args.expectShape('bias', bias, [n]);
+  }
+  const a = args.optionalTensor('a');
+  const b = args.optionalTensor('b');
+  if ((a === undefined) !== (b === undefined)) {
+    const [given, missing] = a ? ['a', 'b'] : ['b', 'a'];
+    throw argumentError('ERR_ARGUMENT', op, missing, `given together with ${given}`, 'undefined');
+  }
+  if (a && b) {
+    args.expectLike('a', a, x, 'x');
+    args.expectLike('b', b, x, 'x');
+    if (a.shape.length !== 2 || a.shape[1] !== k || a.shape[0]! < 1) {
+      throw argumentError('ERR_SHAPE', op, 'a.shape', `[r, ${k}] (r ≥ 1)`, shapeText(a.shape));
+    }
+    args.expectShape('b', b, [n, a.shape[0]!]);
+  }
+  const dropoutMask = args.optionalTensor('dropoutMask');
+  if (dropoutMask) {
+    args.expectLike('dropoutMask', dropoutMask, x, 'x');
+    args.expectShape('dropoutMask', dropoutMask, x.shape);
+  }
+  const scale = args.number('scale', 1);
+  const allowTf32 = args.boolean('allowTf32', false);
+  const outShape = [...x.shape.slice(0, -1), n];
+  const given = args.optionalTensor('out');
+  if (given) {
+    args.expectLike('out', given, x, 'x');
+    args.expectShape('out', given, outShape);
+    args.expectNoAlias('out', given, { x, weight, bias, a, b, dropoutMask });
+  }
+  const out = given ?? Tensor.empty(outShape, { dtype: x.dtype, device: x.device });
+  const desc: NativeLoraForward = {
+    x: Tensor.native(x, op, 'x'),
+    weight: Tensor.native(weight, op, 'weight'),
+    out: Tensor.native(out, op, 'out'),
+    scale,
+    allowTf32,
+  };
+  if (bias) desc.bias = Tensor.native(bias, op, 'bias');
+  if (a && b) {
+    desc.a = Tensor.native(a, op, 'a');
+    desc.b = Tensor.native(b, op, 'b');
+  }
+  if (dropoutMask) desc.dropoutMask = Tensor.native(dropoutMask, op, 'dropoutMask');
+  return { desc, out };
+}
+
+/** Fused LoRA forward; returns y [..., N] (`out` when given). */
+export function forward(args: LoraForwardArgs): Tensor {
+  const { desc, out } = prepareForward('lora.forward', args);
+  callNative((m) => m.loraForward(desc));
+  return out;
+}
+
+/** forward() off the JS thread (on the addon's job thread, not libuv's pool). */
+export async function forwardAsync(args: LoraForwardArgs): Promise<Tensor> {
+  const { desc, out } = prepareForward('lora.forwardAsync', args);
+  await callNativeAsync((m) => m.loraForwardAsync(desc));
+  return out;
+}

@@ -1,0 +1,126 @@
+/**
+ * The project's one tolerance table and the comparison every test uses. Exported so that users
+ * can check their own kernels against our float64 references with the same rules.
+ *
+ * An element passes when |actual − expected| ≤ atol·rms(expected) + rtol·|expected|, and the whole
+ * tensor when ‖actual − expected‖_F ≤ frobenius·‖expected‖_F. atol is relative to the RMS of the
+ * expected tensor so that the rule is scale-free: a dot product of length K that cancels to ~0
+ * still carries an absolute error of order eps·sqrt(K)·|terms|.
+ *
+ * Napkin math for the entries: storing a result rounds it by half an ulp: 2^-24 (float32),
+ * 2^-11 ≈ 4.9e-4 (float16), 2^-8 ≈ 3.9e-3 (bfloat16); float32 accumulation over K ≤ 4096 adds
+ * about sqrt(K)·2^-24 ≈ 4e-6 relative; TF32 rounds each product's inputs to 2^-11.
+ */
+import type { DType } from '../dtype.js';
+import type { Tensor } from '../tensor.js';
+
+export type ToleranceKey = DType | 'tf32' | 'float64';
+
+export interface Tolerance {
+  rtol: number;
+  atol: number;
+  frobenius: number;
+}
+
+export const TOLERANCES: Readonly<Record<ToleranceKey, Tolerance>> = {
+  float64: { rtol: 1e-12, atol: 1e-12, frobenius: 1e-13 },
+  float32: { rtol: 1e-4, atol: 1e-4, frobenius: 2e-5 },
+  tf32: { rtol: 1e-2, atol: 1e-2, frobenius: 3e-3 },
+  float16: { rtol: 2e-3, atol: 2e-3, frobenius: 1e-3 },
+  bfloat16: { rtol: 1.6e-2, atol: 1.6e-2, frobenius: 8e-3 },
+  int8: { rtol: 0, atol: 0, frobenius: 0 },
+  uint8: { rtol: 0, atol: 0, frobenius: 0 },
+  int32: { rtol: 0, atol: 0, frobenius: 0 },
+};
+
+/** A float64 result of a reference op. */
+export interface RefTensor {
+  data: Float64Array;
+  shape: number[];
+}
+
+export interface CloseReport {
+  ok: boolean;
+  maxAbsError: number;
+  worstIndex: number;
+  relativeFrobenius: number;
+  message: string;
+}
+
+type Values = ArrayLike<number>;
+
+function valuesOf(t: Tensor | RefTensor | Values): Values {
+  if ('data' in t && (t as RefTensor).data instanceof Float64Array) return (t as RefTensor).data;
+  if (typeof (t as Tensor).toFloat32 === 'function') return (t as Tensor).toFloat32();
+  return t as Values;
+}
+
+/** Compares without throwing. NaN must meet NaN and ±Infinity the same infinity. */
+export function compareClose(
+  actual: Tensor | RefTensor | Values,
+  expected: Tensor | RefTensor | Values,
+  opts: { dtype: ToleranceKey; tolerance?: Partial<Tolerance> },
+): CloseReport {
+  const tol = { ...TOLERANCES[opts.dtype], ...opts.tolerance };
+  const got = valuesOf(actual);
+  const want = valuesOf(expected);
+  const fail = (message: string): CloseReport => ({ ok: false, maxAbsError: NaN, worstIndex: -1, relativeFrobenius: NaN, message });
+  if (got.length !== want.length) return fail(`length ${got.length} != expected ${want.length}`);
+  let sumSq = 0;
+  let finiteCount = 0;
+  for (let i = 0; i < want.length; i++) {
+    const e = want[i]!;
+    if (Number.isFinite(e)) {
+      sumSq += e * e;
+      finiteCount++;
+    }
+  }
+  const rms = finiteCount ? Math.sqrt(sumSq / finiteCount) : 0;
+  let errSq = 0;
+  let maxAbs = 0;
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < want.length; i++) {
+    const e = want[i]!;
+    const a = got[i]!;
+    if (!Number.isFinite(e)) {
+      const same = Number.isNaN(e) ? Number.isNaN(a) : a === e;
+      if (!same) return fail(`element ${i}: expected ${e}, got ${a}`);
+      continue;
+    }
+    if (!Number.isFinite(a)) return fail(`element ${i}: expected ${e}, got ${a}`);
+    const err = Math.abs(a - e);
+    errSq += err * err;
+    if (err > maxAbs) maxAbs = err;
+    const excess = err - (tol.atol * rms + tol.rtol * Math.abs(e));
+    if (excess > worstExcess) {
+      worstExcess = excess;
+      worst = i;
+    }
+  }
+  const relativeFrobenius = sumSq > 0 ? Math.sqrt(errSq / sumSq) : Math.sqrt(errSq);
+  if (worst >= 0) {
+    return {
+      ok: false, maxAbsError: maxAbs, worstIndex: worst, relativeFrobenius,
+      message: `element ${worst}: got ${got[worst]}, expected ${want[worst]} (|err| ${Math.abs(got[worst]! - want[worst]!)
+        .toExponential(3)} > ${tol.atol}·rms ${rms.toExponential(3)} + ${tol.rtol}·|expected|)`,
+    };
+  }
+  if (relativeFrobenius > tol.frobenius) {
+    return {
+      ok: false, maxAbsError: maxAbs, worstIndex: -1, relativeFrobenius,
+      message: `relative Frobenius error ${relativeFrobenius.toExponential(3)} > ${tol.frobenius}`,
+    };
+  }
+  return { ok: true, maxAbsError: maxAbs, worstIndex: -1, relativeFrobenius, message: 'ok' };
+}
+
+/** Throws an Error describing the worst element when `actual` is not close to `expected`. */
+export function assertClose(
+  actual: Tensor | RefTensor | Values,
+  expected: Tensor | RefTensor | Values,
+  opts: { dtype: ToleranceKey; tolerance?: Partial<Tolerance>; label?: string },
+): void {
+  const report = compareClose(actual, expected, opts);
+  if (!report.ok) throw new Error(`${opts.label ? opts.label + ': ' : ''}not close (${opts.dtype}): ${report.message}`);
+}

@@ -1,0 +1,228 @@
+/**
+ * Tensors: a dtype, a row-major shape and storage on one device. Host tensors wrap a TypedArray
+ * (zero-copy when it already has the dtype's storage type); device tensors own CUDA memory,
+ * freed by dispose() (a finalizer in the addon is only a safety net).
+ */
+import {
+  DTYPE_CODE, type DType, dtypeSize, isDType, numbersToStorage, STORAGE, storageToFloat32, type TypedArray,
+} from './dtype.js';
+import { argumentError, describeValue, LoraKernelsError } from './errors.js';
+import { callNative, type NativeDeviceBuffer, type NativeTensor } from './native.js';
+
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+
+const disposeSymbol: typeof Symbol.dispose = (Symbol as { dispose?: typeof Symbol.dispose }).dispose ??
+  (Symbol.for('Symbol.dispose') as typeof Symbol.dispose);
+
+/** Device string → index (-1 for the host). Throws ERR_DEVICE naming the argument. */
+export function deviceIndex(device: unknown, op: string, argument = 'device'): number {
+  if (device === 'cpu') return -1;
+  if (device === 'cuda') return 0;
+  if (typeof device === 'string') {
+    const match = /^cuda:(\d+)$/.exec(device);
+    if (match) return Number(match[1]);
+  }
+  throw argumentError('ERR_DEVICE', op, argument, `'cpu', 'cuda' or 'cuda:<index>'`, describeValue(device));
+}
+
+function deviceName(index: number): Device {
+  return index < 0 ? 'cpu' : index === 0 ? 'cuda' : `cuda:${index}`;
+}
+
+export function checkShape(shape: unknown, op: string, argument = 'shape'): number[] {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw argumentError('ERR_SHAPE', op, argument, 'an array of non-negative integers', describeValue(shape));
+  }
+  return [...shape] as number[];
+}
+
+function checkDType(dtype: unknown, op: string): DType {
+  if (!isDType(dtype)) {
+    throw argumentError('ERR_DTYPE', op, 'dtype', `one of float32, float16, bfloat16, int8, uint8, int32`, describeValue(dtype));
+  }
+  return dtype;
+}
+
+export function numelOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function naturalDType(data: unknown): DType | undefined {
+  if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Int8Array) return 'int8';
+  if (data instanceof Uint8Array) return 'uint8';
+  if (data instanceof Int32Array) return 'int32';
+  return undefined;
+}
+
+type Storage = { kind: 'host'; data: TypedArray } | { kind: 'device'; buffer: NativeDeviceBuffer; index: number };
+
+export class Tensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly device: Device;
+  #storage: Storage | undefined;
+
+  private constructor(dtype: DType, shape: readonly number[], storage: Storage) {
+    this.dtype = dtype;
+    this.shape = Object.freeze([...shape]);
+    this.device = storage.kind === 'host' ? 'cpu' : deviceName(storage.index);
+    this.#storage = storage;
+  }
+
+  /**
+   * A host tensor from numbers or a TypedArray. Zero-copy when `data` is already the storage type
+   * of `dtype` (Float32Array for float32, Uint16Array holding bits for float16/bfloat16, ...);
+   * otherwise values are converted (rounded to nearest even for half types).
+   */
+  static from(data: ArrayLike<number> | TypedArray, shape: readonly number[], opts: { dtype?: DType } = {}): Tensor {
+    const op = 'Tensor.from';
+    const dims = checkShape(shape, op);
+    if (data === null || typeof data !== 'object' || typeof (data as ArrayLike<number>).length !== 'number') {
+      throw argumentError('ERR_ARGUMENT', op, 'data', 'an array of numbers or a TypedArray', describeValue(data));
+    }
+    if (data instanceof Uint16Array && opts.dtype === undefined) {
+      throw argumentError('ERR_DTYPE', op, 'opts.dtype', `'float16' or 'bfloat16' for a Uint16Array`, 'undefined');
+    }
+    const dtype = checkDType(opts.dtype ?? naturalDType(data) ?? 'float32', op);
+    const count = numelOf(dims);
+    if (data.length !== count) {
+      throw argumentError('ERR_SHAPE', op, 'data', `${count} elements for shape [${dims.join(', ')}]`, `${data.length}`);
+    }
+    const storageType = STORAGE[dtype];
+    const zeroCopy = data instanceof storageType && (dtype === 'float16' || dtype === 'bfloat16' ? true : naturalDType(data) === dtype);
+    const host = zeroCopy ? (data as TypedArray) : numbersToStorage(dtype, data as ArrayLike<number>);
+    return new Tensor(dtype, dims, { kind: 'host', data: host });
+  }
+
+  /** A tensor of zeros (all-zero bits: +0.0 for every float dtype). */
+  static zeros(shape: readonly number[], opts: { dtype?: DType; device?: Device } = {}): Tensor {
+    const op = 'Tensor.zeros';
+    const dims = checkShape(shape, op);
+    const dtype = checkDType(opts.dtype ?? 'float32', op);
+    const index = deviceIndex(opts.device ?? 'cpu', op, 'opts.device');
+    const host = new STORAGE[dtype](numelOf(dims));
+    if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: host });
+    return Tensor.upload(dtype, dims, host, index);
+  }
+
+  /** A tensor whose contents are unspecified (device memory is not cleared): for outputs. */
+  static empty(shape: readonly number[], opts: { dtype?: DType; device?: Device } = {}): Tensor {
+    const op = 'Tensor.empty';
+    const dims = checkShape(shape, op);
+    const dtype = checkDType(opts.dtype ?? 'float32', op);
+    const index = deviceIndex(opts.device ?? 'cpu', op, 'opts.device');
+    if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: new STORAGE[dtype](numelOf(dims)) });
+    const buffer = callNative((m) => m.deviceAlloc(index, numelOf(dims) * dtypeSize(dtype)));
+    return new Tensor(dtype, dims, { kind: 'device', buffer, index });
+  }
+
+  /**
+   * Standard normal samples; element i is a pure function of (seed, i), so the same seed gives
+   * the same values on every backend, thread count and device. Integer dtypes get scaled,
+   * rounded samples (int8: round(32·z) clamped, uint8: 128 + round(32·z), int32: round(1000·z)).
+   */
+  static randn(shape: readonly number[], opts: { dtype?: DType; device?: Device; seed?: number } = {}): Tensor {
+    const op = 'Tensor.randn';
+    const dims = checkShape(shape, op);
+    const dtype = checkDType(opts.dtype ?? 'float32', op);
+    const index = deviceIndex(opts.device ?? 'cpu', op, 'opts.device');
+    const seed = opts.seed ?? 0;
+    if (!Number.isSafeInteger(seed)) throw argumentError('ERR_ARGUMENT', op, 'opts.seed', 'a safe integer', describeValue(seed));
+    const host = new STORAGE[dtype](numelOf(dims));
+    callNative((m) => m.fillRandn(host, DTYPE_CODE[dtype], seed));
+    if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: host });
+    return Tensor.upload(dtype, dims, host, index);
+  }
+
+  private static upload(dtype: DType, shape: readonly number[], host: TypedArray, index: number): Tensor {
+    const buffer = callNative((m) => m.deviceAlloc(index, host.byteLength));
+    callNative((m) => m.copyToDevice(buffer, host));
+    return new Tensor(dtype, shape, { kind: 'device', buffer, index });
+  }
+
+  get numel(): number {
+    return numelOf(this.shape);
+  }
+
+  get disposed(): boolean {
+    return this.#storage === undefined;
+  }
+
+  /** A copy on `device` (also when it is already there). */
+  to(device: Device): Tensor {
+    const index = deviceIndex(device, 'Tensor.to');
+    const storage = this.#live('Tensor.to');
+    if (storage.kind === 'device' && index === storage.index) {
+      const buffer = callNative((m) => m.deviceAlloc(index, this.numel * dtypeSize(this.dtype)));
+      callNative((m) => m.copyOnDevice(buffer, storage.buffer));
+      return new Tensor(this.dtype, this.shape, { kind: 'device', buffer, index });
+    }
+    const host = this.toArray();
+    if (index < 0) return new Tensor(this.dtype, this.shape, { kind: 'host', data: host });
+    return Tensor.upload(this.dtype, this.shape, host, index);
+  }
+
+  /** A host copy of the stored elements (float16/bfloat16 as their bits in a Uint16Array). */
+  toArray(): TypedArray {
+    const storage = this.#live('Tensor.toArray');
+    if (storage.kind === 'host') return storage.data.slice();
+    const host = new STORAGE[this.dtype](this.numel);
+    callNative((m) => m.copyToHost(storage.buffer, host));
+    return host;
+  }
+
+  /** A host copy converted to float32 (exact for every dtype but int32 beyond 2^24). */
+  toFloat32(): Float32Array {
+    const storage = this.#live('Tensor.toFloat32');
+    if (storage.kind === 'host') return storageToFloat32(this.dtype, storage.data);
+    return storageToFloat32(this.dtype, this.toArray());
+  }
+
+  /** The same storage seen with another shape of the same element count. */
+  reshape(shape: readonly number[]): Tensor {
+    const dims = checkShape(shape, 'Tensor.reshape');
+    if (numelOf(dims) !== this.numel) {
+      throw argumentError('ERR_SHAPE', 'Tensor.reshape', 'shape', `${this.numel} elements`, `[${dims.join(', ')}]`);
+    }
+    return new Tensor(this.dtype, dims, this.#live('Tensor.reshape'));
+  }
+
+  /** Frees device memory now (host tensors drop their reference). Idempotent. */
+  dispose(): void {
+    const storage = this.#storage;
+    this.#storage = undefined;
+    if (storage?.kind === 'device') callNative((m) => m.deviceFree(storage.buffer));
+  }
+
+  [disposeSymbol](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+
+  #live(op: string): Storage {
+    if (!this.#storage) throw new LoraKernelsError('ERR_DISPOSED', `${op}: the tensor was disposed`);
+    return this.#storage;
+  }
+
+  /** @internal The descriptor the addon reads. */
+  static native(t: Tensor, op: string, argument: string): NativeTensor {
+    if (!t.#storage) throw new LoraKernelsError('ERR_DISPOSED', `${op}: ${argument} was disposed`);
+    const data = t.#storage.kind === 'host' ? t.#storage.data : t.#storage.buffer;
+    return { dtype: DTYPE_CODE[t.dtype], shape: t.shape, data };
+  }
+
+  /** @internal Whether two tensors share any bytes of memory (for `out` aliasing checks). */
+  static overlaps(a: Tensor, b: Tensor): boolean {
+    const sa = a.#storage, sb = b.#storage;
+    if (!sa || !sb) return false;
+    if (sa.kind === 'device' && sb.kind === 'device') return sa.buffer === sb.buffer;
+    if (sa.kind !== 'host' || sb.kind !== 'host') return false;
+    if (sa.data.buffer !== sb.data.buffer) return false;
+    const aEnd = sa.data.byteOffset + sa.data.byteLength, bEnd = sb.data.byteOffset + sb.data.byteLength;
+    return sa.data.byteOffset < bEnd && sb.data.byteOffset < aEnd;
+  }
+}
