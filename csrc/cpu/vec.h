@@ -1,0 +1,262 @@
+// A float32 SIMD vector for the level this translation unit is compiled for (LK_SIMD_AVX512,
+// LK_SIMD_AVX2, LK_SIMD_NEON, otherwise LK_SIMD_SCALAR), with the handful of operations the CPU
+// kernels need: loads that widen float16/bfloat16 to float32, stores that round back (nearest
+// even, NaN stays NaN), fused multiply-add, a horizontal sum and an in-register kLanes×kLanes
+// transpose used to pack weight panels.
+//
+// Include only from csrc/cpu/*.cpp (inside no namespace); everything lands in
+// lk::cpu::LK_SIMD_NS, so each level gets its own copy.
+#pragma once
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "core/half.h"
+
+#if defined(LK_SIMD_AVX512) || defined(LK_SIMD_AVX2)
+#include <immintrin.h>
+#elif defined(LK_SIMD_NEON)
+#include <arm_neon.h>
+#endif
+
+namespace lk::cpu::LK_SIMD_NS {
+
+#if defined(LK_SIMD_AVX512)
+
+using Vec = __m512;
+constexpr int kLanes = 16;
+
+inline Vec vzero() { return _mm512_setzero_ps(); }
+inline Vec vset1(float v) { return _mm512_set1_ps(v); }
+inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec vfma(Vec a, Vec b, Vec acc) { return _mm512_fmadd_ps(a, b, acc); }
+inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline float vsum(Vec v) { return _mm512_reduce_add_ps(v); }
+
+inline Vec vload_fp16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline Vec vload_bf16(const uint16_t* p) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+inline void vstore_fp16(uint16_t* p, Vec v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+inline void vstore_bf16(uint16_t* p, Vec v) {
+  // Round to nearest even on the bit pattern; NaN keeps its sign and becomes a quiet NaN.
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet)));
+}
+
+// rows[i] holds row i of a 16×16 block; afterwards rows[c] holds column c.
+inline void vtranspose(Vec rows[kLanes]) {
+  Vec t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // lane L of rows[4i+q]: rows 4i..4i+3 of column 4L+q
+    rows[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    rows[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    rows[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    rows[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int q = 0; q < 4; ++q) {  // then a 4×4 transpose of 128-bit lanes
+    t[q] = _mm512_shuffle_f32x4(rows[q], rows[4 + q], 0x88);
+    t[4 + q] = _mm512_shuffle_f32x4(rows[q], rows[4 + q], 0xdd);
+    t[8 + q] = _mm512_shuffle_f32x4(rows[8 + q], rows[12 + q], 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(rows[8 + q], rows[12 + q], 0xdd);
+  }
+  for (int q = 0; q < 4; ++q) {
+    rows[q] = _mm512_shuffle_f32x4(t[q], t[8 + q], 0x88);
+    rows[8 + q] = _mm512_shuffle_f32x4(t[q], t[8 + q], 0xdd);
+    rows[4 + q] = _mm512_shuffle_f32x4(t[4 + q], t[12 + q], 0x88);
+    rows[12 + q] = _mm512_shuffle_f32x4(t[4 + q], t[12 + q], 0xdd);
+  }
+}
+
+#elif defined(LK_SIMD_AVX2)
+
+using Vec = __m256;
+constexpr int kLanes = 8;
+
+inline Vec vzero() { return _mm256_setzero_ps(); }
+inline Vec vset1(float v) { return _mm256_set1_ps(v); }
+inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec vfma(Vec a, Vec b, Vec acc) { return _mm256_fmadd_ps(a, b, acc); }
+inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+inline float vsum(Vec v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline Vec vload_fp16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline Vec vload_bf16(const uint16_t* p) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+inline void vstore_fp16(uint16_t* p, Vec v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+inline void vstore_bf16(uint16_t* p, Vec v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  const __m256i bits = _mm256_blendv_epi8(rounded, quiet, nan);  // 8 × 32-bit, high halves zero
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+
+inline void vtranspose(Vec rows[kLanes]) {
+  Vec t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {  // lane L of rows[4i+q]: rows 4i..4i+3 of column 4L+q
+    rows[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    rows[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    rows[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    rows[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int q = 0; q < 4; ++q) {
+    t[q] = _mm256_permute2f128_ps(rows[q], rows[4 + q], 0x20);
+    t[4 + q] = _mm256_permute2f128_ps(rows[q], rows[4 + q], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) rows[i] = t[i];
+}
+
+#elif defined(LK_SIMD_NEON)
+
+using Vec = float32x4_t;
+constexpr int kLanes = 4;
+
+inline Vec vzero() { return vdupq_n_f32(0.0f); }
+inline Vec vset1(float v) { return vdupq_n_f32(v); }
+inline Vec vload(const float* p) { return vld1q_f32(p); }
+inline void vstore(float* p, Vec v) { vst1q_f32(p, v); }
+inline Vec vfma(Vec a, Vec b, Vec acc) { return vfmaq_f32(acc, a, b); }
+inline Vec vadd(Vec a, Vec b) { return vaddq_f32(a, b); }
+inline Vec vmul(Vec a, Vec b) { return vmulq_f32(a, b); }
+inline float vsum(Vec v) { return vaddvq_f32(v); }
+
+inline Vec vload_fp16(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+inline Vec vload_bf16(const uint16_t* p) { return vreinterpretq_f32_u32(vshlq_n_u32(vmovl_u16(vld1_u16(p)), 16)); }
+inline void vstore_fp16(uint16_t* p, Vec v) { vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(v))); }
+inline void vstore_bf16(uint16_t* p, Vec v) {
+  const uint32x4_t u = vreinterpretq_u32_f32(v);
+  const uint32x4_t lsb = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+  const uint32x4_t rounded = vshrq_n_u32(vaddq_u32(u, vaddq_u32(lsb, vdupq_n_u32(0x7fff))), 16);
+  const uint32x4_t quiet = vorrq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x40));
+  const uint32x4_t is_number = vceqq_f32(v, v);
+  vst1_u16(p, vmovn_u32(vbslq_u32(is_number, rounded, quiet)));
+}
+
+inline void vtranspose(Vec rows[kLanes]) {
+  const float32x4x2_t ab = vtrnq_f32(rows[0], rows[1]);  // a0 b0 a2 b2 | a1 b1 a3 b3
+  const float32x4x2_t cd = vtrnq_f32(rows[2], rows[3]);
+  rows[0] = vcombine_f32(vget_low_f32(ab.val[0]), vget_low_f32(cd.val[0]));
+  rows[1] = vcombine_f32(vget_low_f32(ab.val[1]), vget_low_f32(cd.val[1]));
+  rows[2] = vcombine_f32(vget_high_f32(ab.val[0]), vget_high_f32(cd.val[0]));
+  rows[3] = vcombine_f32(vget_high_f32(ab.val[1]), vget_high_f32(cd.val[1]));
+}
+
+#else  // LK_SIMD_SCALAR: four plain floats; the compiler may still use the baseline ISA's SIMD.
+
+struct Vec {
+  float v[4];
+};
+constexpr int kLanes = 4;
+
+inline Vec vzero() { return Vec{{0.0f, 0.0f, 0.0f, 0.0f}}; }
+inline Vec vset1(float s) { return Vec{{s, s, s, s}}; }
+inline Vec vload(const float* p) { return Vec{{p[0], p[1], p[2], p[3]}}; }
+inline void vstore(float* p, Vec v) {
+  for (int i = 0; i < 4; ++i) p[i] = v.v[i];
+}
+inline Vec vfma(Vec a, Vec b, Vec acc) {
+  for (int i = 0; i < 4; ++i) acc.v[i] += a.v[i] * b.v[i];
+  return acc;
+}
+inline Vec vadd(Vec a, Vec b) {
+  for (int i = 0; i < 4; ++i) a.v[i] += b.v[i];
+  return a;
+}
+inline Vec vmul(Vec a, Vec b) {
+  for (int i = 0; i < 4; ++i) a.v[i] *= b.v[i];
+  return a;
+}
+inline float vsum(Vec v) { return (v.v[0] + v.v[1]) + (v.v[2] + v.v[3]); }
+
+inline Vec vload_fp16(const uint16_t* p) { return Vec{{fp16_to_float(p[0]), fp16_to_float(p[1]), fp16_to_float(p[2]), fp16_to_float(p[3])}}; }
+inline Vec vload_bf16(const uint16_t* p) { return Vec{{bf16_to_float(p[0]), bf16_to_float(p[1]), bf16_to_float(p[2]), bf16_to_float(p[3])}}; }
+inline void vstore_fp16(uint16_t* p, Vec v) {
+  for (int i = 0; i < 4; ++i) p[i] = float_to_fp16(v.v[i]);
+}
+inline void vstore_bf16(uint16_t* p, Vec v) {
+  for (int i = 0; i < 4; ++i) p[i] = float_to_bf16(v.v[i]);
+}
+
+inline void vtranspose(Vec rows[kLanes]) {
+  for (int i = 0; i < 4; ++i)
+    for (int j = i + 1; j < 4; ++j) {
+      const float t = rows[i].v[j];
+      rows[i].v[j] = rows[j].v[i];
+      rows[j].v[i] = t;
+    }
+}
+
+#endif
+
+// Element loads and stores for the ragged edges, in the same rounding as the vector versions.
+inline float load_as_float(const void* base, DType dtype, int64_t i) {
+  switch (dtype) {
+    case DType::Float16: return fp16_to_float(static_cast<const uint16_t*>(base)[i]);
+    case DType::BFloat16: return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+    default: return static_cast<const float*>(base)[i];
+  }
+}
+inline void store_from_float(void* base, DType dtype, int64_t i, float v) {
+  switch (dtype) {
+    case DType::Float16: static_cast<uint16_t*>(base)[i] = float_to_fp16(v); break;
+    case DType::BFloat16: static_cast<uint16_t*>(base)[i] = float_to_bf16(v); break;
+    default: static_cast<float*>(base)[i] = v;
+  }
+}
+
+// kLanes consecutive elements of a float32/float16/bfloat16 array, widened to float32.
+inline Vec vload_as_float(const void* base, DType dtype, int64_t i) {
+  switch (dtype) {
+    case DType::Float16: return vload_fp16(static_cast<const uint16_t*>(base) + i);
+    case DType::BFloat16: return vload_bf16(static_cast<const uint16_t*>(base) + i);
+    default: return vload(static_cast<const float*>(base) + i);
+  }
+}
+inline void vstore_from_float(void* base, DType dtype, int64_t i, Vec v) {
+  switch (dtype) {
+    case DType::Float16: vstore_fp16(static_cast<uint16_t*>(base) + i, v); break;
+    case DType::BFloat16: vstore_bf16(static_cast<uint16_t*>(base) + i, v); break;
+    default: vstore(static_cast<float*>(base) + i, v);
+  }
+}
+
+// Widens n elements starting at base[i] into dst (float32), vector body plus scalar tail.
+inline void widen_row(const void* base, DType dtype, int64_t i, int64_t n, float* dst) {
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) vstore(dst + k, vload_as_float(base, dtype, i + k));
+  for (; k < n; ++k) dst[k] = load_as_float(base, dtype, i + k);
+}
+
+}  // namespace lk::cpu::LK_SIMD_NS
