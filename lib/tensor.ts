@@ -55,6 +55,15 @@ function naturalDType(data: unknown): DType | undefined {
   return undefined;
 }
 
+/** Host storage for `count` elements; an allocation failure is ERR_OUT_OF_MEMORY, not a RangeError. */
+function allocHost(dtype: DType, count: number, op: string): TypedArray {
+  try {
+    return new STORAGE[dtype](count);
+  } catch (error) {
+    throw new LoraKernelsError('ERR_OUT_OF_MEMORY', `${op}: cannot allocate ${count} ${dtype} elements on the host (${(error as Error).message})`);
+  }
+}
+
 type Storage = { kind: 'host'; data: TypedArray } | { kind: 'device'; buffer: NativeDeviceBuffer; index: number };
 
 export class Tensor {
@@ -101,7 +110,7 @@ export class Tensor {
     const dims = checkShape(shape, op);
     const dtype = checkDType(opts.dtype ?? 'float32', op);
     const index = deviceIndex(opts.device ?? 'cpu', op, 'opts.device');
-    const host = new STORAGE[dtype](numelOf(dims));
+    const host = allocHost(dtype, numelOf(dims), op);
     if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: host });
     return Tensor.upload(dtype, dims, host, index);
   }
@@ -112,7 +121,7 @@ export class Tensor {
     const dims = checkShape(shape, op);
     const dtype = checkDType(opts.dtype ?? 'float32', op);
     const index = deviceIndex(opts.device ?? 'cpu', op, 'opts.device');
-    if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: new STORAGE[dtype](numelOf(dims)) });
+    if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: allocHost(dtype, numelOf(dims), op) });
     const buffer = callNative((m) => m.deviceAlloc(index, numelOf(dims) * dtypeSize(dtype)));
     return new Tensor(dtype, dims, { kind: 'device', buffer, index });
   }
@@ -129,7 +138,7 @@ export class Tensor {
     const index = deviceIndex(opts.device ?? 'cpu', op, 'opts.device');
     const seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(seed)) throw argumentError('ERR_ARGUMENT', op, 'opts.seed', 'a safe integer', describeValue(seed));
-    const host = new STORAGE[dtype](numelOf(dims));
+    const host = allocHost(dtype, numelOf(dims), op);
     callNative((m) => m.fillRandn(host, DTYPE_CODE[dtype], seed));
     if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: host });
     return Tensor.upload(dtype, dims, host, index);
@@ -167,7 +176,7 @@ export class Tensor {
   toArray(): TypedArray {
     const storage = this.#live('Tensor.toArray');
     if (storage.kind === 'host') return storage.data.slice();
-    const host = new STORAGE[this.dtype](this.numel);
+    const host = allocHost(this.dtype, this.numel, 'Tensor.toArray');
     callNative((m) => m.copyToHost(storage.buffer, host));
     return host;
   }

@@ -103,6 +103,15 @@ describe.each(testDevices())('Tensor on $device', ({ device }) => {
   });
 });
 
+describe('out of memory', () => {
+  it('a host allocation that cannot be made is ERR_OUT_OF_MEMORY', () => {
+    expect(() => Tensor.zeros([2 ** 26, 2 ** 20])).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_MEMORY' }));
+  });
+  it.each(testDevices().filter((d) => d.device !== 'cpu'))('a device allocation that cannot be made is ERR_OUT_OF_MEMORY on $device', ({ device }) => {
+    expect(() => Tensor.empty([2 ** 46], { device })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_MEMORY' }));
+  });
+});
+
 describe('without a usable CUDA device', () => {
   it('cuda tensors fail with ERR_DEVICE and the reason', () => {
     const info = backends();
