@@ -1,3 +1,4 @@
+import { pbkdf2 } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import * as path from 'node:path';
 
@@ -192,6 +193,25 @@ describe('lora.forward rejects bad input with a code and a message naming the ar
     }
     expect((caught as { code?: string }).code).toBe('ERR_SHAPE');
     expect(String((caught as Error).message)).toMatch(/x: shape needs 120 bytes, the buffer holds 20/);
+  });
+});
+
+describe('forwardAsync and the event loop', () => {
+  it('long jobs leave the JS thread and libuv pool free', async () => {
+    const x = Tensor.randn([256, 1536], { seed: 1 });
+    const weight = Tensor.randn([1536, 1536], { seed: 2 });
+    let forwardsDone = 0;
+    const forwards = Array.from({ length: 8 }, () => lora.forwardAsync({ x, weight }).then(() => { forwardsDone++; }));
+    // libuv pool work (pbkdf2) and timers keep running while the GEMMs are queued on our job thread.
+    let ticks = 0;
+    const timer = setInterval(() => { ticks++; }, 1);
+    const poolWork = await Promise.all(Array.from({ length: 8 }, () => new Promise<number>((resolve, reject) =>
+      pbkdf2('pw', 'salt', 1, 16, 'sha256', (err) => (err ? reject(err) : resolve(forwardsDone))))));
+    await Promise.all(forwards);
+    clearInterval(timer);
+    // Had the GEMMs taken libuv's 4 pool threads, pbkdf2 would wait for at least 4 of them.
+    expect(Math.max(...poolWork)).toBeLessThan(4);
+    expect(ticks).toBeGreaterThan(0);
   });
 });
 
