@@ -8,6 +8,7 @@
 // lk::cpu::LK_SIMD_NS, so each level gets its own copy.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "core/dtype.h"
 #include "core/half.h"
@@ -32,7 +33,13 @@ inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 inline Vec vfma(Vec a, Vec b, Vec acc) { return _mm512_fmadd_ps(a, b, acc); }
 inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
-inline float vsum(Vec v) { return _mm512_reduce_add_ps(v); }
+inline float vsum(Vec v) {
+  const __m256 half = _mm512_castps512_ps256(_mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4e)));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
 
 inline Vec vload_fp16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -220,43 +227,49 @@ inline void vtranspose(Vec rows[kLanes]) {
 
 #endif
 
-// Element loads and stores for the ragged edges, in the same rounding as the vector versions.
-inline float load_as_float(const void* base, DType dtype, int64_t i) {
-  switch (dtype) {
-    case DType::Float16: return fp16_to_float(static_cast<const uint16_t*>(base)[i]);
-    case DType::BFloat16: return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
-    default: return static_cast<const float*>(base)[i];
-  }
+// Element and vector access to a float32/float16/bfloat16 array by element index, the dtype a
+// template argument so that hot loops carry no switch. Scalar versions round like the vector ones.
+template <DType T>
+inline float load_as_float(const void* base, int64_t i) {
+  if constexpr (T == DType::Float16) return fp16_to_float(static_cast<const uint16_t*>(base)[i]);
+  else if constexpr (T == DType::BFloat16) return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+  else return static_cast<const float*>(base)[i];
 }
-inline void store_from_float(void* base, DType dtype, int64_t i, float v) {
+template <DType T>
+inline void store_from_float(void* base, int64_t i, float v) {
+  if constexpr (T == DType::Float16) static_cast<uint16_t*>(base)[i] = float_to_fp16(v);
+  else if constexpr (T == DType::BFloat16) static_cast<uint16_t*>(base)[i] = float_to_bf16(v);
+  else static_cast<float*>(base)[i] = v;
+}
+template <DType T>
+inline Vec vload_as_float(const void* base, int64_t i) {
+  if constexpr (T == DType::Float16) return vload_fp16(static_cast<const uint16_t*>(base) + i);
+  else if constexpr (T == DType::BFloat16) return vload_bf16(static_cast<const uint16_t*>(base) + i);
+  else return vload(static_cast<const float*>(base) + i);
+}
+template <DType T>
+inline void vstore_from_float(void* base, int64_t i, Vec v) {
+  if constexpr (T == DType::Float16) vstore_fp16(static_cast<uint16_t*>(base) + i, v);
+  else if constexpr (T == DType::BFloat16) vstore_bf16(static_cast<uint16_t*>(base) + i, v);
+  else vstore(static_cast<float*>(base) + i, v);
+}
+
+// Calls fn(std::integral_constant<DType, T>{}) for the run-time float dtype.
+template <class Fn>
+inline decltype(auto) with_float_dtype(DType dtype, Fn&& fn) {
   switch (dtype) {
-    case DType::Float16: static_cast<uint16_t*>(base)[i] = float_to_fp16(v); break;
-    case DType::BFloat16: static_cast<uint16_t*>(base)[i] = float_to_bf16(v); break;
-    default: static_cast<float*>(base)[i] = v;
+    case DType::Float16: return fn(std::integral_constant<DType, DType::Float16>{});
+    case DType::BFloat16: return fn(std::integral_constant<DType, DType::BFloat16>{});
+    default: return fn(std::integral_constant<DType, DType::Float32>{});
   }
 }
 
-// kLanes consecutive elements of a float32/float16/bfloat16 array, widened to float32.
-inline Vec vload_as_float(const void* base, DType dtype, int64_t i) {
-  switch (dtype) {
-    case DType::Float16: return vload_fp16(static_cast<const uint16_t*>(base) + i);
-    case DType::BFloat16: return vload_bf16(static_cast<const uint16_t*>(base) + i);
-    default: return vload(static_cast<const float*>(base) + i);
-  }
-}
-inline void vstore_from_float(void* base, DType dtype, int64_t i, Vec v) {
-  switch (dtype) {
-    case DType::Float16: vstore_fp16(static_cast<uint16_t*>(base) + i, v); break;
-    case DType::BFloat16: vstore_bf16(static_cast<uint16_t*>(base) + i, v); break;
-    default: vstore(static_cast<float*>(base) + i, v);
-  }
-}
-
-// Widens n elements starting at base[i] into dst (float32), vector body plus scalar tail.
-inline void widen_row(const void* base, DType dtype, int64_t i, int64_t n, float* dst) {
+// Widens n elements starting at base[i] into dst (float32): vector body, scalar tail.
+template <DType T>
+inline void widen_row(const void* base, int64_t i, int64_t n, float* dst) {
   int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) vstore(dst + k, vload_as_float(base, dtype, i + k));
-  for (; k < n; ++k) dst[k] = load_as_float(base, dtype, i + k);
+  for (; k + kLanes <= n; k += kLanes) vstore(dst + k, vload_as_float<T>(base, i + k));
+  for (; k < n; ++k) dst[k] = load_as_float<T>(base, i + k);
 }
 
 }  // namespace lk::cpu::LK_SIMD_NS
