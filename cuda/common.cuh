@@ -1,0 +1,139 @@
+// Helpers shared by the CUDA ops (cuda/<op>.cu): error checks that become lk::Error, element
+// load/store for the three float dtypes, small integer math, device properties and a scratch
+// buffer. Written in the kernel subset of csrc/simt/simt.h, so it compiles with nvcc and, for the
+// emulated build, with g++.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "simt/simt.h"
+#if defined(SIMT_EMU)
+#include "core/half.h"
+#endif
+
+namespace lk::cuda_ops {
+
+// ---- errors ----------------------------------------------------------------------------------
+[[noreturn]] inline void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
+  const ErrorCode code = e == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory
+                         : e == cudaErrorInvalidDevice  ? ErrorCode::Device
+                                                        : ErrorCode::Cuda;
+  std::string msg = std::string(what) + " failed: " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ") at " +
+                    file + ":" + std::to_string(line);
+  throw Error(code, msg);
+}
+
+}  // namespace lk::cuda_ops
+
+// LK_CUDA_CHECK(cudaMemcpy(...)) → lk::Error naming the call, the CUDA error and the source line.
+#define LK_CUDA_CHECK(call)                                                                    \
+  do {                                                                                         \
+    const cudaError_t lk_err_ = (call);                                                        \
+    if (lk_err_ != cudaSuccess) ::lk::cuda_ops::throw_cuda(lk_err_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+// After simt_launch(...): a bad configuration or a missing kernel image for this GPU.
+#define LK_CUDA_CHECK_LAUNCH(what)                                                            \
+  do {                                                                                        \
+    const cudaError_t lk_err_ = cudaGetLastError();                                           \
+    if (lk_err_ != cudaSuccess) ::lk::cuda_ops::throw_cuda(lk_err_, what, __FILE__, __LINE__); \
+  } while (0)
+
+namespace lk::cuda_ops {
+
+// ---- integer helpers -------------------------------------------------------------------------
+template <class T>
+__host__ __device__ __forceinline__ constexpr T ceil_div(T a, T b) {
+  return (a + b - 1) / b;
+}
+
+// ---- element types ---------------------------------------------------------------------------
+// Storage is float or raw 16-bit patterns (uint16_t), like the tensors the binding hands us.
+// to_float / from_float round to nearest even.
+struct F32 {
+  using storage = float;
+  static constexpr DType dtype = DType::Float32;
+  static __device__ __forceinline__ float to_float(float v) { return v; }
+  static __device__ __forceinline__ float from_float(float v) { return v; }
+};
+struct F16 {
+  using storage = uint16_t;
+  static constexpr DType dtype = DType::Float16;
+#if defined(SIMT_EMU)
+  static __device__ __forceinline__ float to_float(uint16_t v) { return ::lk::fp16_to_float(v); }
+  static __device__ __forceinline__ uint16_t from_float(float v) { return ::lk::float_to_fp16(v); }
+#else
+  static __device__ __forceinline__ float to_float(uint16_t v) { return __half2float(__ushort_as_half(v)); }
+  static __device__ __forceinline__ uint16_t from_float(float v) { return __half_as_ushort(__float2half_rn(v)); }
+#endif
+};
+struct BF16 {
+  using storage = uint16_t;
+  static constexpr DType dtype = DType::BFloat16;
+#if defined(SIMT_EMU)
+  static __device__ __forceinline__ float to_float(uint16_t v) { return ::lk::bf16_to_float(v); }
+  static __device__ __forceinline__ uint16_t from_float(float v) { return ::lk::float_to_bf16(v); }
+#else
+  static __device__ __forceinline__ float to_float(uint16_t v) { return __uint_as_float(static_cast<unsigned>(v) << 16); }
+  static __device__ __forceinline__ uint16_t from_float(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+#endif
+};
+
+// ---- device properties (cached per device) ---------------------------------------------------
+struct DeviceProps {
+  int cc = 0;  // compute capability × 10, e.g. 90
+  int sm_count = 0;
+};
+
+inline DeviceProps device_props(int device) {
+  static std::mutex mu;
+  static std::vector<DeviceProps> cache;
+  std::lock_guard<std::mutex> g(mu);
+  if (device < 0) throw Error(ErrorCode::Device, "invalid CUDA device index " + std::to_string(device));
+  if (static_cast<size_t>(device) < cache.size() && cache[device].cc) return cache[device];
+  int major = 0, minor = 0, sms = 0;
+  LK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  LK_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  LK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  if (cache.size() <= static_cast<size_t>(device)) cache.resize(device + 1);
+  cache[device] = DeviceProps{major * 10 + minor, sms};
+  return cache[device];
+}
+
+// Selects the device for the calling host thread; an index that does not exist is ERR_DEVICE.
+inline void use_device(int device) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+  if (device < 0 || device >= count)
+    throw Error(ErrorCode::Device, "CUDA device " + std::to_string(device) + " does not exist (" +
+                                       std::to_string(count) + " device(s) visible)");
+  LK_CUDA_CHECK(cudaSetDevice(device));
+}
+
+// ---- scratch memory --------------------------------------------------------------------------
+// A per-host-thread, per-device buffer that only grows. Ops are synchronous, so the buffer is free
+// again when the op returns; each host thread (JS thread, job thread) has its own.
+inline void* scratch(int device, size_t bytes) {
+  struct Slot {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+  };
+  static thread_local std::vector<Slot> slots;
+  if (slots.size() <= static_cast<size_t>(device)) slots.resize(device + 1);
+  Slot& s = slots[device];
+  if (s.bytes < bytes) {
+    if (s.ptr) cudaFree(s.ptr);
+    s.ptr = nullptr;
+    s.bytes = 0;
+    const size_t want = bytes + bytes / 4;  // some headroom for slowly growing sizes
+    LK_CUDA_CHECK(cudaMalloc(&s.ptr, want));
+    s.bytes = want;
+  }
+  return s.ptr;
+}
+
+}  // namespace lk::cuda_ops
