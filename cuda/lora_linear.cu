@@ -193,6 +193,15 @@ template <> struct TcTraits<F32> {
   static constexpr int WK = 8, PAD = 4;
 };
 #endif
+// Round a float32 fragment element to TF32 (required before a tf32 mma; sm_80+ only).
+template <class T>
+__device__ __forceinline__ T round_tf32(T v) {
+#if SIMT_CUDA_ARCH >= 800
+  return nvcuda::wmma::__float_to_tf32(v);
+#else
+  return v;
+#endif
+}
 template <class E> constexpr int tc_min_arch() {
   return std::is_same_v<E, F16> ? 700 : 800;
 }
@@ -237,13 +246,13 @@ __device__ __forceinline__ void wmma_gemm_body(const GemmArgs& p) {
       for (int i = 0; i < FM; ++i) {
         wmma::load_matrix_sync(fa[i], reinterpret_cast<const SmemT*>(As + (wm * FM * 16 + i * 16) * LDA + ks), LDA);
         if constexpr (std::is_same_v<S, float>)
-          for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+          for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = round_tf32(fa[i].x[t]);
       }
 #pragma unroll
       for (int j = 0; j < FN; ++j) {
         wmma::load_matrix_sync(fb[j], reinterpret_cast<const SmemT*>(Bs + (wn * FN * 16 + j * 16) * LDA + ks), LDA);
         if constexpr (std::is_same_v<S, float>)
-          for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
+          for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = round_tf32(fb[j].x[t]);
       }
 #pragma unroll
       for (int i = 0; i < FM; ++i)
