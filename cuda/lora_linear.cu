@@ -7,7 +7,9 @@
 //
 // 1. lora_down_kernel: T = scale·(x ⊙ mask)·Aᵀ, [m, r] in float32, in a scratch buffer.
 //    16 rows × 16 ranks per 256-thread block, k staged through shared memory in slices of 32.
-//    This is 2·m·k·r FLOPs, 0.4% of the base GEMM for r = 16, k = n.
+//    This is 2·m·k·r FLOPs, 0.4% of the base GEMM for r = 16, k = n. When m·r gives too few blocks
+//    to fill the GPU (decode), k is split over grid.z into partial sums [splits][m, r] that the
+//    epilogue adds in a fixed order (deterministic, no atomics).
 // 2. The main GEMM computes one C tile of x·Wᵀ in registers / tensor-core accumulators, then its
 //    epilogue adds T·Bᵀ (float32 FMA, r in slices of 16 through shared memory) and the bias to the
 //    same tile and stores y once. x·Wᵀ is never written out and re-read.
@@ -24,8 +26,10 @@
 //
 // Thread mapping shared by both epilogues: 16 threads along n (coalesced stores), NT/16 along m;
 // thread (ty, tx) owns rows ty + i·NT/16 and columns tx + j·16 of the tile.
+#include <algorithm>
 #include <climits>
 #include <string>
+#include <type_traits>
 
 #include "common.cuh"
 #include "lora_linear.cuh"
@@ -41,9 +45,10 @@ struct DownArgs {
   long long mask_stride;
   const void* a;     // [r, k]
   long long a_stride;
-  float* t;          // [m, r] contiguous
+  float* t;          // [splits][m, r] contiguous partial sums
   long long m;
   int k, r;
+  int k_per_split;   // split-K: blockIdx.z covers k in [z·k_per_split, (z+1)·k_per_split)
   float scale;
 };
 
@@ -55,7 +60,8 @@ struct GemmArgs {
   const void* bias;  // [n] or null
   const void* b;     // [n, r] (when r > 0)
   long long b_stride;
-  const float* t;    // [m, r] = scale·(x ⊙ mask)·Aᵀ (when r > 0)
+  const float* t;    // [t_splits][m, r]: Σ over splits = scale·(x ⊙ mask)·Aᵀ (when r > 0)
+  int t_splits;
   void* y;
   long long y_stride;
   long long m;
@@ -138,7 +144,13 @@ __device__ __forceinline__ void lora_epilogue(const GemmArgs& p, float (&c)[Epil
     for (int e = threadIdx.x; e < BM * kRankSlice; e += NT) {
       const int row = e / kRankSlice, rr = e % kRankSlice;
       const long long gm = m0 + row;
-      Ts[row * LDR + rr] = (gm < p.m && r0 + rr < p.r) ? p.t[gm * p.r + r0 + rr] : 0.f;
+      float v = 0.f;
+      if (gm < p.m && r0 + rr < p.r) {
+        const float* src = p.t + gm * p.r + r0 + rr;
+        const long long split_stride = p.m * p.r;
+        for (int s = 0; s < p.t_splits; ++s) v += src[s * split_stride];  // fixed order: deterministic
+      }
+      Ts[row * LDR + rr] = v;
     }
     for (int e = threadIdx.x; e < BN * kRankSlice; e += NT) {
       const int col = e / kRankSlice, rr = e % kRankSlice;
@@ -289,20 +301,23 @@ __global__ void __launch_bounds__(256) lora_down_kernel(DownArgs p) {
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // tx: rank, ty: row
   const long long m0 = static_cast<long long>(blockIdx.x) * 16;
   const int r0 = blockIdx.y * TR;
+  const int k_begin = blockIdx.z * p.k_per_split;
+  const long long k_stop = static_cast<long long>(k_begin) + p.k_per_split;
+  const int k_end = k_stop < p.k ? static_cast<int>(k_stop) : p.k;
   float acc = 0.f;
-  for (int k0 = 0; k0 < p.k; k0 += BK) {
+  for (int k0 = k_begin; k0 < k_end; k0 += BK) {
     for (int e = threadIdx.x; e < 16 * BK; e += 256) {
       const int row = e / BK, kk = e % BK;
       const long long gm = m0 + row;
       const int gk = k0 + kk;
       float v = 0.f;
-      if (gm < p.m && gk < p.k) {
+      if (gm < p.m && gk < k_end) {
         v = load_f<E>(p.x, gm * p.x_stride + gk);
         if (p.mask) v *= load_f<E>(p.mask, gm * p.mask_stride + gk);
       }
       Xs[row * LD + kk] = v;
       const int gr = r0 + row;
-      As[row * LD + kk] = (gr < p.r && gk < p.k) ? load_f<E>(p.a, static_cast<long long>(gr) * p.a_stride + gk) : 0.f;
+      As[row * LD + kk] = (gr < p.r && gk < k_end) ? load_f<E>(p.a, static_cast<long long>(gr) * p.a_stride + gk) : 0.f;
     }
     __syncthreads();
 #pragma unroll 8
@@ -310,7 +325,7 @@ __global__ void __launch_bounds__(256) lora_down_kernel(DownArgs p) {
     __syncthreads();
   }
   const long long gm = m0 + ty;
-  if (gm < p.m && r0 + tx < p.r) p.t[gm * p.r + r0 + tx] = p.scale * acc;
+  if (gm < p.m && r0 + tx < p.r) p.t[blockIdx.z * p.m * p.r + gm * p.r + r0 + tx] = p.scale * acc;
 #endif
 }
 
@@ -368,7 +383,8 @@ __global__ void __launch_bounds__(WM * WN * 32) lora_wmma_kernel(GemmArgs p) {
 // ---- launchers -------------------------------------------------------------------------------------
 template <class E>
 void launch_down(const DownArgs& a) {
-  const dim3 grid(static_cast<unsigned>(ceil_div<long long>(a.m, 16)), static_cast<unsigned>(ceil_div(a.r, 16)));
+  const dim3 grid(static_cast<unsigned>(ceil_div<long long>(a.m, 16)), static_cast<unsigned>(ceil_div(a.r, 16)),
+                  static_cast<unsigned>(ceil_div(a.k, a.k_per_split)));
   simt_launch(lora_down_kernel<E>, grid, dim3(256), 0, a);
   LK_CUDA_CHECK_LAUNCH("lora_down_kernel launch");
 }
@@ -458,11 +474,21 @@ void lora_forward(const LoraForwardParams& p, int device) {
   const long long large_blocks = ceil_div<long long>(p.m, large_bm) * ceil_div<long long>(p.n, large_bn);
   const Tile tile = (p.m >= large_bm && large_blocks >= props.sm_count) ? Tile::Large : Tile::Small;
 
+  // T = scale·(x ⊙ mask)·Aᵀ. With few row tiles (decode, small m) the k loop is split over
+  // grid.z so that the GPU is filled; the epilogue sums the partials in a fixed order.
   float* t = nullptr;
+  int splits = 1;
   if (p.r > 0) {
-    t = static_cast<float*>(scratch(device, static_cast<size_t>(p.m) * static_cast<size_t>(p.r) * sizeof(float)));
+    const long long tiles = ceil_div<long long>(p.m, 16) * ceil_div<long long>(p.r, 16);
+    const long long want = ceil_div<long long>(2LL * props.sm_count, tiles);
+    const long long most = std::max<long long>(1, std::min<long long>(64, p.k / 256));  // ≥ 256 k per split
+    splits = static_cast<int>(std::max<long long>(1, std::min(want, most)));
+    int k_per_split = static_cast<int>(ceil_div<long long>(ceil_div<long long>(p.k, splits), 32) * 32);
+    splits = static_cast<int>(ceil_div<long long>(p.k, k_per_split));
+    const size_t elems = static_cast<size_t>(splits) * static_cast<size_t>(p.m) * static_cast<size_t>(p.r);
+    t = static_cast<float*>(scratch(device, elems * sizeof(float)));
     DownArgs d{p.x, p.x_stride, p.dropout_mask, p.mask_stride, p.a, p.a_stride, t, p.m,
-               static_cast<int>(p.k), static_cast<int>(p.r), p.scale};
+               static_cast<int>(p.k), static_cast<int>(p.r), k_per_split, p.scale};
     launch_down_for(p.dtype, d);
   }
 
@@ -476,6 +502,7 @@ void lora_forward(const LoraForwardParams& p, int device) {
   g.b = p.b;
   g.b_stride = p.b_stride;
   g.t = t;
+  g.t_splits = splits;
   g.y = p.y;
   g.y_stride = p.y_stride;
   g.m = p.m;
