@@ -331,23 +331,48 @@ void pack_transposed(const void* src, int64_t ld, int64_t row0, int64_t valid_ro
   }
 }
 
-// Packs K block [c0, c1) of [W | B]ᵀ for columns [j0, j1) of y: NR-wide micro-panels of kc rows.
+// Packs columns [c0, c1) of [W | B] rows j .. j + NR (valid of them real) as one NR-wide
+// micro-panel of kc rows.
 template <DType T>
-void pack_right_block(const LoraForwardParams& p, int64_t j0, int64_t j1, int64_t c0, int64_t c1, float* dst) {
-  const int64_t kc = c1 - c0;
-  for (int64_t j = j0; j < j1; j += kNR) {
-    float* panel = dst + (j - j0) * kc;
-    const int64_t valid = std::min<int64_t>(kNR, j1 - j);
-    if (c0 < p.k) pack_transposed<T>(p.weight, p.weight_stride, j, valid, c0, std::min(c1, p.k) - c0, panel);
-    if (c1 > p.k) {
-      const int64_t from = std::max(c0, p.k);
-      pack_transposed<T>(p.b, p.b_stride, j, valid, from - p.k, c1 - from, panel + (from - c0) * kNR);
-    }
+void pack_right_panel(const LoraForwardParams& p, int64_t j, int64_t valid, int64_t c0, int64_t c1, float* dst) {
+  if (c0 < p.k) pack_transposed<T>(p.weight, p.weight_stride, j, valid, c0, std::min(c1, p.k) - c0, dst);
+  if (c1 > p.k) {
+    const int64_t from = std::max(c0, p.k);
+    pack_transposed<T>(p.b, p.b_stride, j, valid, from - p.k, c1 - from, dst + (from - c0) * kNR);
   }
 }
 
-// Phase 2 for row panels [q0, q1) of the chunk and columns [j0, j1): K blocks outer (pack the
-// weight block once), then MC-row blocks of x, NR-column micro-panels, MR-row micro-panels.
+// The weight rows a micro-panel will be packed from, fetched a slice at a time while the previous
+// micro-panel is being multiplied, so that packing finds them in cache instead of waiting on DRAM
+// (64 rows × 1 KiB per K block: ~1000 cache lines spread over the ~60 micro-kernel calls of a sweep).
+class WeightPrefetch {
+ public:
+  WeightPrefetch() = default;
+  template <DType T>
+  static WeightPrefetch of(const LoraForwardParams& p, int64_t j, int64_t valid, int64_t c0, int64_t c1) {
+    WeightPrefetch w;
+    if (c0 >= p.k) return w;
+    constexpr int64_t kElemBytes = sizeof(Elem<T>);
+    w.first_ = static_cast<const char*>(p.weight) + (j * p.weight_stride + c0) * kElemBytes;
+    w.row_bytes_ = p.weight_stride * kElemBytes;
+    w.lines_per_row_ = ceil_div((std::min(c1, p.k) - c0) * kElemBytes, 64) + 1;
+    w.total_ = valid * w.lines_per_row_;
+    return w;
+  }
+  // Slice `part` of `parts`.
+  void issue(int64_t part, int64_t parts) const {
+    for (int64_t line = part * total_ / parts, end = (part + 1) * total_ / parts; line < end; ++line)
+      prefetch_for_read(first_ + line / lines_per_row_ * row_bytes_ + line % lines_per_row_ * 64);
+  }
+
+ private:
+  const char* first_ = nullptr;
+  int64_t row_bytes_ = 0, lines_per_row_ = 1, total_ = 0;
+};
+
+// Phase 2 for row panels [q0, q1) of the chunk and columns [j0, j1): K blocks outer, then MC-row
+// blocks of x, NR-column micro-panels, MR-row micro-panels. Each weight micro-panel is packed
+// right before its first sweep (the first MC block) and reused by the later MC blocks.
 template <DType T>
 void multiply_block(const LoraForwardParams& p, int64_t row0, int64_t rows, const KBlocks& kb, const PackedLeft& left,
                     const float* bias, int64_t q0, int64_t q1, int64_t j0, int64_t j1) {
@@ -359,14 +384,21 @@ void multiply_block(const LoraForwardParams& p, int64_t row0, int64_t rows, cons
 
   for (int64_t b = 0; b < kb.count; ++b) {
     const int64_t c0 = kb.begin(b), c1 = kb.end(b), kc = c1 - c0;
-    pack_right_block<T>(p, j0, j1, c0, c1, right);
     const bool last = b + 1 == kb.count;
     for (int64_t qb = q0; qb < q1; qb += kMCPanels) {
       const int64_t qe = std::min(q1, qb + kMCPanels);
+      const bool first_sweep = qb == q0;
       for (int64_t j = j0; j < j1; j += kNR) {
-        const float* right_panel = right + (j - j0) * kc;
-        const int col_count = static_cast<int>(std::min<int64_t>(kNR, j1 - j));
+        float* right_panel = right + (j - j0) * kc;
+        const int64_t valid = std::min<int64_t>(kNR, j1 - j);
+        WeightPrefetch next;
+        if (first_sweep) {
+          pack_right_panel<T>(p, j, valid, c0, c1, right_panel);
+          if (j + kNR < j1) next = WeightPrefetch::of<T>(p, j + kNR, std::min<int64_t>(kNR, j1 - j - kNR), c0, c1);
+          else if (!last) next = WeightPrefetch::of<T>(p, j0, std::min<int64_t>(kNR, cols), kb.begin(b + 1), kb.end(b + 1));
+        }
         for (int64_t q = qb; q < qe; ++q) {
+          next.issue(q - qb, qe - qb);
           const int64_t i = q * kMR;  // row within the chunk
           const int row_count = static_cast<int>(std::min<int64_t>(kMR, rows - i));
           const int64_t y_offset = (row0 + i) * p.y_stride + j;
@@ -384,7 +416,7 @@ void multiply_block(const LoraForwardParams& p, int64_t row0, int64_t rows, cons
             target.ldy = p.y_stride;
             target.bias = bias ? bias + j : nullptr;
           }
-          gemm_micro_kernel<T>(kc, left.panel(kb, b, q), right_panel, row_count, col_count, target);
+          gemm_micro_kernel<T>(kc, left.panel(kb, b, q), right_panel, row_count, static_cast<int>(valid), target);
         }
       }
     }

@@ -227,6 +227,22 @@ inline void vtranspose(Vec rows[kLanes]) {
 
 #endif
 
+// Cache hints (no-ops where the compiler has no builtin).
+inline void prefetch_for_write(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 1, 3);
+#else
+  (void)p;
+#endif
+}
+inline void prefetch_for_read(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  (void)p;
+#endif
+}
+
 // Element and vector access to a float32/float16/bfloat16 array by element index, the dtype a
 // template argument so that hot loops carry no switch. Scalar versions round like the vector ones.
 template <DType T>
