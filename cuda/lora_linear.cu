@@ -459,6 +459,7 @@ void lora_forward(const LoraForwardParams& p, int device) {
   constexpr long long kMaxInt = INT_MAX - 256;
   if (p.k > kMaxInt || p.n > kMaxInt || p.r > kMaxInt) unsupported("k, n and r must be below 2^31 - 256");
   if (ceil_div<long long>(p.n, 64) > 65535) unsupported("n must be at most 65535·64 (grid.y limit)");
+  if (ceil_div<long long>(p.r, 16) > 65535) unsupported("r must be at most 65535·16 (grid.y limit)");
   if (ceil_div<long long>(p.m, 16) > INT_MAX) unsupported("m is too large for the launch grid");
 
   const int cc = props.cc;
