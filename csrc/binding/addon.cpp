@@ -76,22 +76,16 @@ Napi::Value device_free(const Napi::CallbackInfo& info) {
 }
 
 // copyToDevice(buffer, typedArray) / copyToHost(buffer, typedArray): whole-array copies.
-Napi::Value copy_to_device(const Napi::CallbackInfo& info) {
+Napi::Value copy_host_device(const Napi::CallbackInfo& info, bool to_device) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     auto mem = live_memory(info[0], "buffer");
-    Napi::TypedArray src = typed_array_arg(info[1], "source");
-    if (src.ByteLength() > mem->bytes) throw Error(ErrorCode::Shape, "copyToDevice: source is larger than the device buffer");
-    gpu::copy_to_device(mem->device, mem->ptr, typed_array_data(src), src.ByteLength());
-    return info.Env().Undefined();
-  });
-}
-
-Napi::Value copy_to_host(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    auto mem = live_memory(info[0], "buffer");
-    Napi::TypedArray dst = typed_array_arg(info[1], "destination");
-    if (dst.ByteLength() > mem->bytes) throw Error(ErrorCode::Shape, "copyToHost: destination is larger than the device buffer");
-    gpu::copy_to_host(mem->device, typed_array_data(dst), mem->ptr, dst.ByteLength());
+    Napi::TypedArray host = typed_array_arg(info[1], to_device ? "source" : "destination");
+    if (host.ByteLength() > mem->bytes) {
+      throw Error(ErrorCode::Shape, std::string(to_device ? "copyToDevice: source" : "copyToHost: destination") +
+                                        " is larger than the device buffer");
+    }
+    if (to_device) gpu::copy_to_device(mem->device, mem->ptr, typed_array_data(host), host.ByteLength());
+    else gpu::copy_to_host(mem->device, typed_array_data(host), mem->ptr, host.ByteLength());
     return info.Env().Undefined();
   });
 }
@@ -128,8 +122,8 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", Napi::Function::New(env, backends));
   exports.Set("deviceAlloc", Napi::Function::New(env, device_alloc));
   exports.Set("deviceFree", Napi::Function::New(env, device_free));
-  exports.Set("copyToDevice", Napi::Function::New(env, copy_to_device));
-  exports.Set("copyToHost", Napi::Function::New(env, copy_to_host));
+  exports.Set("copyToDevice", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return copy_host_device(info, true); }));
+  exports.Set("copyToHost", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return copy_host_device(info, false); }));
   exports.Set("copyOnDevice", Napi::Function::New(env, copy_on_device));
   exports.Set("fillRandn", Napi::Function::New(env, fill_randn_entry));
   register_lora_linear(env, exports);

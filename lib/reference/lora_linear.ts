@@ -2,18 +2,11 @@
  * float64 reference of lora.forward: slow, obvious, exported. Inputs are read exactly as the
  * kernels see them (half types widened without rounding), then everything is float64.
  */
-import type { Tensor } from '../tensor.js';
+import type { LoraForwardArgs } from '../ops/lora_linear.js';
 import type { RefTensor } from './tolerance.js';
 
-export interface ReferenceLoraForwardArgs {
-  x: Tensor;
-  weight: Tensor;
-  bias?: Tensor;
-  a?: Tensor;
-  b?: Tensor;
-  scale?: number;
-  dropoutMask?: Tensor;
-}
+/** The arguments of lora.forward that define the result (no `out`, no precision opt-ins). */
+export type ReferenceLoraForwardArgs = Omit<LoraForwardArgs, 'out' | 'allowTf32'>;
 
 /** y = x·weightᵀ + bias + scale·((x ⊙ dropoutMask)·aᵀ)·bᵀ in float64. */
 export function forward(args: ReferenceLoraForwardArgs): RefTensor {
