@@ -11,15 +11,18 @@
 //  * small m (decode, m ≤ kSmallRows): a GEMV is bandwidth-bound. Packing W would read it and
 //    write it once more for a single use, so W is streamed straight from its rows (widened to
 //    float32 in registers) in dot-product tiles, split over columns across threads.
-//    Napkin math, m=1, K=N=4096 float32: 64 MiB of W at ~16 GB/s ≈ 4 ms; 2·K·N = 34 MFLOP is
-//    nothing next to it; the low-rank part adds r·(K+N) values = 0.5 MiB (0.8%).
+//    Napkin math, m=1, K=N=4096 float32: 64 MiB of W at ~16-35 GB/s (one vs two cores streaming)
+//    ≈ 2-4 ms; 2·K·N = 34 MFLOP is nothing next to it; the low-rank part adds r·(K+N) values
+//    = 0.5 MiB (0.8%). Measured: 1.9 ms with W not in cache.
 //  * larger m (prefill): BLIS-style. Phase 1 packs [x | T] for all rows of a chunk into MR-row
 //    panels (float32, converted from float16/bfloat16 on the way in), phase 2 gives each thread
-//    column blocks of W: per K block it packs a KC×NC panel of [W | B]ᵀ (transposed to NR-wide
-//    micro-panels, converted on the way in) and runs the MR×NR micro-kernel over it.
-//    Napkin math, m=512, K=N=4096, r=16, float32: 2·m·N·(K+r) = 17.3 GFLOP; at the ~236 GFLOP/s
-//    the two cores' FMA pipes allow (2 × 32 FLOP/cycle × ~3.7 GHz) that is ~73 ms. W is read
-//    once from DRAM (64 MiB ≈ 4 ms) while being packed; x (8 MiB) is packed once, in L3.
+//    column blocks of W: per K block it packs KC×NR micro-panels of [W | B]ᵀ (transposed,
+//    converted on the way in) and runs the MR×NR micro-kernel over them.
+//    Napkin math, m=512, K=N=4096, r=16, float32: 2·m·N·(K+r) = 17.3 GFLOP. Peak is 2 cores ×
+//    ~117 GFLOP/s (measured FMA throughput: 2 × 256-bit FMA pipes) = 234 GFLOP/s, i.e. 74 ms;
+//    the micro-kernel alone reaches 113 GFLOP/s per core on cached panels. W is read once from
+//    DRAM while being packed (64 MiB, ~5% of the time); x (8 MiB) is packed once, into L3.
+//    Measured ~205 GFLOP/s (84 ms), about OpenBLAS's x·Wᵀ alone on the same machine.
 #include <algorithm>
 #include <cstddef>
 #include <new>
@@ -36,16 +39,19 @@ constexpr int kMR = kGemmMR;
 constexpr int kNR = kGemmNR;
 
 // ---- block sizes ---------------------------------------------------------------------------
-// K block: a KC×NR micro-panel of the packed weight (256·32·4 B = 32 KiB on AVX-512) is reused
-// by every MR-row panel of x, from L1/L2; the C tile is loaded and stored once per K block, i.e.
-// 8 bytes per 2·KC = 512 FLOPs, which L2 absorbs easily. The K + r columns are split into
-// equal blocks near this size so that the r low-rank columns never form a thin block of their own.
+// K block: the C tile is loaded and stored once per K block, 8 bytes per 2·KC = 512 FLOPs, which
+// L2/L3 absorb easily (and it is prefetched at the start of the micro-kernel). A KC×NR weight
+// micro-panel (AVX-512: 256·64·4 B = 64 KiB) is reused by every MR-row panel of the MC block and
+// streams from L2 at 256 B per 24 FMA cycles; the MR×KC x micro-panel (6 KiB) from L2 too. The
+// K + r columns are split into equal blocks near this size, so the r low-rank columns never form
+// a thin block of their own (K=4096, r=16: 16 blocks of 257). Measured flat between 192 and 512.
 constexpr int64_t kTargetKC = 256;
-// Rows of x per inner block: MC×KC×4 B = 384 KiB stays in the 1 MiB L2 while all NR-column
-// micro-panels of the weight block stream past it.
+// Rows of x per inner block: MC×KC×4 B = 384 KiB stays in the 1 MiB L2 while the weight
+// micro-panels stream past it.
 constexpr int64_t kMCPanels = (384 + kMR - 1) / kMR;
-// Columns per phase-2 task: a KC×NC weight block is 1 MiB (L2/L3); N=4096 gives 4 tasks, two per
-// core, each packing its own weight columns (every weight element is read and packed once).
+// Columns per phase-2 task: N=4096 gives 4 tasks, two per core, each packing its own weight
+// columns (every weight element is read and packed exactly once); the packed block is
+// KC×NC×4 B = 1 MiB, in L2/L3.
 constexpr int64_t kMaxNC = 1024;
 // Packed [x | T] for one chunk of rows is kept in L3: at most 16 MiB (1024 rows of K=4096).
 constexpr int64_t kPackedLeftBytes = int64_t{16} << 20;
@@ -345,46 +351,11 @@ void pack_right_panel(const LoraForwardParams& p, int64_t j, int64_t valid, int6
   }
 }
 
-// The weight rows a micro-panel will be packed from, fetched a slice at a time while the previous
-// micro-panel is being multiplied, so that packing finds them in cache instead of waiting on DRAM
-// (64 rows × 1 KiB per K block: ~1000 cache lines spread over the ~60 micro-kernel calls of a sweep).
-class WeightPrefetch {
- public:
-  WeightPrefetch() = default;
-  template <DType T>
-  static WeightPrefetch of(const LoraForwardParams& p, int64_t j, int64_t valid, int64_t c0, int64_t c1) {
-    WeightPrefetch w;
-    if (c0 >= p.k) return w;
-    constexpr int64_t kElemBytes = sizeof(Elem<T>);
-    w.first_ = static_cast<const char*>(p.weight) + (j * p.weight_stride + c0) * kElemBytes;
-    w.row_bytes_ = p.weight_stride * kElemBytes;
-    w.lines_per_row_ = ceil_div((std::min(c1, p.k) - c0) * kElemBytes, 64) + 1;
-    w.total_ = valid * w.lines_per_row_;
-    return w;
-  }
-  // Slice `part` of `parts`.
-  void issue(int64_t part, int64_t parts) const {
-    int64_t line = part * total_ / parts;
-    const int64_t end = (part + 1) * total_ / parts;
-    if (line >= end) return;
-    int64_t row = line / lines_per_row_, in_row = line % lines_per_row_;
-    for (; line < end; ++line) {
-      prefetch_for_read(first_ + row * row_bytes_ + in_row * 64);
-      if (++in_row == lines_per_row_) {
-        in_row = 0;
-        ++row;
-      }
-    }
-  }
-
- private:
-  const char* first_ = nullptr;
-  int64_t row_bytes_ = 0, lines_per_row_ = 1, total_ = 0;
-};
-
 // Phase 2 for row panels [q0, q1) of the chunk and columns [j0, j1): K blocks outer, then MC-row
 // blocks of x, NR-column micro-panels, MR-row micro-panels. Each weight micro-panel is packed
-// right before its first sweep (the first MC block) and reused by the later MC blocks.
+// right before its first sweep (the first MC block) and reused by the later MC blocks, so the
+// DRAM reads of packing are spread between micro-kernel calls instead of coming in one burst.
+// (Software-prefetching the next micro-panel's weight rows during a sweep measured no gain.)
 template <DType T>
 void multiply_block(const LoraForwardParams& p, int64_t row0, int64_t rows, const KBlocks& kb, const PackedLeft& left,
                     const float* bias, int64_t q0, int64_t q1, int64_t j0, int64_t j1) {
@@ -403,14 +374,8 @@ void multiply_block(const LoraForwardParams& p, int64_t row0, int64_t rows, cons
       for (int64_t j = j0; j < j1; j += kNR) {
         float* right_panel = right + (j - j0) * kc;
         const int64_t valid = std::min<int64_t>(kNR, j1 - j);
-        WeightPrefetch next;
-        if (first_sweep) {
-          pack_right_panel<T>(p, j, valid, c0, c1, right_panel);
-          if (j + kNR < j1) next = WeightPrefetch::of<T>(p, j + kNR, std::min<int64_t>(kNR, j1 - j - kNR), c0, c1);
-          else if (!last) next = WeightPrefetch::of<T>(p, j0, std::min<int64_t>(kNR, cols), kb.begin(b + 1), kb.end(b + 1));
-        }
+        if (first_sweep) pack_right_panel<T>(p, j, valid, c0, c1, right_panel);
         for (int64_t q = qb; q < qe; ++q) {
-          next.issue(q - qb, qe - qb);
           const int64_t i = q * kMR;  // row within the chunk
           const int row_count = static_cast<int>(std::min<int64_t>(kMR, rows - i));
           const int64_t y_offset = (row0 + i) * p.y_stride + j;

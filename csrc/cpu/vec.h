@@ -1,8 +1,8 @@
 // A float32 SIMD vector for the level this translation unit is compiled for (LK_SIMD_AVX512,
 // LK_SIMD_AVX2, LK_SIMD_NEON, otherwise LK_SIMD_SCALAR), with the handful of operations the CPU
-// kernels need: loads that widen float16/bfloat16 to float32, stores that round back (nearest
-// even, NaN stays NaN), fused multiply-add, a horizontal sum and an in-register kLanes×kLanes
-// transpose used to pack weight panels.
+// kernels need: loads that widen float16/bfloat16 to float32 (F16C / a 16-bit shift), stores that
+// round back (nearest even, NaN stays NaN), fused multiply-add, a horizontal sum and an
+// in-register kLanes×kLanes transpose used to pack weight panels.
 //
 // Include only from csrc/cpu/*.cpp (inside no namespace); everything lands in
 // lk::cpu::LK_SIMD_NS, so each level gets its own copy.
@@ -227,17 +227,10 @@ inline void vtranspose(Vec rows[kLanes]) {
 
 #endif
 
-// Cache hints (no-ops where the compiler has no builtin).
+// Cache hint (a no-op where the compiler has no builtin).
 inline void prefetch_for_write(const void* p) {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_prefetch(p, 1, 3);
-#else
-  (void)p;
-#endif
-}
-inline void prefetch_for_read(const void* p) {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 2);
 #else
   (void)p;
 #endif
