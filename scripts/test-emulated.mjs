@@ -21,7 +21,7 @@ if (process.argv.includes('--build-only')) process.exit(0);
 const schedules = (process.env.SIMT_EMU_SCHEDULES ?? 'forward,reverse,shuffle').split(',');
 for (const schedule of schedules) {
   console.log(`\n== emulated CUDA, SIMT_EMU_SCHED=${schedule}`);
-  run([require.resolve('vitest/vitest.mjs'), 'run'], {
+  run([join(dirname(require.resolve('vitest/package.json')), 'vitest.mjs'), 'run'], {
     LORA_KERNELS_ADDON: join(root, 'build-emu/Release/lora_kernels.node'),
     LK_TEST_DEVICES: 'cuda',
     SIMT_EMU_SCHED: schedule,

@@ -1,7 +1,7 @@
 /**
  * The backends every op's case list runs against: the CPU always, and the CUDA device when the
  * loaded addon has one (a real GPU, or the SIMT emulation in the emulated build).
- * LK_TEST_DEVICES=cpu,cuda narrows the list.
+ * LK_TEST_DEVICES=cpu,cuda narrows the list; a device named there that the addon lacks is an error.
  */
 import { backends, type Device, Tensor, type DType } from '../../lib/index.js';
 
@@ -16,6 +16,12 @@ export function testDevices(): TestDevice[] {
   const wanted = process.env['LK_TEST_DEVICES']?.split(',').map((s) => s.trim());
   const all: TestDevice[] = [{ device: 'cpu', emulated: false }];
   if (info.cuda.available) all.push({ device: 'cuda', emulated: info.cuda.emulated });
+  // A device asked for by name must exist: `LK_TEST_DEVICES=cuda` never passes by running nothing.
+  const missing = wanted?.filter((name) => !all.some((d) => d.device === name));
+  if (missing?.length) {
+    throw new Error(`LK_TEST_DEVICES asks for ${missing.join(', ')}, which the loaded addon does not offer` +
+      (missing.includes('cuda') ? ` (cuda: ${info.cuda.reason ?? 'not available'})` : ''));
+  }
   return wanted ? all.filter((d) => wanted.includes(d.device)) : all;
 }
 

@@ -1,0 +1,132 @@
+// `npm run test:sanitize`: the vitest suites under sanitizers, for both devices of the emulated
+// build (the CPU kernels and thread pool, and the CUDA kernels on the SIMT emulator).
+//
+//   asan  AddressSanitizer + UBSan (fatal: -fno-sanitize-recover=all), fibers backend: build-asan/
+//   tsan  ThreadSanitizer, threads backend (one OS thread per CUDA thread): build-tsan/
+//
+// Each configuration is its own cmake-js out folder (LK_SANITIZE, see CMakeLists.txt). node is not
+// instrumented: the sanitizer runtime is LD_PRELOADed into the vitest worker processes only
+// (test/simt/vitest.sanitize.mts), which load the addon. Reports go to build-sanitize/<step>/; the
+// step fails on a test failure, a non-zero exit, or any report file holding a sanitizer report.
+// TSan reports inside node / V8 internals are suppressed by test/simt/tsan.supp (never our code).
+//
+//   node scripts/sanitize.mjs [asan] [tsan] [--no-build]      (default: both)
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+const vitest = join(dirname(require.resolve('vitest/package.json')), 'vitest.mjs');
+const CXX = process.env.CXX || 'g++';
+
+const args = process.argv.slice(2);
+const build = !args.includes('--no-build');
+const picked = args.filter((a) => !a.startsWith('--'));
+for (const p of picked) {
+  if (p !== 'asan' && p !== 'tsan') {
+    console.error(`sanitize: unknown step '${p}' (asan, tsan)`);
+    process.exit(2);
+  }
+}
+const steps = picked.length ? picked : ['asan', 'tsan'];
+
+function runtime(name) {
+  const res = spawnSync(CXX, [`-print-file-name=${name}`], { encoding: 'utf8' });
+  const path = res.stdout?.trim();
+  if (res.status !== 0 || !path || !path.startsWith('/')) {
+    console.error(`sanitize: ${CXX} does not know ${name} (install the compiler's sanitizer runtimes, e.g. libasan8 libubsan1 libtsan2)`);
+    process.exit(2);
+  }
+  return path;
+}
+
+const CONFIGS = {
+  asan: {
+    title: 'AddressSanitizer + UndefinedBehaviorSanitizer (fibers backend)',
+    out: 'build-asan',
+    cmake: ['--CDLK_CUDA_EMULATED=ON', '--CDLK_SIMT_BACKEND=fibers', '--CDLK_SANITIZE=address,undefined'],
+    preload: () => `${runtime('libasan.so')} ${runtime('libubsan.so')}`,
+    env: (logs) => ({
+      // node leaks by design; the OOM tests ask for absurd sizes and expect ERR_OUT_OF_MEMORY.
+      ASAN_OPTIONS: `detect_leaks=0:allocator_may_return_null=1:log_path=${logs}/asan${symbolizerOption}`,
+      UBSAN_OPTIONS: `halt_on_error=1:print_stacktrace=1:log_path=${logs}/ubsan${symbolizerOption}`,
+    }),
+  },
+  tsan: {
+    title: 'ThreadSanitizer (threads backend)',
+    out: 'build-tsan',
+    cmake: ['--CDLK_CUDA_EMULATED=ON', '--CDLK_SIMT_BACKEND=threads', '--CDLK_SANITIZE=thread'],
+    preload: () => runtime('libtsan.so'),
+    env: (logs) => ({
+      TSAN_OPTIONS: ['halt_on_error=1', 'report_signal_unsafe=0', 'allocator_may_return_null=1', 'second_deadlock_stack=1',
+        `suppressions=${join(root, 'test/simt/tsan.supp')}`, `log_path=${logs}/tsan`].join(':') + symbolizerOption,
+    }),
+  },
+};
+
+// A report file counts when it holds a report, not just a warning such as "failed to allocate".
+const REPORT = /ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|WARNING: ThreadSanitizer|runtime error:|SUMMARY: \w+Sanitizer/;
+
+// Symbolization: the addon's functions are hidden symbols, so a runtime without llvm-symbolizer
+// (gcc's libtsan falls back to libbacktrace) prints `<null> <null> (lora_kernels.node+0x…)`.
+// Use llvm-symbolizer when it is installed, and resolve what is left with binutils' addr2line.
+const llvmSymbolizer = spawnSync('sh', ['-c', 'command -v llvm-symbolizer'], { encoding: 'utf8' }).stdout?.trim();
+const symbolizerOption = llvmSymbolizer ? `:external_symbolizer_path=${llvmSymbolizer}` : '';
+function symbolize(text, addon) {
+  return text.replace(/<null> <null> \(lora_kernels\.node\+(0x[0-9a-f]+)\)/g, (whole, offset) => {
+    const res = spawnSync('addr2line', ['-f', '-C', '-i', '-e', addon, offset], { encoding: 'utf8' });
+    const lines = res.status === 0 ? res.stdout.trim().split('\n') : [];
+    if (lines.length < 2 || lines[0] === '??') return whole;
+    const where = [];
+    for (let i = 0; i + 1 < lines.length; i += 2) where.push(lines[i + 1].replace(`${root}/`, ''));
+    const chain = where.slice(0, 3).join(' ← inlined in ') + (where.length > 3 ? ' ← …' : '');
+    return `${lines[0]} ${chain} (lora_kernels.node+${offset})`;
+  });
+}
+
+const timings = [];
+let failed = false;
+for (const step of steps) {
+  const c = CONFIGS[step];
+  console.log(`\n== sanitize ${step}: ${c.title}`);
+  const t0 = Date.now();
+  if (build) {
+    const res = spawnSync(process.execPath, [cmakeJs, 'compile', '--out', c.out, ...c.cmake], { cwd: root, stdio: 'inherit' });
+    if (res.status !== 0) {
+      console.error(`sanitize ${step}: the build failed`);
+      process.exit(res.status ?? 1);
+    }
+  }
+  const t1 = Date.now();
+  const addon = join(root, c.out, 'Release/lora_kernels.node');
+  const logs = join(root, 'build-sanitize', step);
+  rmSync(logs, { recursive: true, force: true });
+  mkdirSync(logs, { recursive: true });
+  const res = spawnSync(process.execPath, [vitest, 'run', '--config', 'test/simt/vitest.sanitize.mts'], {
+    cwd: root,
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      LORA_KERNELS_ADDON: addon,
+      LK_SANITIZER_PRELOAD: c.preload(),
+      LK_TEST_DEVICES: 'cpu,cuda',  // both, and fail if the emulated device were missing
+      ...c.env(logs),
+    },
+  });
+  const t2 = Date.now();
+  const reports = readdirSync(logs).map((f) => ({ f, text: symbolize(readFileSync(join(logs, f), 'utf8'), addon) }));
+  const real = reports.filter((r) => REPORT.test(r.text));
+  for (const r of reports) {
+    console.log(`\n---- ${real.includes(r) ? 'SANITIZER REPORT' : 'sanitizer message'} build-sanitize/${step}/${r.f}\n${r.text}`);
+  }
+  const ok = res.status === 0 && real.length === 0;
+  if (!ok) failed = true;
+  timings.push(`${step}: build ${((t1 - t0) / 1000).toFixed(1)} s, tests ${((t2 - t1) / 1000).toFixed(1)} s, ` +
+    `${ok ? 'OK' : `FAILED (vitest exit ${res.status ?? res.signal}, ${real.length} report file(s))`}`);
+}
+console.log(`\nsanitize:\n  ${timings.join('\n  ')}`);
+process.exit(failed ? 1 : 0);
