@@ -85,14 +85,6 @@ const MUTANTS = [
     replace: 'if (gm <= p.m)$1',
   },
   {
-    id: 'oob-down-store-row',
-    what: 'lora_down_kernel: row guard of the T store `gm < p.m` → `gm <= p.m` (writes row m of a split)',
-    // Only the split-K case kills this one: row m of split z is row 0 of split z + 1. Without
-    // splits the write lands in the scratch buffer's headroom, where ASan cannot see it.
-    anchor: /(if \(gm )<( p\.m && r0 \+ tx < p\.r\) p\.t\[)/,
-    replace: '$1<=$2',
-  },
-  {
     id: 'oob-load-row-vec',
     what: 'load_tile_raw: row guard of the 16-byte load `gr < rows` → `gr <= rows` (reads row m)',
     anchor: /(S\* dst = s \+ r \* LD \+ c;\s*if \(gr )<( rows && vec && gk \+ VEC <= k\))/,
@@ -105,6 +97,10 @@ const MUTANTS = [
     replace: '$1<=$2',
   },
 ];
+// Not in the list: lora_down_kernel's T store `gm < p.m` → `gm <= p.m`. Its stray row lands in the
+// scratch buffer's 25% headroom (cuda/common.cuh scratch()), where ASan cannot see it, or, with
+// split-K, on row 0 of the next split, which is wrong only when that block happens to finish
+// first: killed or not depends on how the OS runs the two emulator workers, so it would be flaky.
 
 const args = process.argv.slice(2);
 if (args.includes('--list')) {
