@@ -14,7 +14,17 @@
 #include "core/half.h"
 
 #if defined(LK_SIMD_AVX512) || defined(LK_SIMD_AVX2)
+// GCC 12's AVX-512 headers build casts and shuffles from _mm512_undefined_ps(), which its
+// -Wuninitialized flags at every inlined use (GCC bug 105593, fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
 #elif defined(LK_SIMD_NEON)
 #include <arm_neon.h>
 #endif
