@@ -58,6 +58,7 @@ struct GemmArgs {
   const void* w;
   long long w_stride;
   const void* bias;  // [n] or null
+  const float* column_scale;  // [n] float32 multipliers applied before the bias, or null
   const void* b;     // [n, r] (when r > 0)
   long long b_stride;
   const float* t;    // [t_splits][m, r]: Σ over splits = scale·(x ⊙ mask)·Aᵀ (when r > 0)
@@ -124,7 +125,7 @@ __device__ __forceinline__ void load_tile_t(const typename E::storage* g, long l
   }
 }
 
-// ---- the shared epilogue: + T·Bᵀ (float32), + bias, one store -----------------------------------
+// ---- the shared epilogue: + T·Bᵀ (float32), ⊙ column_scale, + bias, one store -------------------
 template <int BM, int BN, int NT>
 struct EpilogueShape {
   static constexpr int TY = NT / 16, TM = BM / TY, TN = BN / 16, LDR = kRankSlice + 1;
@@ -179,10 +180,11 @@ __device__ __forceinline__ void lora_epilogue(const GemmArgs& p, float (&c)[Epil
     const int gn = n0 + tx + j * 16;
     if (gn >= p.n) continue;
     const float bias = p.bias ? load_f<E>(p.bias, gn) : 0.f;
+    const float column_scale = p.column_scale ? p.column_scale[gn] : 1.f;  // ·1 + bias: exactly c + bias
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
       const long long gm = m0 + ty + i * TY;
-      if (gm < p.m) y[gm * p.y_stride + gn] = E::from_float(c[i][j] + bias);
+      if (gm < p.m) y[gm * p.y_stride + gn] = E::from_float(fmaf(c[i][j], column_scale, bias));
     }
   }
 }
@@ -500,6 +502,7 @@ void lora_forward(const LoraForwardParams& p, int device) {
   g.w = p.weight;
   g.w_stride = p.weight_stride;
   g.bias = p.bias;
+  g.column_scale = p.column_scale;
   g.b = p.b;
   g.b_stride = p.b_stride;
   g.t = t;

@@ -43,6 +43,7 @@ struct TileTarget {
   void* y = nullptr;        // non-null on the last K block: write here, row stride ldy, dtype T
   int64_t ldy = 0;
   const float* bias = nullptr;  // float32 bias at the tile's first column, or null
+  const float* column_scale = nullptr;  // float32 multipliers at the tile's first column (before the bias), or null
 };
 
 template <DType T>
@@ -51,6 +52,7 @@ inline void finish_row_vectors(const Vec* acc, int row, const TileTarget& t) {
     Vec sum = acc[v];
     if (t.accumulate) sum = vadd(sum, vload(t.c + row * t.ldc + v * kLanes));
     if (t.y) {
+      if (t.column_scale) sum = vmul(sum, vload(t.column_scale + v * kLanes));
       if (t.bias) sum = vadd(sum, vload(t.bias + v * kLanes));
       vstore_from_float<T>(t.y, row * t.ldy + v * kLanes, sum);
     } else {
@@ -66,6 +68,7 @@ inline void finish_partial_tile(const float* tile, int rows, int cols, const Til
       float sum = tile[i * kGemmNR + j];
       if (t.accumulate) sum += t.c[i * t.ldc + j];
       if (t.y) {
+        if (t.column_scale) sum *= t.column_scale[j];
         if (t.bias) sum += t.bias[j];
         store_from_float<T>(t.y, i * t.ldy + j, sum);
       } else {

@@ -206,16 +206,21 @@ void low_rank_rows(const LoraForwardParams& p, const float* xm, int64_t ldxm, in
     for (int64_t j = t0; j < t1; ++j) t[i * ldt + j] *= p.scale;
 }
 
-// y row segment = values + bias, in y's dtype.
+// y row segment = column_scale ⊙ values + bias, in y's dtype (either may be null).
 template <DType T>
-void store_row(const float* values, const float* bias, int64_t count, void* y, int64_t y_offset) {
+void store_row(const float* values, const float* column_scale, const float* bias, int64_t count, void* y,
+               int64_t y_offset) {
   int64_t j = 0;
   for (; j + kLanes <= count; j += kLanes) {
     Vec v = vload(values + j);
+    if (column_scale) v = vmul(v, vload(column_scale + j));
     if (bias) v = vadd(v, vload(bias + j));
     vstore_from_float<T>(y, y_offset + j, v);
   }
-  for (; j < count; ++j) store_from_float<T>(y, y_offset + j, values[j] + (bias ? bias[j] : 0.0f));
+  for (; j < count; ++j) {
+    const float v = column_scale ? values[j] * column_scale[j] : values[j];
+    store_from_float<T>(y, y_offset + j, v + (bias ? bias[j] : 0.0f));
+  }
 }
 
 const float* widen_bias(const LoraForwardParams& p) {
@@ -254,7 +259,9 @@ void forward_streaming(const LoraForwardParams& p) {
     float* tile = task_buffer(TaskBuffer::Tile, m * kSmallColsPerTask);
     rows_dot<T>(x, k, m, p.weight, p.weight_stride, j0, j1, k, tile, cols, false);
     if (r > 0) rows_dot<T>(t, r, m, p.b, p.b_stride, j0, j1, r, tile, cols, true);
-    for (int64_t i = 0; i < m; ++i) store_row<T>(tile + i * cols, bias ? bias + j0 : nullptr, cols, p.y, i * p.y_stride + j0);
+    const float* column_scale = p.column_scale ? p.column_scale + j0 : nullptr;
+    for (int64_t i = 0; i < m; ++i)
+      store_row<T>(tile + i * cols, column_scale, bias ? bias + j0 : nullptr, cols, p.y, i * p.y_stride + j0);
   });
 }
 
@@ -392,6 +399,7 @@ void multiply_block(const LoraForwardParams& p, int64_t row0, int64_t rows, cons
             target.y = element_at<T>(p.y, y_offset);
             target.ldy = p.y_stride;
             target.bias = bias ? bias + j : nullptr;
+            target.column_scale = p.column_scale ? p.column_scale + j : nullptr;
           }
           gemm_micro_kernel<T>(kc, left.panel(kb, b, q), right_panel, row_count, static_cast<int>(valid), target);
         }
