@@ -77,17 +77,37 @@ inline void finish_partial_tile(const float* tile, int rows, int cols, const Til
     }
 }
 
-// rows ≤ MR and cols ≤ NR say how much of the tile is real (the packed panels are zero-padded).
+// dst[kk·NR + jj] = src[row0 + jj][col0 + kk] for kk < len, jj < NR (zero for jj ≥ valid_rows):
+// one NR-wide micro-panel of the transposed weight, widened to float32, kLanes×kLanes blocks at a
+// time through registers.
 template <DType T>
-inline void gemm_micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, int rows, int cols,
-                              const TileTarget& target) {
-  // The C tile (partial sums in L2/L3, rows a y-row apart) is needed only after the k loop:
-  // start fetching it now so its misses overlap the kc·MR·NR/kLanes FMAs.
-  if (target.accumulate)
-    for (int i = 0; i < kGemmMR; ++i)
-      for (int j = 0; j < kGemmNR; j += 64 / int{sizeof(float)}) prefetch_for_write(target.c + i * target.ldc + j);
+void pack_transposed(const void* src, int64_t ld, int64_t row0, int64_t valid_rows, int64_t col0, int64_t len,
+                     float* dst) {
+  for (int64_t g = 0; g < kGemmNR; g += kLanes) {
+    if (g + kLanes <= valid_rows) {
+      const int64_t base = (row0 + g) * ld + col0;
+      int64_t kk = 0;
+      for (; kk + kLanes <= len; kk += kLanes) {
+        Vec block[kLanes];
+        for (int l = 0; l < kLanes; ++l) block[l] = vload_as_float<T>(src, base + l * ld + kk);
+        vtranspose(block);
+        for (int l = 0; l < kLanes; ++l) vstore(dst + (kk + l) * kGemmNR + g, block[l]);
+      }
+      for (; kk < len; ++kk)
+        for (int l = 0; l < kLanes; ++l) dst[kk * kGemmNR + g + l] = load_as_float<T>(src, base + l * ld + kk);
+    } else {
+      for (int64_t kk = 0; kk < len; ++kk)
+        for (int l = 0; l < kLanes; ++l) {
+          const int64_t row = g + l;
+          dst[kk * kGemmNR + g + l] = row < valid_rows ? load_as_float<T>(src, (row0 + row) * ld + col0 + kk) : 0.0f;
+        }
+    }
+  }
+}
 
-  Vec acc[kGemmMR][kGemmNV];
+// acc = A·B over kc steps (the register-blocked core; kc = 0 gives zeros).
+inline void gemm_micro_accumulate(int64_t kc, const float* __restrict a, const float* __restrict b,
+                                  Vec (&acc)[kGemmMR][kGemmNV]) {
   for (int i = 0; i < kGemmMR; ++i)
     for (int v = 0; v < kGemmNV; ++v) acc[i][v] = vzero();
 
@@ -102,6 +122,20 @@ inline void gemm_micro_kernel(int64_t kc, const float* __restrict a, const float
     a += kGemmMR;
     b += kGemmNR;
   }
+}
+
+// rows ≤ MR and cols ≤ NR say how much of the tile is real (the packed panels are zero-padded).
+template <DType T>
+inline void gemm_micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, int rows, int cols,
+                              const TileTarget& target) {
+  // The C tile (partial sums in L2/L3, rows a y-row apart) is needed only after the k loop:
+  // start fetching it now so its misses overlap the kc·MR·NR/kLanes FMAs.
+  if (target.accumulate)
+    for (int i = 0; i < kGemmMR; ++i)
+      for (int j = 0; j < kGemmNR; j += 64 / int{sizeof(float)}) prefetch_for_write(target.c + i * target.ldc + j);
+
+  Vec acc[kGemmMR][kGemmNV];
+  gemm_micro_accumulate(kc, a, b, acc);
 
   if (rows == kGemmMR && cols == kGemmNR) {
     for (int i = 0; i < kGemmMR; ++i) finish_row_vectors<T>(acc[i], i, target);
