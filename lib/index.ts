@@ -3,7 +3,7 @@
  *
  *   import { Tensor, lora, reference } from 'lora-kernels';
  */
-import { forward, forwardAsync } from './ops/lora_linear.js';
+import { backward, backwardAsync, forward, forwardAsync } from './ops/lora_linear.js';
 import * as referenceOps from './reference/index.js';
 
 export { backends } from './backends.js';
@@ -14,11 +14,11 @@ export { LoraKernelsError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { Tensor } from './tensor.js';
 export type { Device } from './tensor.js';
-export type { LoraForwardArgs } from './ops/lora_linear.js';
+export type { LoraBackwardArgs, LoraForwardArgs, LoraGradients } from './ops/lora_linear.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
 
 /** LoRA linear layers. */
-export const lora = { forward, forwardAsync };
+export const lora = { forward, forwardAsync, backward, backwardAsync };
 
 /** float64 references of every op and the tolerance table (`reference.assertClose`). */
 export const reference = referenceOps;

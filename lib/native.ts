@@ -40,6 +40,19 @@ export interface NativeLoraForward {
   allowTf32: boolean;
 }
 
+export interface NativeLoraBackward {
+  gradOutput: NativeTensor;
+  x: NativeTensor;
+  weight: NativeTensor;
+  a: NativeTensor;
+  b: NativeTensor;
+  dropoutMask?: NativeTensor;
+  scale: number;
+  gradInput?: NativeTensor;
+  gradA: NativeTensor;
+  gradB: NativeTensor;
+}
+
 export interface NativeModule {
   backends(): NativeBackends;
   deviceAlloc(device: number, bytes: number): NativeDeviceBuffer;
@@ -50,6 +63,8 @@ export interface NativeModule {
   fillRandn(destination: ArrayBufferView, dtypeCode: number, seed: number): void;
   loraForward(args: NativeLoraForward): void;
   loraForwardAsync(args: NativeLoraForward): Promise<void>;
+  loraBackward(args: NativeLoraBackward): void;
+  loraBackwardAsync(args: NativeLoraBackward): Promise<void>;
 }
 
 /** The package root: the folder above lib/ (sources, tests) or dist/cjs/ (the published build). */

@@ -24,12 +24,11 @@
 //    DRAM while being packed (64 MiB, ~5% of the time); x (8 MiB) is packed once, into L3.
 //    Measured ~205 GFLOP/s (84 ms), about OpenBLAS's x·Wᵀ alone on the same machine.
 #include <algorithm>
-#include <cstddef>
-#include <new>
 
 #include "core/parallel.h"
 #include "cpu/dispatch/kernels.h"
 #include "cpu/gemm_microkernel.h"
+#include "cpu/packed_gemm.h"
 #include "cpu/vec.h"
 
 namespace lk::cpu::LK_SIMD_NS {
@@ -63,139 +62,14 @@ constexpr int64_t kSmallRows = 64;
 // Columns per task in the small-m path: 64 weight rows of K=4096 float32 = 1 MiB per task.
 constexpr int64_t kSmallColsPerTask = 64;
 
-constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-// A grow-only, 64-byte aligned float buffer. The kernels keep a few per thread (thread_local), so
-// after the first call of a given size nothing is allocated.
-class AlignedScratch {
- public:
-  AlignedScratch() = default;
-  AlignedScratch(const AlignedScratch&) = delete;
-  AlignedScratch& operator=(const AlignedScratch&) = delete;
-  ~AlignedScratch() { release(); }
-
-  float* floats(int64_t count) {
-    const size_t needed = static_cast<size_t>(round_up(std::max<int64_t>(count, 1), 16));
-    if (needed > capacity_) {
-      release();
-      data_ = static_cast<float*>(::operator new(needed * sizeof(float), std::align_val_t{64}));
-      capacity_ = needed;
-    }
-    return data_;
-  }
-
- private:
-  void release() {
-    if (data_) ::operator delete(data_, std::align_val_t{64});
-    data_ = nullptr;
-    capacity_ = 0;
-  }
-  float* data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
 // Buffers owned by the thread that called lora_forward (shared read-only with the workers for the
 // duration of the call) and buffers used inside one task. Separate, because the calling thread
 // also runs tasks.
 enum class CallerBuffer { XRows, MaskedRows, LowRank, Bias, PackedLeft, Count };
 enum class TaskBuffer { Rows, MaskedRows, PackedRight, Partial, Tile, Count };
 
-float* caller_buffer(CallerBuffer which, int64_t count) {
-  thread_local AlignedScratch buffers[static_cast<int>(CallerBuffer::Count)];
-  return buffers[static_cast<int>(which)].floats(count);
-}
-float* task_buffer(TaskBuffer which, int64_t count) {
-  thread_local AlignedScratch buffers[static_cast<int>(TaskBuffer::Count)];
-  return buffers[static_cast<int>(which)].floats(count);
-}
-
-template <DType T>
-using Elem = std::conditional_t<T == DType::Float32, float, uint16_t>;
-
-template <DType T>
-void* element_at(void* base, int64_t index) {
-  return static_cast<Elem<T>*>(base) + index;
-}
-
-// ---- dot-product tiles: float32 rows of x against rows of a weight-like matrix ----------------
-// out[i][j] (+)= Σ_k x[i][k]·w[j][k] for an RI×RJ tile: per kLanes-wide step RJ weight vectors
-// and RI x vectors feed RI·RJ independent FMAs; one horizontal sum per output at the end.
-template <DType T, int RI, int RJ>
-void dot_tile(const float* x, int64_t ldx, const void* w, int64_t w_offset, int64_t ldw, int64_t kdim, float* out,
-              int64_t ldo, bool accumulate) {
-  Vec acc[RI][RJ];
-  for (int i = 0; i < RI; ++i)
-    for (int j = 0; j < RJ; ++j) acc[i][j] = vzero();
-  int64_t k = 0;
-  for (; k + kLanes <= kdim; k += kLanes) {
-    Vec wv[RJ];
-    for (int j = 0; j < RJ; ++j) wv[j] = vload_as_float<T>(w, w_offset + j * ldw + k);
-    for (int i = 0; i < RI; ++i) {
-      const Vec xv = vload(x + i * ldx + k);
-      for (int j = 0; j < RJ; ++j) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
-    }
-  }
-  float sum[RI][RJ];
-  for (int i = 0; i < RI; ++i)
-    for (int j = 0; j < RJ; ++j) sum[i][j] = vsum(acc[i][j]);
-  for (; k < kdim; ++k)
-    for (int j = 0; j < RJ; ++j) {
-      const float wk = load_as_float<T>(w, w_offset + j * ldw + k);
-      for (int i = 0; i < RI; ++i) sum[i][j] += x[i * ldx + k] * wk;
-    }
-  for (int i = 0; i < RI; ++i)
-    for (int j = 0; j < RJ; ++j) out[i * ldo + j] = accumulate ? out[i * ldo + j] + sum[i][j] : sum[i][j];
-}
-
-template <DType T, int RI>
-void dot_tile_cols(int rj, const float* x, int64_t ldx, const void* w, int64_t w_offset, int64_t ldw, int64_t kdim,
-                   float* out, int64_t ldo, bool accumulate) {
-  switch (rj) {
-    case 1: return dot_tile<T, RI, 1>(x, ldx, w, w_offset, ldw, kdim, out, ldo, accumulate);
-    case 2: return dot_tile<T, RI, 2>(x, ldx, w, w_offset, ldw, kdim, out, ldo, accumulate);
-    case 3: return dot_tile<T, RI, 3>(x, ldx, w, w_offset, ldw, kdim, out, ldo, accumulate);
-    default: return dot_tile<T, RI, 4>(x, ldx, w, w_offset, ldw, kdim, out, ldo, accumulate);
-  }
-}
-
-// out[i][j - j0] (+)= x[i]·w[j] for i < rows, j in [j0, j1). Weight rows outer: a group of 4
-// weight rows is read from memory once and reused, from L1/L2, by every 4 rows of x.
-template <DType T>
-void rows_dot(const float* x, int64_t ldx, int64_t rows, const void* w, int64_t ldw, int64_t j0, int64_t j1,
-              int64_t kdim, float* out, int64_t ldo, bool accumulate) {
-  for (int64_t j = j0; j < j1; j += 4) {
-    const int rj = static_cast<int>(std::min<int64_t>(4, j1 - j));
-    for (int64_t i = 0; i < rows; i += 4) {
-      const float* xi = x + i * ldx;
-      float* o = out + i * ldo + (j - j0);
-      switch (std::min<int64_t>(4, rows - i)) {
-        case 1: dot_tile_cols<T, 1>(rj, xi, ldx, w, j * ldw, ldw, kdim, o, ldo, accumulate); break;
-        case 2: dot_tile_cols<T, 2>(rj, xi, ldx, w, j * ldw, ldw, kdim, o, ldo, accumulate); break;
-        case 3: dot_tile_cols<T, 3>(rj, xi, ldx, w, j * ldw, ldw, kdim, o, ldo, accumulate); break;
-        default: dot_tile_cols<T, 4>(rj, xi, ldx, w, j * ldw, ldw, kdim, o, ldo, accumulate); break;
-      }
-    }
-  }
-}
-
-// rows × k float32 copies of x (row stride k) and, for the low-rank path, of x ⊙ mask.
-template <DType T>
-void widen_rows(const void* src, int64_t src_stride, int64_t rows, int64_t k, float* dst, int64_t ld) {
-  for (int64_t i = 0; i < rows; ++i) widen_row<T>(src, i * src_stride, k, dst + i * ld);
-}
-
-template <DType T>
-void multiply_by_mask_rows(const LoraForwardParams& p, int64_t row0, int64_t rows, const float* x, int64_t ldx,
-                           float* dst, int64_t ld) {
-  for (int64_t i = 0; i < rows; ++i) {
-    float* d = dst + i * ld;
-    widen_row<T>(p.dropout_mask, (row0 + i) * p.mask_stride, p.k, d);
-    int64_t kk = 0;
-    for (; kk + kLanes <= p.k; kk += kLanes) vstore(d + kk, vmul(vload(d + kk), vload(x + i * ldx + kk)));
-    for (; kk < p.k; ++kk) d[kk] *= x[i * ldx + kk];
-  }
-}
+float* caller_buffer(CallerBuffer which, int64_t count) { return scratch(which, count); }
+float* task_buffer(TaskBuffer which, int64_t count) { return scratch(which, count); }
 
 // T rows: t[i][0..r) = scale·Σ_k xm[i][k]·A[t][k] for the given rows of (x ⊙ mask).
 template <DType T>
@@ -243,7 +117,7 @@ void forward_streaming(const LoraForwardParams& p) {
     const float* xm = x;
     if (p.dropout_mask) {
       float* masked = caller_buffer(CallerBuffer::MaskedRows, m * k);
-      multiply_by_mask_rows<T>(p, 0, m, x, k, masked, k);
+      multiply_by_mask_rows<T>(p.dropout_mask, p.mask_stride, 0, m, k, x, k, masked, k);
       xm = masked;
     }
     t = caller_buffer(CallerBuffer::LowRank, m * r);
@@ -266,28 +140,6 @@ void forward_streaming(const LoraForwardParams& p) {
 }
 
 // ---- larger m: packed BLIS-style GEMM over the augmented K --------------------------------------
-// The K + r augmented columns split into `count` blocks of (at most) `width` columns.
-struct KBlocks {
-  int64_t count, width, total;
-  int64_t begin(int64_t b) const { return b * width; }
-  int64_t end(int64_t b) const { return std::min(total, (b + 1) * width); }
-};
-
-KBlocks split_augmented_k(int64_t k_aug) {
-  const int64_t count = std::max<int64_t>(1, (k_aug + kTargetKC / 2) / kTargetKC);
-  return KBlocks{count, ceil_div(k_aug, count), k_aug};
-}
-
-// Packed [x | T] of one row chunk: K block b occupies m_pad·width·b floats on; inside it, row
-// panel q is kc×MR floats at q·MR·kc, column kk of the panel at kk·MR.
-struct PackedLeft {
-  float* data;
-  int64_t m_pad;
-  const float* panel(const KBlocks& kb, int64_t b, int64_t q) const {
-    return data + m_pad * kb.begin(b) + q * kMR * (kb.end(b) - kb.begin(b));
-  }
-};
-
 // Phase 1 for one MR-row panel: widen its rows of x (float32, row stride K + r), compute the
 // panel's T into the r trailing columns, then interleave every K block into the packed layout.
 template <DType T>
@@ -301,22 +153,13 @@ void pack_left_panel(const LoraForwardParams& p, int64_t row0, int64_t rows, con
     int64_t ldxm = ld;
     if (p.dropout_mask) {
       float* masked = task_buffer(TaskBuffer::MaskedRows, kMR * k);
-      multiply_by_mask_rows<T>(p, row0, rows, aug, ld, masked, k);
+      multiply_by_mask_rows<T>(p.dropout_mask, p.mask_stride, row0, rows, k, aug, ld, masked, k);
       xm = masked;
       ldxm = k;
     }
     low_rank_rows<T>(p, xm, ldxm, rows, 0, p.r, aug + k, ld);
   }
-  for (int64_t b = 0; b < kb.count; ++b) {
-    float* dst = const_cast<float*>(left.panel(kb, b, panel));
-    const int64_t c0 = kb.begin(b), kc = kb.end(b) - c0;
-    for (int64_t kk = 0; kk < kc; ++kk) {
-      float* d = dst + kk * kMR;
-      int64_t i = 0;
-      for (; i < rows; ++i) d[i] = aug[i * ld + c0 + kk];
-      for (; i < kMR; ++i) d[i] = 0.0f;
-    }
-  }
+  pack_left_rows(aug, ld, rows, kb, left, panel);
 }
 
 // dst[kk·NR + jj] = src[row0 + jj][col0 + kk] for kk < len, jj < NR (zero for jj ≥ valid_rows):
@@ -410,32 +253,18 @@ void multiply_block(const LoraForwardParams& p, int64_t row0, int64_t rows, cons
 
 template <DType T>
 void forward_packed(const LoraForwardParams& p) {
-  const KBlocks kb = split_augmented_k(p.k + p.r);
+  // The K + r augmented columns in equal blocks near kTargetKC.
+  const KBlocks kb = split_k(p.k + p.r, kTargetKC);
   const float* bias = widen_bias(p);
   const int64_t chunk_rows = std::max<int64_t>(kMR, kPackedLeftBytes / (kb.total * 4) / kMR * kMR);
-  const int64_t threads = num_threads();
-
-  // Column tasks: a multiple of the thread count, each at most kMaxNC wide (NR multiple).
-  const int64_t col_tasks_wanted = round_up(ceil_div(p.n, kMaxNC), threads);
-  const int64_t task_cols = round_up(ceil_div(p.n, col_tasks_wanted), kNR);
-  const int64_t col_tasks = ceil_div(p.n, task_cols);
-
   for (int64_t row0 = 0; row0 < p.m; row0 += chunk_rows) {
     const int64_t rows = std::min(chunk_rows, p.m - row0), panels = ceil_div(rows, kMR);
     const PackedLeft left{caller_buffer(CallerBuffer::PackedLeft, panels * kMR * kb.total), panels * kMR};
     parallel_for(panels, [&](int64_t panel, int) {
       pack_left_panel<T>(p, row0 + panel * kMR, std::min<int64_t>(kMR, rows - panel * kMR), kb, left, panel);
     });
-
-    // Few column tasks (narrow y): also split the rows so every thread has work; each row group
-    // then packs the same weight columns, which are few.
-    const int64_t row_groups = std::min(panels, ceil_div(2 * threads, col_tasks));
-    const int64_t panels_per_group = ceil_div(panels, row_groups);
-    parallel_for(row_groups * col_tasks, [&](int64_t task, int) {
-      const int64_t g = task / col_tasks, c = task % col_tasks;
-      const int64_t q0 = g * panels_per_group, q1 = std::min(panels, q0 + panels_per_group);
-      const int64_t j0 = c * task_cols, j1 = std::min(p.n, j0 + task_cols);
-      if (q0 < q1) multiply_block<T>(p, row0, rows, kb, left, bias, q0, q1, j0, j1);
+    parallel_panels_by_columns(panels, p.n, kMaxNC, [&](int64_t q0, int64_t q1, int64_t j0, int64_t j1) {
+      multiply_block<T>(p, row0, rows, kb, left, bias, q0, q1, j0, j1);
     });
   }
 }

@@ -9,7 +9,7 @@
  */
 import { FLOAT_DTYPES } from '../dtype.js';
 import { argumentError } from '../errors.js';
-import { callNative, callNativeAsync, type NativeLoraForward } from '../native.js';
+import { callNative, callNativeAsync, type NativeLoraBackward, type NativeLoraForward } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
 
@@ -34,8 +34,9 @@ export interface LoraForwardArgs {
   allowTf32?: boolean;
 }
 
-function prepareForward(op: string, input: LoraForwardArgs): { desc: NativeLoraForward; out: Tensor } {
-  const args = new Args(op, input);
+/** x [..., K] (K ≥ 1, a float dtype) and weight [N, K] like it: what every LoRA linear op takes. */
+function inputAndWeight(args: Args): { x: Tensor; weight: Tensor; k: number; n: number } {
+  const op = args.op;
   const x = args.tensor('x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 1) throw argumentError('ERR_SHAPE', op, 'x.shape', '[..., K] with at least one dimension', '[]');
   const k = x.shape[x.shape.length - 1]!;
@@ -45,7 +46,18 @@ function prepareForward(op: string, input: LoraForwardArgs): { desc: NativeLoraF
   if (weight.shape.length !== 2 || weight.shape[1] !== k || weight.shape[0]! < 1) {
     throw argumentError('ERR_SHAPE', op, 'weight.shape', `[N, ${k}] (N ≥ 1, K = x.shape[-1])`, shapeText(weight.shape));
   }
-  const n = weight.shape[0]!;
+  return { x, weight, k, n: weight.shape[0]! };
+}
+
+function expectLoraA(args: Args, a: Tensor, k: number): void {
+  if (a.shape.length !== 2 || a.shape[1] !== k || a.shape[0]! < 1) {
+    throw argumentError('ERR_SHAPE', args.op, 'a.shape', `[r, ${k}] (r ≥ 1)`, shapeText(a.shape));
+  }
+}
+
+function prepareForward(op: string, input: LoraForwardArgs): { desc: NativeLoraForward; out: Tensor } {
+  const args = new Args(op, input);
+  const { x, weight, k, n } = inputAndWeight(args);
   const bias = args.optionalTensor('bias');
   if (bias) {
     args.expectLike('bias', bias, x, 'x');
@@ -60,9 +72,7 @@ function prepareForward(op: string, input: LoraForwardArgs): { desc: NativeLoraF
   if (a && b) {
     args.expectLike('a', a, x, 'x');
     args.expectLike('b', b, x, 'x');
-    if (a.shape.length !== 2 || a.shape[1] !== k || a.shape[0]! < 1) {
-      throw argumentError('ERR_SHAPE', op, 'a.shape', `[r, ${k}] (r ≥ 1)`, shapeText(a.shape));
-    }
+    expectLoraA(args, a, k);
     args.expectShape('b', b, [n, a.shape[0]!]);
   }
   const dropoutMask = args.optionalTensor('dropoutMask');
@@ -108,4 +118,105 @@ export async function forwardAsync(args: LoraForwardArgs): Promise<Tensor> {
   const { desc, out } = prepareForward('lora.forwardAsync', args);
   await callNativeAsync((m) => m.loraForwardAsync(desc));
   return out;
+}
+
+export interface LoraBackwardArgs {
+  /** dL/dy [..., N], the leading dimensions of x. */
+  gradOutput: Tensor;
+  /** The forward's input [..., K] (float32, float16 or bfloat16). */
+  x: Tensor;
+  /** Frozen base weight [N, K]: no gradient is computed for it. */
+  weight: Tensor;
+  /** lora_A.weight [r, K]. */
+  a: Tensor;
+  /** lora_B.weight [N, r]. */
+  b: Tensor;
+  /** The forward's scale. Default 1. */
+  scale?: number;
+  /** The forward's dropout mask (shape of x), or none. */
+  dropoutMask?: Tensor;
+  /** Compute gradInput = dL/dx. Default true; false for the first layer (saves the g·W GEMM). */
+  needInputGrad?: boolean;
+  /** Where to write the gradients (each optional; allocated when absent). Must not overlap an input. */
+  out?: { gradInput?: Tensor; gradA?: Tensor; gradB?: Tensor };
+}
+
+export interface LoraGradients {
+  /** dL/dx [..., K] = gradOutput·weight + dropoutMask ⊙ (scale·gradOutput·b)·a; absent when needInputGrad is false. */
+  gradInput?: Tensor;
+  /** dL/da [r, K] = (scale·gradOutput·b)ᵀ·(x ⊙ dropoutMask). */
+  gradA: Tensor;
+  /** dL/db [N, r] = scale·gradOutputᵀ·((x ⊙ dropoutMask)·aᵀ). */
+  gradB: Tensor;
+}
+
+function prepareBackward(op: string, input: LoraBackwardArgs): { desc: NativeLoraBackward; grads: LoraGradients } {
+  const args = new Args(op, input);
+  const { x, weight, k, n } = inputAndWeight(args);
+  const a = args.tensor('a');
+  args.expectLike('a', a, x, 'x');
+  expectLoraA(args, a, k);
+  const r = a.shape[0]!;
+  const b = args.tensor('b');
+  args.expectLike('b', b, x, 'x');
+  args.expectShape('b', b, [n, r]);
+  const gradOutput = args.tensor('gradOutput');
+  args.expectLike('gradOutput', gradOutput, x, 'x');
+  args.expectShape('gradOutput', gradOutput, [...x.shape.slice(0, -1), n]);
+  const dropoutMask = args.optionalTensor('dropoutMask');
+  if (dropoutMask) {
+    args.expectLike('dropoutMask', dropoutMask, x, 'x');
+    args.expectShape('dropoutMask', dropoutMask, x.shape);
+  }
+  const scale = args.number('scale', 1);
+  const needInputGrad = args.boolean('needInputGrad', true);
+  const out = input.out ?? {};
+  if (typeof out !== 'object' || out === null) throw argumentError('ERR_ARGUMENT', op, 'out', 'an object of gradient tensors', typeof out);
+  const outArgs = new Args(op, out);
+  const inputs = { gradOutput, x, weight, a, b, dropoutMask };
+  const target = (name: 'gradInput' | 'gradA' | 'gradB', shape: readonly number[]): Tensor => {
+    const given = outArgs.optionalTensor(name);
+    if (!given) return Tensor.empty(shape, { dtype: x.dtype, device: x.device });
+    outArgs.expectLike(`out.${name}`, given, x, 'x');
+    outArgs.expectShape(`out.${name}`, given, shape);
+    outArgs.expectNoAlias(`out.${name}`, given, inputs);
+    return given;
+  };
+  const grads: LoraGradients = { gradA: target('gradA', [r, k]), gradB: target('gradB', [n, r]) };
+  if (needInputGrad) grads.gradInput = target('gradInput', x.shape);
+  const written = [grads.gradInput, grads.gradA, grads.gradB].filter((t): t is Tensor => t !== undefined);
+  written.forEach((t, i) => written.slice(i + 1).forEach((u) => {
+    if (Tensor.overlaps(t, u)) throw argumentError('ERR_ARGUMENT', op, 'out', 'three separate gradient tensors', 'overlapping tensors');
+  }));
+  const desc: NativeLoraBackward = {
+    gradOutput: Tensor.native(gradOutput, op, 'gradOutput'),
+    x: Tensor.native(x, op, 'x'),
+    weight: Tensor.native(weight, op, 'weight'),
+    a: Tensor.native(a, op, 'a'),
+    b: Tensor.native(b, op, 'b'),
+    scale,
+    gradA: Tensor.native(grads.gradA, op, 'gradA'),
+    gradB: Tensor.native(grads.gradB, op, 'gradB'),
+  };
+  if (dropoutMask) desc.dropoutMask = Tensor.native(dropoutMask, op, 'dropoutMask');
+  if (grads.gradInput) desc.gradInput = Tensor.native(grads.gradInput, op, 'gradInput');
+  return { desc, grads };
+}
+
+/**
+ * Backward of forward() for a frozen weight: gradients of a loss L with respect to a, b and
+ * (unless needInputGrad is false) x, given gradOutput = dL/dy. One fused pass over gradOutput
+ * and x on the CPU; deterministic on every backend.
+ */
+export function backward(args: LoraBackwardArgs): LoraGradients {
+  const { desc, grads } = prepareBackward('lora.backward', args);
+  callNative((m) => m.loraBackward(desc));
+  return grads;
+}
+
+/** backward() off the JS thread (on the addon's job thread, not libuv's pool). */
+export async function backwardAsync(args: LoraBackwardArgs): Promise<LoraGradients> {
+  const { desc, grads } = prepareBackward('lora.backwardAsync', args);
+  await callNativeAsync((m) => m.loraBackwardAsync(desc));
+  return grads;
 }

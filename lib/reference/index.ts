@@ -1,8 +1,8 @@
 /** float64 references of every op, and the tolerance table the tests apply. */
-import { forward } from './lora_linear.js';
+import { backward, forward } from './lora_linear.js';
 
 export { assertClose, compareClose, TOLERANCES } from './tolerance.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './tolerance.js';
-export type { ReferenceLoraForwardArgs } from './lora_linear.js';
+export type { ReferenceLoraBackwardArgs, ReferenceLoraForwardArgs, ReferenceLoraGradients } from './lora_linear.js';
 
-export const lora = { forward };
+export const lora = { forward, backward };

@@ -4,7 +4,8 @@
 #include "ops/lora_linear.h"
 
 #define LK_CPU_KERNEL_LIST(X) \
-  X(lora_forward, (const LoraForwardParams& p), (p))
+  X(lora_forward, (const LoraForwardParams& p), (p)) \
+  X(lora_backward, (const LoraBackwardParams& p), (p))
 
 #define LK_CPU_DECLARE_IN(level)                                   \
   namespace lk::cpu::level {                                       \
