@@ -2,9 +2,12 @@
 // per SIMD level into namespace lk::cpu::<level>; lk::cpu::<name>() calls the one for this CPU.
 #pragma once
 #include "ops/lora_linear.h"
+#include "ops/dora.h"
 
 #define LK_CPU_KERNEL_LIST(X) \
   X(lora_forward, (const LoraForwardParams& p), (p)) \
+  X(dora_norms, (const DoraNormParams& p), (p)) \
+  X(dora_columns, (const DoraColumnParams& p), (p)) \
   X(lora_backward, (const LoraBackwardParams& p), (p))
 
 #define LK_CPU_DECLARE_IN(level)                                   \
