@@ -1,12 +1,12 @@
 /** `npm run bench [op]`: runs every benchmark, or the named ones. */
 import { machine } from './common.js';
 import * as loraLinear from './lora_linear.bench.js';
-import * as dora from './dora.bench.js';
+import * as loraMulti from './lora_multi.bench.js';
 import * as loraBackward from './lora_backward.bench.js';
 
 const BENCHES: Record<string, { run(): Promise<void> }> = {
   'lora.forward': loraLinear,
-  'lora.doraForward': dora,
+  'lora.forwardMulti': loraMulti,
   'lora.backward': loraBackward,
 };
 

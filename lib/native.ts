@@ -53,26 +53,16 @@ export interface NativeLoraBackward {
   gradB: NativeTensor;
 }
 
-export interface NativeDoraOperands {
+export interface NativeLoraForwardMulti {
   x: NativeTensor;
   weight: NativeTensor;
+  bias?: NativeTensor;
   a: NativeTensor;
   b: NativeTensor;
-  magnitude: NativeTensor;
-  scale: number;
-}
-
-export interface NativeDoraForward extends NativeDoraOperands {
-  bias?: NativeTensor;
+  ranks?: NativeTensor;
+  scales: NativeTensor;
+  adapterIds: NativeTensor;
   out: NativeTensor;
-}
-
-export interface NativeDoraBackward extends NativeDoraOperands {
-  gradOutput: NativeTensor;
-  gradInput?: NativeTensor;
-  gradA: NativeTensor;
-  gradB: NativeTensor;
-  gradMagnitude: NativeTensor;
 }
 
 export interface NativeModule {
@@ -85,10 +75,8 @@ export interface NativeModule {
   fillRandn(destination: ArrayBufferView, dtypeCode: number, seed: number): void;
   loraForward(args: NativeLoraForward): void;
   loraForwardAsync(args: NativeLoraForward): Promise<void>;
-  doraForward(args: NativeDoraForward): void;
-  doraForwardAsync(args: NativeDoraForward): Promise<void>;
-  doraBackward(args: NativeDoraBackward): void;
-  doraBackwardAsync(args: NativeDoraBackward): Promise<void>;
+  loraForwardMulti(args: NativeLoraForwardMulti): void;
+  loraForwardMultiAsync(args: NativeLoraForwardMulti): Promise<void>;
   loraBackward(args: NativeLoraBackward): void;
   loraBackwardAsync(args: NativeLoraBackward): Promise<void>;
 }

@@ -127,7 +127,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("copyOnDevice", Napi::Function::New(env, copy_on_device));
   exports.Set("fillRandn", Napi::Function::New(env, fill_randn_entry));
   register_lora_linear(env, exports);
-  register_dora(env, exports);
+  register_lora_multi(env, exports);
   return exports;
 }
 

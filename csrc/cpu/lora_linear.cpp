@@ -162,34 +162,6 @@ void pack_left_panel(const LoraForwardParams& p, int64_t row0, int64_t rows, con
   pack_left_rows(aug, ld, rows, kb, left, panel);
 }
 
-// dst[kk·NR + jj] = src[row0 + jj][col0 + kk] for kk < len, jj < NR (zero for jj ≥ valid_rows):
-// one NR-wide micro-panel of the transposed weight, widened to float32, kLanes×kLanes blocks at a
-// time through registers.
-template <DType T>
-void pack_transposed(const void* src, int64_t ld, int64_t row0, int64_t valid_rows, int64_t col0, int64_t len,
-                     float* dst) {
-  for (int64_t g = 0; g < kNR; g += kLanes) {
-    if (g + kLanes <= valid_rows) {
-      const int64_t base = (row0 + g) * ld + col0;
-      int64_t kk = 0;
-      for (; kk + kLanes <= len; kk += kLanes) {
-        Vec block[kLanes];
-        for (int l = 0; l < kLanes; ++l) block[l] = vload_as_float<T>(src, base + l * ld + kk);
-        vtranspose(block);
-        for (int l = 0; l < kLanes; ++l) vstore(dst + (kk + l) * kNR + g, block[l]);
-      }
-      for (; kk < len; ++kk)
-        for (int l = 0; l < kLanes; ++l) dst[kk * kNR + g + l] = load_as_float<T>(src, base + l * ld + kk);
-    } else {
-      for (int64_t kk = 0; kk < len; ++kk)
-        for (int l = 0; l < kLanes; ++l) {
-          const int64_t row = g + l;
-          dst[kk * kNR + g + l] = row < valid_rows ? load_as_float<T>(src, (row0 + row) * ld + col0 + kk) : 0.0f;
-        }
-    }
-  }
-}
-
 // Packs columns [c0, c1) of [W | B] rows j .. j + NR (valid of them real) as one NR-wide
 // micro-panel of kc rows.
 template <DType T>

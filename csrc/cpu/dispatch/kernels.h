@@ -2,12 +2,11 @@
 // per SIMD level into namespace lk::cpu::<level>; lk::cpu::<name>() calls the one for this CPU.
 #pragma once
 #include "ops/lora_linear.h"
-#include "ops/dora.h"
+#include "ops/lora_multi.h"
 
 #define LK_CPU_KERNEL_LIST(X) \
   X(lora_forward, (const LoraForwardParams& p), (p)) \
-  X(dora_norms, (const DoraNormParams& p), (p)) \
-  X(dora_columns, (const DoraColumnParams& p), (p)) \
+  X(lora_forward_multi, (const LoraMultiParams& p, const AdapterSegments& s), (p, s)) \
   X(lora_backward, (const LoraBackwardParams& p), (p))
 
 #define LK_CPU_DECLARE_IN(level)                                   \

@@ -1,0 +1,85 @@
+/**
+ * lora.forwardMulti on the CPU: 1, 8 and 64 adapters, uniform and Zipf popularity, at a decode
+ * shape (M=1) and a prefill shape (M=512), K=N=4096, r=16, float32 — against the single-adapter
+ * lora.forward (the peer: one adapter for the whole batch) and our base GEMM alone, timed in the
+ * same run.
+ *
+ * FLOPs: base 2·M·N·K plus the low-rank path 2·M·r·(K+N), the same for one adapter or many.
+ * Bytes (compulsory traffic): x, W read once, y written once, plus r·(K+N) per adapter USED by
+ * the batch (64 adapters at r=16: 32 MiB, half the weight's 64 MiB — at M=1 only one is used).
+ * Napkin math at M=512: 17.3 GFLOP at ~200 GFLOP/s ≈ 87 ms; reading 64 adapters once is ~1-2 ms,
+ * the per-run expand adds ~1-2 ms: goal ≤ 1.15× the single-adapter forward.
+ */
+import { lora, Tensor } from '../lib/index.js';
+import { gbps, gflops, type Measurement, printTable, timeOurs, writeResults } from './common.js';
+
+const K = 4096;
+const N = 4096;
+const R = 16;
+const MS = [1, 512];
+const ADAPTERS = [1, 8, 64];
+const POPULARITY = ['uniform', 'zipf'] as const;
+
+// Seeded ids: uniform, or Zipf with exponent 1.2 (adapter 0 takes ~25% of the rows at L=64).
+function adapterIds(m: number, adapters: number, popularity: (typeof POPULARITY)[number], seed: number): Int32Array {
+  let state = seed >>> 0;
+  const random = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 4294967296);
+  const weights = Array.from({ length: adapters }, (_, l) => (popularity === 'zipf' ? 1 / (l + 1) ** 1.2 : 1));
+  const total = weights.reduce((a, b) => a + b, 0);
+  return Int32Array.from({ length: m }, () => {
+    let u = random() * total;
+    for (let l = 0; l < adapters; l++) if ((u -= weights[l]!) <= 0) return l;
+    return adapters - 1;
+  });
+}
+
+export async function run(): Promise<void> {
+  const rows: (Measurement & { adapters?: number; distinct?: number; popularity?: string })[] = [];
+  const dtype = 'float32';
+  const weight = Tensor.randn([N, K], { seed: 2 });
+  for (const m of MS) {
+    const iterations = m === 1 ? 50 : 8;
+    const x = Tensor.randn([m, K], { seed: 1 });
+    const out = Tensor.empty([m, N]);
+    const shape = { m, k: K, n: N, r: R };
+    const baseFlops = 2 * m * N * K;
+    const loraFlops = baseFlops + 2 * m * R * (K + N);
+    const baseBytes = 4 * (m * K + N * K + m * N);
+    const caseName = `M=${m} K=${K} N=${N} r=${R}`;
+    const a1 = Tensor.randn([R, K], { seed: 3 });
+    const b1 = Tensor.randn([N, R], { seed: 4 });
+    const single = await timeOurs('single', () => lora.forward({ x, weight, a: a1, b: b1, scale: 0.5, out }), { iterations });
+    const base = await timeOurs('base', () => lora.forward({ x, weight, out }), { iterations });
+    rows.push({ bench: 'lora.forwardMulti', case: caseName, impl: 'lora.forward (1 adapter for all rows)', device: 'cpu', dtype, ...single, flops: loraFlops, bytes: baseBytes + 4 * R * (K + N), shape });
+    rows.push({ bench: 'lora.forwardMulti', case: caseName, impl: 'lora.forward base GEMM only', device: 'cpu', dtype, ...base, flops: baseFlops, bytes: baseBytes, shape });
+    for (const adapters of ADAPTERS) {
+      const a = Tensor.randn([adapters, R, K], { seed: 5 });
+      const b = Tensor.randn([adapters, N, R], { seed: 6 });
+      const scales = Tensor.from(Float32Array.from({ length: adapters }, (_, l) => 0.5 + l / adapters), [adapters]);
+      for (const popularity of POPULARITY) {
+        if (adapters === 1 && popularity === 'zipf') continue;  // the same ids
+        const ids = adapterIds(m, adapters, popularity, 42);
+        const distinct = new Set(ids).size;
+        const adapterIdsTensor = Tensor.from(ids, [m], { dtype: 'int32' });
+        const t = await timeOurs('multi', () => lora.forwardMulti({ x, weight, a, b, scales, adapterIds: adapterIdsTensor, out }), { iterations });
+        rows.push({
+          bench: 'lora.forwardMulti', case: caseName, impl: `forwardMulti L=${adapters} ${popularity} (${distinct} used)`, device: 'cpu', dtype, ...t,
+          flops: loraFlops, bytes: baseBytes + 4 * distinct * R * (K + N), shape, adapters, distinct, popularity,
+        });
+      }
+    }
+  }
+
+  const table: (string | number)[][] = [];
+  const summaries: Record<string, unknown>[] = [];
+  for (const row of rows) {
+    const single = rows.find((r) => r.case === row.case && r.impl.startsWith('lora.forward (1 adapter'))!;
+    const base = rows.find((r) => r.case === row.case && r.impl === 'lora.forward base GEMM only')!;
+    const ratio = row.msMedian / single.msMedian;
+    table.push([row.case, row.impl, row.msMedian, row.msMin, gflops(row), gbps(row), ratio, row.msMedian / base.msMedian]);
+    summaries.push({ ...row, gflops: gflops(row), gbps: gbps(row), ratioToSingleAdapter: ratio });
+  }
+  printTable(['case', 'impl', 'ms (median)', 'ms (min)', 'GFLOP/s', 'GB/s', '× single-adapter', '× base GEMM'], table);
+  const file = writeResults('lora.forwardMulti', summaries as (Measurement & Record<string, unknown>)[]);
+  console.log(`results appended to ${file}`);
+}

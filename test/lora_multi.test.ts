@@ -1,0 +1,245 @@
+import { describe, expect, it } from 'vitest';
+
+import { type DType, LoraKernelsError, lora, reference, Tensor, type Device } from '../lib/index.js';
+import { poisoned, testDevices } from './helpers/devices.js';
+
+type Popularity = 'uniform' | 'zipf' | 'base-only' | 'fixed';
+
+interface MultiCase {
+  name: string;
+  dtype: DType;
+  lead: number[]; // leading dims of x; T = product
+  k: number;
+  n: number;
+  rMax: number;
+  ranks?: number[]; // length L; undefined: every adapter rMax (the default)
+  adapters: number; // L
+  popularity: Popularity;
+  baseShare: number; // fraction of rows with id -1
+  bias: boolean;
+  out: boolean;
+  large: boolean; // skipped under emulation
+}
+
+// Seeded ids: uniform over the adapters, or Zipf (p(l) ∝ 1/(l+1)^1.2: a few hot adapters and a
+// long tail), with a share of base-only rows (-1).
+function makeIds(c: MultiCase, seed: number): Int32Array {
+  const rows = c.lead.reduce((p, d) => p * d, 1);
+  let state = seed * 2654435761 >>> 0;
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let z = state;
+    z = Math.imul(z ^ (z >>> 15), z | 1);
+    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
+    return ((z ^ (z >>> 14)) >>> 0) / 4294967296;
+  };
+  const weights = Array.from({ length: c.adapters }, (_, l) => (c.popularity === 'zipf' ? 1 / (l + 1) ** 1.2 : 1));
+  const total = weights.reduce((a, b) => a + b, 0);
+  return Int32Array.from({ length: rows }, (_, t) => {
+    if (c.popularity === 'base-only') return -1;
+    if (c.popularity === 'fixed') return (t * 7 + 2) % c.adapters;
+    if (random() < c.baseShare) return -1;
+    let u = random() * total;
+    for (let l = 0; l < c.adapters; l++) {
+      u -= weights[l]!;
+      if (u <= 0) return l;
+    }
+    return c.adapters - 1;
+  });
+}
+
+const MIXED_RANKS = [1, 7, 16, 64, 200, 256];
+
+function multiCases(): MultiCase[] {
+  const cases: MultiCase[] = [];
+  const base = { name: '', baseShare: 0.1, bias: true, out: true, large: false };
+  for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[]) {
+    // decode-sized (streamed weight): T ≤ 64
+    cases.push({ ...base, dtype, lead: [37], k: 45, n: 77, rMax: 16, ranks: [1, 7, 16, 3, 16], adapters: 5, popularity: 'uniform' });
+    cases.push({ ...base, dtype, lead: [1], k: 130, n: 131, rMax: 7, adapters: 3, popularity: 'fixed', bias: false });
+    cases.push({ ...base, dtype, lead: [2, 3], k: 19, n: 50, rMax: 256, ranks: MIXED_RANKS, adapters: 6, popularity: 'zipf', out: false });
+    cases.push({ ...base, dtype, lead: [17], k: 64, n: 33, rMax: 4, adapters: 2, popularity: 'base-only' });
+    // prefill-sized (packed GEMM): T > 64, ragged MR panels and NR column panels
+    cases.push({ ...base, dtype, lead: [3, 43], k: 203, n: 19, rMax: 64, ranks: [1, 7, 16, 64, 33, 2, 64, 5], adapters: 8, popularity: 'zipf', bias: false });
+    cases.push({ ...base, dtype, lead: [70], k: 19, n: 131, rMax: 256, ranks: MIXED_RANKS, adapters: 6, popularity: 'uniform', baseShare: 0.3 });
+    cases.push({ ...base, dtype, lead: [129], k: 45, n: 77, rMax: 16, adapters: 11, popularity: 'uniform', out: false });
+    cases.push({ ...base, dtype, lead: [97], k: 37, n: 29, rMax: 8, adapters: 1, popularity: 'base-only' });
+  }
+  // Past every cache block of the CPU kernel, many adapters.
+  cases.push({ ...base, dtype: 'float32', lead: [2, 150], k: 1100, n: 700, rMax: 16, adapters: 64, popularity: 'zipf', large: true });
+  cases.push({ ...base, dtype: 'bfloat16', lead: [301], k: 777, n: 515, rMax: 256, ranks: [...MIXED_RANKS, 9, 255], adapters: 8, popularity: 'uniform', large: true });
+  cases.push({ ...base, dtype: 'float16', lead: [40], k: 1029, n: 260, rMax: 32, adapters: 40, popularity: 'uniform', baseShare: 0, large: true });
+  for (const c of cases) {
+    c.name = `${c.dtype} x[${c.lead.join(',')},${c.k}] N=${c.n} L=${c.adapters} rMax=${c.rMax}${c.ranks ? ' ranks' : ''} ${c.popularity}` +
+      `${c.bias ? ' bias' : ''}${c.out ? ' out=' : ''}`;
+  }
+  return cases;
+}
+
+function makeInputs(c: MultiCase, device: Device, seed: number) {
+  const opts = (s: number) => ({ dtype: c.dtype, device, seed: seed * 100 + s });
+  const x = Tensor.randn([...c.lead, c.k], opts(1));
+  const weight = Tensor.randn([c.n, c.k], opts(2));
+  const bias = c.bias ? Tensor.randn([c.n], opts(3)) : undefined;
+  const a = Tensor.randn([c.adapters, c.rMax, c.k], opts(4));
+  const b = Tensor.randn([c.adapters, c.n, c.rMax], opts(5));
+  const onDevice = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
+  const ranks = c.ranks ? onDevice(Tensor.from(Int32Array.from(c.ranks), [c.adapters], { dtype: 'int32' })) : undefined;
+  const scales = onDevice(Tensor.from(Float32Array.from({ length: c.adapters }, (_, l) => 0.25 + (l % 5) * 0.5), [c.adapters]));
+  const ids = makeIds(c, seed);
+  const adapterIds = onDevice(Tensor.from(ids, [ids.length], { dtype: 'int32' }));
+  return { x, weight, bias, a, b, ranks, scales, adapterIds };
+}
+
+type Inputs = ReturnType<typeof makeInputs>;
+
+// The same result as a loop of single-adapter references: row t through reference.lora.forward
+// with adapter id's a[id][:r] and b[id][:, :r] sliced out (or no adapter for -1).
+function perRowReference(c: MultiCase, inputs: Inputs): Float64Array {
+  const rows = c.lead.reduce((p, d) => p * d, 1);
+  const xs = inputs.x.toArray();
+  const as = inputs.a.toArray();
+  const bs = inputs.b.toArray();
+  const ids = inputs.adapterIds.toArray();
+  const scales = inputs.scales.toFloat32();
+  const ranks = inputs.ranks ? inputs.ranks.toArray() : undefined;
+  const host = (data: ArrayLike<number>, shape: number[]) => Tensor.from(data as never, shape, { dtype: c.dtype });
+  const weight = host(inputs.weight.toArray(), [c.n, c.k]);
+  const bias = inputs.bias ? host(inputs.bias.toArray(), [c.n]) : undefined;
+  const y = new Float64Array(rows * c.n);
+  for (let t = 0; t < rows; t++) {
+    const x = host(xs.slice(t * c.k, (t + 1) * c.k), [1, c.k]);
+    const id = ids[t]!;
+    let adapter = {};
+    if (id >= 0) {
+      const r = ranks ? ranks[id]! : c.rMax;
+      const a = host(as.slice(id * c.rMax * c.k, (id * c.rMax + r) * c.k), [r, c.k]);
+      const bRows = Array.from({ length: c.n }, (_, j) => Array.from(bs.slice((id * c.n + j) * c.rMax, (id * c.n + j) * c.rMax + r)));
+      const bData = new (xs.constructor as Float32ArrayConstructor)(bRows.flat());
+      adapter = { a, b: host(bData, [c.n, r]), scale: scales[id]! };
+    }
+    y.set(reference.lora.forward({ x, weight, bias, ...adapter }).data, t * c.n);
+  }
+  return y;
+}
+
+describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated }) => {
+  const cases = multiCases().filter((c) => !(emulated && c.large));
+  it.each(cases.map((c, i) => [c.name, c, i] as const))('%s', (_name, c, seed) => {
+    const inputs = makeInputs(c, device, seed + 1);
+    const outShape = [...c.lead, c.n];
+    const out = c.out ? poisoned(outShape, c.dtype, device) : undefined;
+    const y = lora.forwardMulti({ ...inputs, out });
+    if (out) expect(y).toBe(out);
+    expect(y.shape).toEqual(outShape);
+    expect(y.dtype).toBe(c.dtype);
+    expect(y.device).toBe(device);
+    const expected = reference.lora.forwardMulti(inputs);
+    reference.assertClose(y, expected, { dtype: c.dtype, label: 'vs reference.lora.forwardMulti' });
+    // The float64 references agree with each other to float64 accuracy.
+    reference.assertClose(expected, perRowReference(c, inputs), { dtype: 'float64', label: 'vs per-row reference.lora.forward' });
+  });
+
+  it('forwardMultiAsync matches forwardMulti, writing into a poisoned out', async () => {
+    const c = multiCases()[5]!;
+    const inputs = makeInputs(c, device, 77);
+    const out = poisoned([...c.lead, c.n], c.dtype, device);
+    const y = await lora.forwardMultiAsync({ ...inputs, out });
+    expect(y).toBe(out);
+    reference.assertClose(y, lora.forwardMulti(inputs), { dtype: c.dtype });
+  });
+
+  it('an id out of range is ERR_ARGUMENT from the op itself, naming the row (never an out-of-bounds read)', async () => {
+    const c = multiCases()[0]!;
+    const inputs = makeInputs(c, device, 5);
+    for (const bad of [5, -2, 1 << 30]) {
+      const ids = inputs.adapterIds.toArray() as Int32Array;
+      ids[3] = bad;
+      const adapterIds = Tensor.from(ids, [ids.length], { dtype: 'int32' });
+      let caught: unknown;
+      try {
+        // Past the TypeScript checks: the native op must refuse on its own.
+        const { native } = await import('../lib/native.js');
+        const y = Tensor.empty([...c.lead, c.n], { dtype: c.dtype, device });
+        const nat = (t: Tensor, name: string) => Tensor.native(t, 'test', name);
+        native().loraForwardMulti({
+          x: nat(inputs.x, 'x'), weight: nat(inputs.weight, 'weight'), a: nat(inputs.a, 'a'), b: nat(inputs.b, 'b'),
+          ranks: nat(inputs.ranks!, 'ranks'), scales: nat(inputs.scales, 'scales'),
+          adapterIds: nat(device === 'cpu' ? adapterIds : adapterIds.to(device), 'adapterIds'), out: nat(y, 'out'),
+        });
+      } catch (error) {
+        caught = error;
+      }
+      expect((caught as { code?: string }).code).toBe('ERR_ARGUMENT');
+      expect(String((caught as Error).message)).toMatch(new RegExp(`adapterIds\\[3\\] must be -1 \\(base only\\) or an adapter index in \\[0, 5\\), got ${bad}`));
+    }
+  });
+
+  it('zero rows give an empty result', () => {
+    const y = lora.forwardMulti({
+      x: Tensor.zeros([0, 8], { device }), weight: Tensor.randn([5, 8], { device }),
+      a: Tensor.randn([2, 3, 8], { device }), b: Tensor.randn([2, 5, 3], { device }),
+      scales: Tensor.from([1, 2], [2]).to(device), adapterIds: Tensor.zeros([0], { dtype: 'int32', device }),
+    });
+    expect(y.shape).toEqual([0, 5]);
+  });
+});
+
+function expectError(fn: () => unknown, code: string, pattern: RegExp): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  expect(caught, 'expected a LoraKernelsError').toBeInstanceOf(LoraKernelsError);
+  expect((caught as LoraKernelsError).code).toBe(code);
+  expect((caught as LoraKernelsError).message).toMatch(pattern);
+}
+
+describe('lora.forwardMulti rejects bad input with a code and a message naming the argument', () => {
+  const x = Tensor.randn([3, 10], { seed: 1 });
+  const weight = Tensor.randn([6, 10], { seed: 2 });
+  const a = Tensor.randn([2, 4, 10], { seed: 3 });
+  const b = Tensor.randn([2, 6, 4], { seed: 4 });
+  const scales = Tensor.from([1, 0.5], [2]);
+  const adapterIds = Tensor.from([0, -1, 1], [3], { dtype: 'int32' });
+  const ok = { x, weight, a, b, scales, adapterIds };
+  const ids = (v: number[]) => Tensor.from(v, [v.length], { dtype: 'int32' });
+  const cases: [string, () => unknown, string, RegExp][] = [
+    ['no argument object', () => lora.forwardMulti(undefined as never), 'ERR_ARGUMENT', /the argument must be an object/],
+    ['id ≥ L', () => lora.forwardMulti({ ...ok, adapterIds: ids([0, 2, 1]) }), 'ERR_ARGUMENT', /adapterIds\[1\] must be -1 \(base only\) or an adapter index in \[0, 2\), got 2/],
+    ['id < -1', () => lora.forwardMulti({ ...ok, adapterIds: ids([0, 1, -3]) }), 'ERR_ARGUMENT', /adapterIds\[2\] must be .* got -3/],
+    ['rank > rMax', () => lora.forwardMulti({ ...ok, ranks: ids([4, 5]) }), 'ERR_ARGUMENT', /ranks\[1\] must be in \[1, 4\] \(rMax\), got 5/],
+    ['rank 0', () => lora.forwardMulti({ ...ok, ranks: ids([0, 4]) }), 'ERR_ARGUMENT', /ranks\[0\] must be in \[1, 4\] \(rMax\), got 0/],
+    ['a missing', () => lora.forwardMulti({ ...ok, a: undefined as never }), 'ERR_ARGUMENT', /a must be a Tensor, got undefined/],
+    ['a 2-D', () => lora.forwardMulti({ ...ok, a: Tensor.zeros([4, 10]) }), 'ERR_SHAPE', /a.shape must be \[L, rMax, 10\].*got \[4, 10\]/],
+    ['a wrong K', () => lora.forwardMulti({ ...ok, a: Tensor.zeros([2, 4, 9]) }), 'ERR_SHAPE', /a.shape must be \[L, rMax, 10\]/],
+    ['b shape', () => lora.forwardMulti({ ...ok, b: Tensor.zeros([2, 4, 6]) }), 'ERR_SHAPE', /b.shape must be \[2, 6, 4\], got \[2, 4, 6\]/],
+    ['weight shape', () => lora.forwardMulti({ ...ok, weight: Tensor.zeros([6, 11]) }), 'ERR_SHAPE', /weight.shape must be \[N, 10\]/],
+    ['scales length', () => lora.forwardMulti({ ...ok, scales: Tensor.from([1, 2, 3], [3]) }), 'ERR_SHAPE', /scales.shape must be \[2\], got \[3\]/],
+    ['ranks length', () => lora.forwardMulti({ ...ok, ranks: ids([1]) }), 'ERR_SHAPE', /ranks.shape must be \[2\], got \[1\]/],
+    ['adapterIds length', () => lora.forwardMulti({ ...ok, adapterIds: ids([0, 1]) }), 'ERR_SHAPE', /adapterIds.shape must be \[3\], got \[2\]/],
+    ['adapterIds float32', () => lora.forwardMulti({ ...ok, adapterIds: Tensor.from([0, 1, 1], [3]) }), 'ERR_DTYPE', /adapterIds must be of dtype int32, got float32/],
+    ['scales int32', () => lora.forwardMulti({ ...ok, scales: ids([1, 1]) }), 'ERR_DTYPE', /scales must be of dtype float32, got int32/],
+    ['scales float16', () => lora.forwardMulti({ ...ok, scales: Tensor.zeros([2], { dtype: 'float16' }) }), 'ERR_DTYPE', /scales must be of dtype float32, got float16/],
+    ['ranks float32', () => lora.forwardMulti({ ...ok, ranks: Tensor.from([1, 2], [2]) }), 'ERR_DTYPE', /ranks must be of dtype int32, got float32/],
+    ['int x', () => lora.forwardMulti({ ...ok, x: Tensor.zeros([3, 10], { dtype: 'int32' }) }), 'ERR_DTYPE', /x must be of dtype float32 or float16 or bfloat16, got int32/],
+    ['a dtype', () => lora.forwardMulti({ ...ok, a: Tensor.zeros([2, 4, 10], { dtype: 'bfloat16' }) }), 'ERR_DTYPE', /a must be float32 like x, got bfloat16/],
+    ['bias shape', () => lora.forwardMulti({ ...ok, bias: Tensor.zeros([5]) }), 'ERR_SHAPE', /bias.shape must be \[6\], got \[5\]/],
+    ['out shape', () => lora.forwardMulti({ ...ok, out: Tensor.zeros([3, 5]) }), 'ERR_SHAPE', /out.shape must be \[3, 6\], got \[3, 5\]/],
+    ['out aliases x', () => { const s = Tensor.zeros([3, 6]); return lora.forwardMulti({ ...ok, x: s, weight: Tensor.zeros([6, 6]), a: Tensor.zeros([2, 4, 6]), out: s.reshape([3, 6]) }); }, 'ERR_ARGUMENT', /out must be memory not shared with x/],
+  ];
+  it.each(cases)('%s', (_name, fn, code, pattern) => expectError(fn, code, pattern));
+
+  it('forwardMultiAsync rejects (does not throw synchronously) with the same error', async () => {
+    const promise = lora.forwardMultiAsync({ ...ok, adapterIds: ids([0, 7, 1]) });
+    await expect(promise).rejects.toBeInstanceOf(LoraKernelsError);
+    await expect(promise).rejects.toMatchObject({ code: 'ERR_ARGUMENT' });
+  });
+
+  it('ids, scales and ranks on another device are ERR_DEVICE', () => {
+    if (!testDevices().some((d) => d.device === 'cuda')) return;
+    expectError(() => lora.forwardMulti({ ...ok, adapterIds: adapterIds.to('cuda') }), 'ERR_DEVICE', /adapterIds must be on cpu like x, got cuda/);
+  });
+});
