@@ -2,11 +2,13 @@
 import { machine } from './common.js';
 import * as loraLinear from './lora_linear.bench.js';
 import * as loraMulti from './lora_multi.bench.js';
+import * as dora from './dora.bench.js';
 import * as loraBackward from './lora_backward.bench.js';
 
 const BENCHES: Record<string, { run(): Promise<void> }> = {
   'lora.forward': loraLinear,
   'lora.forwardMulti': loraMulti,
+  'lora.doraForward': dora,
   'lora.backward': loraBackward,
 };
 

@@ -5,6 +5,7 @@
  */
 import { backward, backwardAsync, forward, forwardAsync } from './ops/lora_linear.js';
 import { forwardMulti, forwardMultiAsync } from './ops/lora_multi.js';
+import { doraBackward, doraBackwardAsync, doraForward, doraForwardAsync } from './ops/dora.js';
 import * as referenceOps from './reference/index.js';
 
 export { backends } from './backends.js';
@@ -17,10 +18,11 @@ export { Tensor } from './tensor.js';
 export type { Device } from './tensor.js';
 export type { LoraBackwardArgs, LoraForwardArgs, LoraGradients } from './ops/lora_linear.js';
 export type { LoraForwardMultiArgs } from './ops/lora_multi.js';
+export type { DoraBackwardArgs, DoraForwardArgs, DoraGradients } from './ops/dora.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
 
 /** LoRA linear layers. */
-export const lora = { forward, forwardAsync, backward, backwardAsync, forwardMulti, forwardMultiAsync };
+export const lora = { forward, forwardAsync, backward, backwardAsync, forwardMulti, forwardMultiAsync, doraForward, doraForwardAsync, doraBackward, doraBackwardAsync };
 
 /** float64 references of every op and the tolerance table (`reference.assertClose`). */
 export const reference = referenceOps;

@@ -53,6 +53,28 @@ export interface NativeLoraBackward {
   gradB: NativeTensor;
 }
 
+export interface NativeDoraOperands {
+  x: NativeTensor;
+  weight: NativeTensor;
+  a: NativeTensor;
+  b: NativeTensor;
+  magnitude: NativeTensor;
+  scale: number;
+}
+
+export interface NativeDoraForward extends NativeDoraOperands {
+  bias?: NativeTensor;
+  out: NativeTensor;
+}
+
+export interface NativeDoraBackward extends NativeDoraOperands {
+  gradOutput: NativeTensor;
+  gradInput?: NativeTensor;
+  gradA: NativeTensor;
+  gradB: NativeTensor;
+  gradMagnitude: NativeTensor;
+}
+
 export interface NativeLoraForwardMulti {
   x: NativeTensor;
   weight: NativeTensor;
@@ -77,6 +99,10 @@ export interface NativeModule {
   loraForwardAsync(args: NativeLoraForward): Promise<void>;
   loraForwardMulti(args: NativeLoraForwardMulti): void;
   loraForwardMultiAsync(args: NativeLoraForwardMulti): Promise<void>;
+  doraForward(args: NativeDoraForward): void;
+  doraForwardAsync(args: NativeDoraForward): Promise<void>;
+  doraBackward(args: NativeDoraBackward): void;
+  doraBackwardAsync(args: NativeDoraBackward): Promise<void>;
   loraBackward(args: NativeLoraBackward): void;
   loraBackwardAsync(args: NativeLoraBackward): Promise<void>;
 }

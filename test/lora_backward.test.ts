@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { type Device, type DType, LoraKernelsError, lora, reference, Tensor } from '../lib/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
+import { expectError } from './helpers/errors.js';
 
 interface BackwardCase {
   name: string;
@@ -182,18 +183,6 @@ describe('reference.lora.backward against numerical derivatives of reference.lor
     });
   }
 });
-
-function expectError(fn: () => unknown, code: string, pattern: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  expect(caught, 'expected a LoraKernelsError').toBeInstanceOf(LoraKernelsError);
-  expect((caught as LoraKernelsError).code).toBe(code);
-  expect((caught as LoraKernelsError).message).toMatch(pattern);
-}
 
 describe('lora.backward rejects bad input with a code and a message naming the argument', () => {
   const x = Tensor.randn([2, 3, 10], { seed: 1 });

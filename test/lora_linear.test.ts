@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import { type DType, LoraKernelsError, lora, reference, Tensor, type Device } from '../lib/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
+import { expectError } from './helpers/errors.js';
 
 interface ForwardCase {
   name: string;
@@ -126,18 +127,6 @@ describe.each(testDevices())('lora.forward on $device', ({ device, emulated }) =
     expect(y.shape).toEqual([0, 5]);
   });
 });
-
-function expectError(fn: () => unknown, code: string, pattern: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  expect(caught, 'expected a LoraKernelsError').toBeInstanceOf(LoraKernelsError);
-  expect((caught as LoraKernelsError).code).toBe(code);
-  expect((caught as LoraKernelsError).message).toMatch(pattern);
-}
 
 describe('lora.forward rejects bad input with a code and a message naming the argument', () => {
   const x = Tensor.randn([3, 10], { seed: 1 });

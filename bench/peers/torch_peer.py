@@ -21,6 +21,13 @@ def lora_tasks(shape, dtype):
     a = torch.randn(r, k, generator=g, dtype=dtype)
     b = torch.randn(n, r, generator=g, dtype=dtype)
     s = 0.5
+    magnitude = torch.rand(n, generator=g, dtype=dtype) + 0.5
+
+    def dora_peft():
+        # PEFT's DoRA forward: the row norm of W + s·B·A (detached), then (m / norm) ⊙ (base + LoRA).
+        norm = torch.linalg.norm(w + s * (b @ a), dim=1)
+        return (magnitude / norm) * (x @ w.T + s * ((x @ a.T) @ b.T))
+
     # LoRA backward with W frozen (requires_grad only on x, A, B): autograd's backward alone; the
     # forward that records the graph runs in .setup, outside the timer.
     xg, ag, bg = (t.clone().requires_grad_(True) for t in (x, a, b))
@@ -40,6 +47,7 @@ def lora_tasks(shape, dtype):
         "lora_backward": lora_backward,
         "matmul": lambda: x @ w.T,
         "lora_unfused": lambda: x @ w.T + s * ((x @ a.T) @ b.T),
+        "dora_peft": dora_peft,
     }
 
 

@@ -128,6 +128,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("fillRandn", Napi::Function::New(env, fill_randn_entry));
   register_lora_linear(env, exports);
   register_lora_multi(env, exports);
+  register_dora(env, exports);
   return exports;
 }
 

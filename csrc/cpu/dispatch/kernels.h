@@ -3,10 +3,13 @@
 #pragma once
 #include "ops/lora_linear.h"
 #include "ops/lora_multi.h"
+#include "ops/dora.h"
 
 #define LK_CPU_KERNEL_LIST(X) \
   X(lora_forward, (const LoraForwardParams& p), (p)) \
   X(lora_forward_multi, (const LoraMultiParams& p, const AdapterSegments& s), (p, s)) \
+  X(dora_norms, (const DoraNormParams& p), (p)) \
+  X(dora_columns, (const DoraColumnParams& p), (p)) \
   X(lora_backward, (const LoraBackwardParams& p), (p))
 
 #define LK_CPU_DECLARE_IN(level)                                   \
