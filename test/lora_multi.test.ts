@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { type DType, LoraKernelsError, lora, reference, Tensor, type Device } from '../lib/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
+import { expectError } from './helpers/errors.js';
 
 type Popularity = 'uniform' | 'zipf' | 'base-only' | 'fixed';
 
@@ -149,29 +150,37 @@ describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated
     reference.assertClose(y, lora.forwardMulti(inputs), { dtype: c.dtype });
   });
 
-  it('an id out of range is ERR_ARGUMENT from the op itself, naming the row (never an out-of-bounds read)', async () => {
-    const c = multiCases()[0]!;
+  it('a bad id or rank is ERR_ARGUMENT from the op itself, naming the row / adapter (never an out-of-bounds read)', async () => {
+    const { native } = await import('../lib/native.js');
+    const c = multiCases()[0]!;  // L = 5, rMax = 16
     const inputs = makeInputs(c, device, 5);
-    for (const bad of [5, -2, 1 << 30]) {
-      const ids = inputs.adapterIds.toArray() as Int32Array;
-      ids[3] = bad;
-      const adapterIds = Tensor.from(ids, [ids.length], { dtype: 'int32' });
+    const withValue = (t: Tensor, index: number, value: number) => {
+      const host = t.toArray() as Int32Array;
+      host[index] = value;
+      const bad = Tensor.from(host, [host.length], { dtype: 'int32' });
+      return device === 'cpu' ? bad : bad.to(device);
+    };
+    const variants: [Tensor, Tensor, RegExp][] = [
+      ...[5, -2, 1 << 30].map((bad): [Tensor, Tensor, RegExp] => [withValue(inputs.adapterIds, 3, bad), inputs.ranks!,
+        new RegExp(`adapterIds\\[3\\] must be -1 \\(base only\\) or an adapter index in \\[0, 5\\), got ${bad}`)]),
+      ...[0, 17, -1].map((bad): [Tensor, Tensor, RegExp] => [inputs.adapterIds, withValue(inputs.ranks!, 2, bad),
+        new RegExp(`ranks\\[2\\] must be in \\[1, 16\\] \\(rMax\\), got ${bad}`)]),
+    ];
+    for (const [adapterIds, ranks, message] of variants) {
+      const nat = (t: Tensor, name: string) => Tensor.native(t, 'test', name);
       let caught: unknown;
       try {
         // Past the TypeScript checks: the native op must refuse on its own.
-        const { native } = await import('../lib/native.js');
-        const y = Tensor.empty([...c.lead, c.n], { dtype: c.dtype, device });
-        const nat = (t: Tensor, name: string) => Tensor.native(t, 'test', name);
         native().loraForwardMulti({
           x: nat(inputs.x, 'x'), weight: nat(inputs.weight, 'weight'), a: nat(inputs.a, 'a'), b: nat(inputs.b, 'b'),
-          ranks: nat(inputs.ranks!, 'ranks'), scales: nat(inputs.scales, 'scales'),
-          adapterIds: nat(device === 'cpu' ? adapterIds : adapterIds.to(device), 'adapterIds'), out: nat(y, 'out'),
+          ranks: nat(ranks, 'ranks'), scales: nat(inputs.scales, 'scales'), adapterIds: nat(adapterIds, 'adapterIds'),
+          out: nat(Tensor.empty([...c.lead, c.n], { dtype: c.dtype, device }), 'out'),
         });
       } catch (error) {
         caught = error;
       }
       expect((caught as { code?: string }).code).toBe('ERR_ARGUMENT');
-      expect(String((caught as Error).message)).toMatch(new RegExp(`adapterIds\\[3\\] must be -1 \\(base only\\) or an adapter index in \\[0, 5\\), got ${bad}`));
+      expect(String((caught as Error).message)).toMatch(message);
     }
   });
 
@@ -184,18 +193,6 @@ describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated
     expect(y.shape).toEqual([0, 5]);
   });
 });
-
-function expectError(fn: () => unknown, code: string, pattern: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  expect(caught, 'expected a LoraKernelsError').toBeInstanceOf(LoraKernelsError);
-  expect((caught as LoraKernelsError).code).toBe(code);
-  expect((caught as LoraKernelsError).message).toMatch(pattern);
-}
 
 describe('lora.forwardMulti rejects bad input with a code and a message naming the argument', () => {
   const x = Tensor.randn([3, 10], { seed: 1 });
