@@ -82,9 +82,20 @@ function makeInputs(c: MultiCase, device: Device, seed: number) {
   const x = Tensor.randn([...c.lead, c.k], opts(1));
   const weight = Tensor.randn([c.n, c.k], opts(2));
   const bias = c.bias ? Tensor.randn([c.n], opts(3)) : undefined;
-  const a = Tensor.randn([c.adapters, c.rMax, c.k], opts(4));
-  const b = Tensor.randn([c.adapters, c.n, c.rMax], opts(5));
   const onDevice = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
+  // Ranks past an adapter's own are padding that must never be read: NaN there would show.
+  const nan = c.dtype === 'float32' ? NaN : c.dtype === 'float16' ? 0x7e00 : 0x7fc0;
+  const padded = (shape: number[], s: number, isPadding: (l: number, i: number) => boolean) => {
+    const host = Tensor.randn(shape, { dtype: c.dtype, seed: seed * 100 + s }).toArray();
+    const inner = shape[2]!;
+    for (let e = 0; e < host.length; e++) {
+      const l = Math.floor(e / (shape[1]! * inner));
+      if (c.ranks && isPadding(l, e % (shape[1]! * inner))) host[e] = nan;
+    }
+    return onDevice(Tensor.from(host, shape, { dtype: c.dtype }));
+  };
+  const a = padded([c.adapters, c.rMax, c.k], 4, (l, i) => Math.floor(i / c.k) >= c.ranks![l]!);
+  const b = padded([c.adapters, c.n, c.rMax], 5, (l, i) => i % c.rMax >= c.ranks![l]!);
   const ranks = c.ranks ? onDevice(Tensor.from(Int32Array.from(c.ranks), [c.adapters], { dtype: 'int32' })) : undefined;
   const scales = onDevice(Tensor.from(Float32Array.from({ length: c.adapters }, (_, l) => 0.25 + (l % 5) * 0.5), [c.adapters]));
   const ids = makeIds(c, seed);
