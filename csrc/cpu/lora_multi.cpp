@@ -18,6 +18,8 @@
 // (16 MiB); the expand runs ~M/MR + 64 ≈ 150 micro-kernel calls of kc = r per NR panel
 // (64 panels): 150·64·16·24 FMA-vectors ≈ 3.7 M vector FMAs ≈ 1-2 ms over two cores, plus reading
 // 64 B's (16 MiB) once per column task. Expected: within ~5% of the single-adapter forward.
+// Measured (idle machine, bench/lora_multi.bench.ts): 87.3 ms (64 adapters, uniform) and 86.9 ms
+// (Zipf) vs 86.9 ms for the single-adapter forward in the same run; M=1: 1.8 vs 1.9 ms.
 #include <algorithm>
 #include <cstddef>
 

@@ -51,7 +51,7 @@ struct LoraMultiParams {
 // Rows grouped by adapter (a stable counting sort of adapter_ids; base-only rows first): row
 // order[i] of x is the i-th row of the grouped order, and segment s covers grouped rows
 // [begin[s], begin[s + 1]) that all use adapter adapter[s] (-1 for the base-only segment).
-// Built on the host by both backends: the CPU kernel processes segments, the CUDA op uploads it.
+// Built on the host: the CPU kernel processes the segments; the CUDA op builds it to check the ids.
 struct AdapterSegments {
   std::vector<int32_t> order;    // [m]
   std::vector<int64_t> begin;    // [segments + 1]
