@@ -121,16 +121,38 @@ export function packageRoot(): string {
   throw new LoraKernelsError('ERR_UNSUPPORTED', `lora-kernels: cannot find the package root above ${__dirname}`);
 }
 
+// Every export of the contract, checked at load: the compiler keeps this list complete, and a
+// stale local build that lacks a newer op fails at load with a rebuild hint instead of a
+// confusing "is not a function" later.
+const NATIVE_EXPORTS: Record<keyof NativeModule, true> = {
+  backends: true, deviceAlloc: true, deviceFree: true, copyToDevice: true, copyToHost: true, copyOnDevice: true,
+  fillRandn: true, loraForward: true, loraForwardAsync: true, loraForwardMulti: true, loraForwardMultiAsync: true,
+  doraForward: true, doraForwardAsync: true, doraBackward: true, doraBackwardAsync: true, loraBackward: true,
+  loraBackwardAsync: true,
+};
+
+function checkExports(addon: unknown, from: string): NativeModule {
+  const missing = Object.keys(NATIVE_EXPORTS).filter((name) => typeof (addon as Record<string, unknown>)[name] !== 'function');
+  if (missing.length) {
+    throw new LoraKernelsError(
+      'ERR_UNSUPPORTED',
+      `lora-kernels: the native binary ${from} is older than this package (missing ${missing.join(', ')}); rebuild it with "npm run build:native"`,
+    );
+  }
+  return addon as NativeModule;
+}
+
 function load(): NativeModule {
   // LORA_KERNELS_ADDON points at a specific build (the emulated CUDA backend in tests).
   const override = process.env['LORA_KERNELS_ADDON'];
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  if (override) return require(path.resolve(override)) as NativeModule;
+  if (override) return checkExports(require(path.resolve(override)), path.resolve(override));
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
   const root = packageRoot();
+  let addon: unknown;
   try {
-    return nodeGypBuild(root) as NativeModule;
+    addon = nodeGypBuild(root);
   } catch (error) {
     throw new LoraKernelsError(
       'ERR_UNSUPPORTED',
@@ -139,6 +161,7 @@ function load(): NativeModule {
         `"npm run build:native" in ${root}. (${(error as Error).message})`,
     );
   }
+  return checkExports(addon, `in ${root}`);
 }
 
 let cached: NativeModule | undefined;
