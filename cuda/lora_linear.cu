@@ -13,6 +13,8 @@
 // 2. The main GEMM computes one C tile of x·Wᵀ in registers / tensor-core accumulators, then its
 //    epilogue adds T·Bᵀ (float32 FMA, r in slices of 16 through shared memory) and the bias to the
 //    same tile and stores y once. x·Wᵀ is never written out and re-read.
+//    With per-row adapters (lora_forward_per_row, for lora.forwardMulti) the caller supplies T and
+//    each row adds T·B[id]ᵀ with its own adapter's B instead (per_row_low_rank).
 //    * lora_sgemm_kernel: exact float32 FMA, register-blocked shared-memory SGEMM.
 //      BM×BN = 64×64 (256 threads, 4×4 per thread) or 128×128 (256 threads, 8×8), BK = 16.
 //      Also the fallback for bfloat16 on GPUs without bf16 tensor cores (sm_75): elements are
@@ -61,6 +63,11 @@ struct GemmArgs {
   const float* column_scale;  // [n] float32 multipliers applied before the bias, or null
   const void* b;     // [n, r] (when r > 0)
   long long b_stride;
+  // Per-row adapters (lora.forwardMulti), or null: row i adds T[i]·B[id]ᵀ with B[id] at
+  // b + id·b_adapter_stride, over its first adapter_rank[id] ranks (null: r); id -1: nothing.
+  const int* row_adapter;
+  const int* adapter_rank;
+  long long b_adapter_stride;
   const float* t;    // [t_splits][m, r]: Σ over splits = scale·(x ⊙ mask)·Aᵀ (when r > 0)
   int t_splits;
   void* y;
@@ -133,6 +140,31 @@ struct EpilogueShape {
   static_assert(BM % TY == 0 && BN % 16 == 0, "epilogue mapping");
 };
 
+// Per-row adapters: c[i][j] += Σ_rr T[row][r0 + rr]·B[id][col][r0 + rr] over the row's own rank.
+// B differs per row, so each thread reads its rows' values (contiguous over the rank, L1-cached);
+// the padding past a row's rank is never read.
+template <class E, int TY, int TM, int TN, int LDR>
+__device__ __forceinline__ void per_row_low_rank(const GemmArgs& p, float (&c)[TM][TN], const float* Ts, long long m0, int n0,
+                                                 int r0) {
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const long long gm = m0 + ty + i * TY;
+    const int id = gm < p.m ? p.row_adapter[gm] : -1;
+    if (id < 0) continue;
+    const int rank = p.adapter_rank ? p.adapter_rank[id] : p.r;
+    const int slice = rank - r0 < kRankSlice ? rank - r0 : kRankSlice;
+    const long long b0 = id * p.b_adapter_stride + r0;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int gn = n0 + tx + j * 16;
+      if (gn >= p.n) continue;
+      for (int rr = 0; rr < slice; ++rr)
+        c[i][j] = fmaf(Ts[(ty + i * TY) * LDR + rr], load_f<E>(p.b, b0 + gn * p.b_stride + rr), c[i][j]);
+    }
+  }
+}
+
 template <class E, int BM, int BN, int NT>
 __device__ __forceinline__ void lora_epilogue(const GemmArgs& p, float (&c)[EpilogueShape<BM, BN, NT>::TM][EpilogueShape<BM, BN, NT>::TN],
                                               unsigned char* smem, long long m0, int n0) {
@@ -153,14 +185,18 @@ __device__ __forceinline__ void lora_epilogue(const GemmArgs& p, float (&c)[Epil
       }
       Ts[row * LDR + rr] = v;
     }
-    for (int e = threadIdx.x; e < BN * kRankSlice; e += NT) {
+    // One B for every row: staged in Bt. Per-row adapters (lora.forwardMulti) skip Bt and the
+    // shared-B loop and add each row's own term instead (per_row_low_rank).
+    const bool shared_b = !p.row_adapter;
+    for (int e = threadIdx.x; e < (shared_b ? BN * kRankSlice : 0); e += NT) {
       const int col = e / kRankSlice, rr = e % kRankSlice;
       const int gn = n0 + col;
       Bt[col * LDR + rr] = (gn < p.n && r0 + rr < p.r) ? load_f<E>(p.b, gn * p.b_stride + r0 + rr) : 0.f;
     }
     __syncthreads();
+    if (!shared_b) per_row_low_rank<E, TY, TM, TN, LDR>(p, c, Ts, m0, n0, r0);
 #pragma unroll 4
-    for (int rr = 0; rr < kRankSlice; ++rr) {
+    for (int rr = 0; rr < (shared_b ? kRankSlice : 0); ++rr) {
       float tv[TM], bv[TN];
 #pragma unroll
       for (int i = 0; i < TM; ++i) tv[i] = Ts[(ty + i * TY) * LDR + rr];
@@ -446,14 +482,8 @@ void launch_down_for(DType dtype, const DownArgs& a) {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
-}  // namespace
-
-void lora_forward(const LoraForwardParams& p, int device) {
-  if (p.m == 0) return;
-  use_device(device);
-  const DeviceProps props = device_props(device);
-
-  // Sizes the launch grid and the int-typed kernel arguments can cover.
+// Sizes the launch grid and the int-typed kernel arguments can cover.
+void check_launch_sizes(const LoraForwardParams& p) {
   auto unsupported = [&](const std::string& why) {
     throw Error(ErrorCode::Unsupported, "lora.forward (cuda): " + why + " (m=" + std::to_string(p.m) + ", k=" +
                                             std::to_string(p.k) + ", n=" + std::to_string(p.n) + ", r=" + std::to_string(p.r) + ")");
@@ -463,7 +493,11 @@ void lora_forward(const LoraForwardParams& p, int device) {
   if (ceil_div<long long>(p.n, 64) > 65535) unsupported("n must be at most 65535·64 (grid.y limit)");
   if (ceil_div<long long>(p.r, 16) > 65535) unsupported("r must be at most 65535·16 (grid.y limit)");
   if (ceil_div<long long>(p.m, 16) > INT_MAX) unsupported("m is too large for the launch grid");
+}
 
+// The main GEMM: x·Wᵀ + (Σ of the `splits` partials of T)·Bᵀ (per-row B when rows.ids) + bias,
+// one store of y; synchronous.
+void run_main(const LoraForwardParams& p, const float* t, int splits, const PerRowAdapters& rows, const DeviceProps& props) {
   const int cc = props.cc;
   Path path = Path::Sgemm;
   switch (p.dtype) {
@@ -476,6 +510,40 @@ void lora_forward(const LoraForwardParams& p, int device) {
   const long long large_bm = 128, large_bn = path == Path::Wmma ? 64 : 128;
   const long long large_blocks = ceil_div<long long>(p.m, large_bm) * ceil_div<long long>(p.n, large_bn);
   const Tile tile = (p.m >= large_bm && large_blocks >= props.sm_count) ? Tile::Large : Tile::Small;
+
+  const long long vec_elems = 16 / static_cast<long long>(dtype_size(p.dtype));
+  GemmArgs g{};
+  g.x = p.x;
+  g.x_stride = p.x_stride;
+  g.w = p.weight;
+  g.w_stride = p.weight_stride;
+  g.bias = p.bias;
+  g.column_scale = p.column_scale;
+  g.b = p.b;
+  g.b_stride = p.b_stride;
+  g.row_adapter = rows.ids;
+  g.adapter_rank = rows.ranks;
+  g.b_adapter_stride = rows.b_adapter_stride;
+  g.t = t;
+  g.t_splits = splits;
+  g.y = p.y;
+  g.y_stride = p.y_stride;
+  g.m = p.m;
+  g.k = static_cast<int>(p.k);
+  g.n = static_cast<int>(p.n);
+  g.r = static_cast<int>(p.r);
+  g.vec = aligned16(p.x) && aligned16(p.weight) && p.x_stride % vec_elems == 0 && p.weight_stride % vec_elems == 0;
+  launch_main(p.dtype, path, tile, g);
+  LK_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace
+
+void lora_forward(const LoraForwardParams& p, int device) {
+  if (p.m == 0) return;
+  use_device(device);
+  const DeviceProps props = device_props(device);
+  check_launch_sizes(p);
 
   // T = scale·(x ⊙ mask)·Aᵀ. With few row tiles (decode, small m) the k loop is split over
   // grid.z so that the GPU is filled; the epilogue sums the partials in a fixed order.
@@ -494,28 +562,15 @@ void lora_forward(const LoraForwardParams& p, int device) {
                static_cast<int>(p.k), static_cast<int>(p.r), k_per_split, p.scale};
     launch_down_for(p.dtype, d);
   }
+  run_main(p, t, splits, PerRowAdapters{}, props);
+}
 
-  const long long vec_elems = 16 / static_cast<long long>(dtype_size(p.dtype));
-  GemmArgs g{};
-  g.x = p.x;
-  g.x_stride = p.x_stride;
-  g.w = p.weight;
-  g.w_stride = p.weight_stride;
-  g.bias = p.bias;
-  g.column_scale = p.column_scale;
-  g.b = p.b;
-  g.b_stride = p.b_stride;
-  g.t = t;
-  g.t_splits = splits;
-  g.y = p.y;
-  g.y_stride = p.y_stride;
-  g.m = p.m;
-  g.k = static_cast<int>(p.k);
-  g.n = static_cast<int>(p.n);
-  g.r = static_cast<int>(p.r);
-  g.vec = aligned16(p.x) && aligned16(p.weight) && p.x_stride % vec_elems == 0 && p.weight_stride % vec_elems == 0;
-  launch_main(p.dtype, path, tile, g);
-  LK_CUDA_CHECK(cudaDeviceSynchronize());
+void lora_forward_per_row(const LoraForwardParams& p, const float* t, const PerRowAdapters& rows, int device) {
+  if (p.m == 0) return;
+  use_device(device);
+  const DeviceProps props = device_props(device);
+  check_launch_sizes(p);
+  run_main(p, t, 1, rows, props);
 }
 
 }  // namespace lk::cuda_ops
