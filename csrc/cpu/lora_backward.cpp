@@ -39,11 +39,7 @@ namespace {
 constexpr int kMR = kGemmMR;
 constexpr int kNR = kGemmNR;
 
-// Block sizes of the big GEMM: as in the forward (lora_linear.cpp, where they are measured).
-constexpr int64_t kTargetKC = 256;
-constexpr int64_t kMCPanels = (384 + kMR - 1) / kMR;
-constexpr int64_t kMaxNC = 1024;
-constexpr int64_t kPackedLeftBytes = int64_t{16} << 20;
+// Block sizes of the big GEMM: as in the forward (packed_gemm.h; measured in lora_linear.cpp).
 // Row groups with their own gradA/gradB partial sums: 8·r·(n + k) floats (4 MiB at r=16,
 // n=k=4096), enough tasks to balance phase 1 over the cores.
 constexpr int64_t kGroups = 8;

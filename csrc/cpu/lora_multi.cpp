@@ -35,15 +35,6 @@ namespace {
 constexpr int kMR = kGemmMR;
 constexpr int kNR = kGemmNR;
 
-// Block sizes: the single-adapter forward's (csrc/cpu/lora_linear.cpp explains and measured
-// them), so that the base GEMM here runs at the same speed.
-constexpr int64_t kTargetKC = 256;
-constexpr int64_t kMCPanels = (384 + kMR - 1) / kMR;
-constexpr int64_t kMaxNC = 1024;
-constexpr int64_t kPackedLeftBytes = int64_t{16} << 20;
-constexpr int64_t kSmallRows = 64;
-constexpr int64_t kSmallColsPerTask = 64;
-
 enum class CallerBuffer { XRows, LowRank, Bias, PackedLeft, PackedLowRank, Count };
 enum class TaskBuffer { Rows, LowRank, PackedRight, PackedB, Partial, Tile, Count };
 

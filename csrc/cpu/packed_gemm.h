@@ -147,6 +147,32 @@ void multiply_by_mask_rows(const void* mask, int64_t mask_stride, int64_t row0, 
   }
 }
 
+// ---- block sizes of the packed GEMMs (measured for the forward in lora_linear.cpp; the other
+// packed GEMMs use the same, so that their base GEMMs run at the same speed) -------------------
+// K block: the C tile is loaded and stored once per K block, 8 bytes per 2·KC = 512 FLOPs, which
+// L2/L3 absorb easily (and it is prefetched at the start of the micro-kernel). A KC×NR weight
+// micro-panel (AVX-512: 256·64·4 B = 64 KiB) is reused by every MR-row panel of the MC block and
+// streams from L2 at 256 B per 24 FMA cycles; the MR×KC x micro-panel (6 KiB) from L2 too. The
+// K + r columns are split into equal blocks near this size, so the r low-rank columns never form
+// a thin block of their own (K=4096, r=16: 16 blocks of 257). Measured flat between 192 and 512.
+constexpr int64_t kTargetKC = 256;
+// Rows of x per inner block: MC×KC×4 B = 384 KiB stays in the 1 MiB L2 while the weight
+// micro-panels stream past it.
+constexpr int64_t kMCPanels = (384 + kGemmMR - 1) / kGemmMR;
+// Columns per phase-2 task: N=4096 gives 4 tasks, two per core, each packing its own weight
+// columns (every weight element is read and packed exactly once); the packed block is
+// KC×NC×4 B = 1 MiB, in L2/L3.
+constexpr int64_t kMaxNC = 1024;
+// Packed [x | T] for one chunk of rows is kept in L3: at most 16 MiB (1024 rows of K=4096).
+constexpr int64_t kPackedLeftBytes = int64_t{16} << 20;
+// Up to this many rows, stream the weight without packing (see the top of lora_linear.cpp). Measured
+// at K=N=4096 on 2 Zen4 cores: streaming wins clearly below ~48 rows (m=32: 6.9 vs 11.5 ms, the
+// packed path waits on DRAM while packing weight panels that serve only a few row panels) and
+// the two meet around 64-80 rows (m=64: 13.2 vs 13.8 ms; m=96: 21.6 vs 19.5 ms).
+constexpr int64_t kSmallRows = 64;
+// Columns per task in the small-m path: 64 weight rows of K=4096 float32 = 1 MiB per task.
+constexpr int64_t kSmallColsPerTask = 64;
+
 // ---- cache blocks of the reduction dimension and packed left panels -----------------------------
 // `total` reduction columns split into `count` blocks of (at most) `width` columns.
 struct KBlocks {
