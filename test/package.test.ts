@@ -41,7 +41,10 @@ describe('the native loader', () => {
     const script = `
       try { require(${JSON.stringify(root)}).backends(); console.log('loaded'); }
       catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
-    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, LORA_KERNELS_ADDON: stale } });
+    // The child loads only stale.js, never an addon: no sanitizer runtime is needed there.
+    const env: NodeJS.ProcessEnv = { ...process.env, LORA_KERNELS_ADDON: stale };
+    delete env['LD_PRELOAD'];
+    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', env });
     const res = JSON.parse(out.trim()) as { code: string; message: string };
     expect(res.code).toBe('ERR_UNSUPPORTED');
     expect(res.message).toMatch(/older than this package \(missing deviceAlloc, .*\); rebuild it with "npm run build:native"/);
