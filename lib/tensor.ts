@@ -4,7 +4,7 @@
  * freed by dispose() (a finalizer in the addon is only a safety net).
  */
 import {
-  DTYPE_CODE, type DType, dtypeSize, isDType, numbersToStorage, STORAGE, storageToFloat32, type TypedArray,
+  DTYPE_CODE, DTYPES, type DType, dtypeSize, isDType, numbersToStorage, STORAGE, storageToFloat32, type TypedArray,
 } from './dtype.js';
 import { argumentError, describeValue, LoraKernelsError } from './errors.js';
 import { callNative, type NativeDeviceBuffer, type NativeTensor } from './native.js';
@@ -37,22 +37,36 @@ export function checkShape(shape: unknown, op: string, argument = 'shape'): numb
 }
 
 function checkDType(dtype: unknown, op: string): DType {
-  if (!isDType(dtype)) {
-    throw argumentError('ERR_DTYPE', op, 'dtype', `one of float32, float16, bfloat16, int8, uint8, int32`, describeValue(dtype));
-  }
+  if (!isDType(dtype)) throw argumentError('ERR_DTYPE', op, 'dtype', `one of ${DTYPES.join(', ')}`, describeValue(dtype));
   return dtype;
 }
+
+/** The dtypes the native random fill writes; float64 widens its float32 samples. */
+const RANDN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64', 'int8', 'uint8', 'int32'];
 
 export function numelOf(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+// Uint16Array has no natural dtype (float16, bfloat16 or uint16 bits); Uint8Array defaults to
+// uint8 and holds bool or fp8 bits only when the dtype says so.
 function naturalDType(data: unknown): DType | undefined {
   if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Float64Array) return 'float64';
   if (data instanceof Int8Array) return 'int8';
   if (data instanceof Uint8Array) return 'uint8';
+  if (data instanceof Int16Array) return 'int16';
   if (data instanceof Int32Array) return 'int32';
+  if (data instanceof Uint32Array) return 'uint32';
+  if (data instanceof BigInt64Array) return 'int64';
+  if (data instanceof BigUint64Array) return 'uint64';
   return undefined;
+}
+
+/** A Uint8Array given as bool storage must hold only 0 and 1, like every bool tensor. */
+function checkBoolBytes(data: Uint8Array, op: string): void {
+  const bad = data.findIndex((v) => v > 1);
+  if (bad >= 0) throw argumentError('ERR_ARGUMENT', op, `data[${bad}]`, '0 or 1 for dtype bool', String(data[bad]));
 }
 
 /** Host storage for `count` elements; an allocation failure is ERR_OUT_OF_MEMORY, not a RangeError. */
@@ -80,28 +94,32 @@ export class Tensor {
   }
 
   /**
-   * A host tensor from numbers or a TypedArray. Zero-copy when `data` is already the storage type
-   * of `dtype` (Float32Array for float32, Uint16Array holding bits for float16/bfloat16, ...);
-   * otherwise values are converted (rounded to nearest even for half types).
+   * A host tensor from numbers, BigInts or a TypedArray. Zero-copy when `data` is already the
+   * storage type of `dtype` (Float32Array for float32, BigInt64Array for int64, Uint16Array
+   * holding bits for float16/bfloat16/uint16, Uint8Array holding bits for bool/fp8, ...);
+   * otherwise values are converted (see numbersToStorage in dtype.ts: round to nearest even for
+   * the narrow floats, value !== 0 for bool, TypedArray stores for integers). The default dtype is
+   * the TypedArray's own (uint8 for a Uint8Array; a Uint16Array needs one), else float32.
    */
-  static from(data: ArrayLike<number> | TypedArray, shape: readonly number[], opts: { dtype?: DType } = {}): Tensor {
+  static from(data: ArrayLike<number> | ArrayLike<bigint> | TypedArray, shape: readonly number[], opts: { dtype?: DType } = {}): Tensor {
     const op = 'Tensor.from';
     const dims = checkShape(shape, op);
-    if (data === null || typeof data !== 'object' || typeof (data as ArrayLike<number>).length !== 'number') {
-      throw argumentError('ERR_ARGUMENT', op, 'data', 'an array of numbers or a TypedArray', describeValue(data));
+    if (data === null || typeof data !== 'object' || typeof (data as ArrayLike<unknown>).length !== 'number') {
+      throw argumentError('ERR_ARGUMENT', op, 'data', 'an array of numbers or BigInts, or a TypedArray', describeValue(data));
     }
     if (data instanceof Uint16Array && opts.dtype === undefined) {
-      throw argumentError('ERR_DTYPE', op, 'opts.dtype', `'float16' or 'bfloat16' for a Uint16Array`, 'undefined');
+      throw argumentError('ERR_DTYPE', op, 'opts.dtype', `'float16', 'bfloat16' or 'uint16' for a Uint16Array`, 'undefined');
     }
     const dtype = checkDType(opts.dtype ?? naturalDType(data) ?? 'float32', op);
     const count = numelOf(dims);
     if (data.length !== count) {
       throw argumentError('ERR_SHAPE', op, 'data', `${count} elements for shape [${dims.join(', ')}]`, `${data.length}`);
     }
-    const storageType = STORAGE[dtype];
-    const zeroCopy = data instanceof storageType && (dtype === 'float16' || dtype === 'bfloat16' ? true : naturalDType(data) === dtype);
-    const host = zeroCopy ? (data as TypedArray) : numbersToStorage(dtype, data as ArrayLike<number>);
-    return new Tensor(dtype, dims, { kind: 'host', data: host });
+    if (data instanceof STORAGE[dtype]) {
+      if (dtype === 'bool') checkBoolBytes(data as Uint8Array, op);
+      return new Tensor(dtype, dims, { kind: 'host', data: data as TypedArray });
+    }
+    return new Tensor(dtype, dims, { kind: 'host', data: numbersToStorage(dtype, data as ArrayLike<number | bigint>) });
   }
 
   /** A tensor of zeros (all-zero bits: +0.0 for every float dtype). */
@@ -129,17 +147,24 @@ export class Tensor {
   /**
    * Standard normal samples; element i is a pure function of (seed, i), so the same seed gives
    * the same values on every backend, thread count and device. Integer dtypes get scaled,
-   * rounded samples (int8: round(32·z) clamped, uint8: 128 + round(32·z), int32: round(1000·z)).
+   * rounded samples (int8: round(32·z) clamped, uint8: 128 + round(32·z), int32: round(1000·z));
+   * float64 holds the float32 samples exactly (float32 precision, not a float64 stream). Other
+   * dtypes are ERR_DTYPE.
    */
   static randn(shape: readonly number[], opts: { dtype?: DType; device?: Device; seed?: number } = {}): Tensor {
     const op = 'Tensor.randn';
     const dims = checkShape(shape, op);
     const dtype = checkDType(opts.dtype ?? 'float32', op);
+    if (!RANDN_DTYPES.includes(dtype)) {
+      throw argumentError('ERR_DTYPE', op, 'opts.dtype', `one of ${RANDN_DTYPES.join(', ')} (randn)`, dtype);
+    }
     const index = deviceIndex(opts.device ?? 'cpu', op, 'opts.device');
     const seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(seed)) throw argumentError('ERR_ARGUMENT', op, 'opts.seed', 'a safe integer', describeValue(seed));
-    const host = allocHost(dtype, numelOf(dims), op);
-    callNative((m) => m.fillRandn(host, DTYPE_CODE[dtype], seed));
+    const fillDType = dtype === 'float64' ? 'float32' : dtype;
+    const samples = allocHost(fillDType, numelOf(dims), op);
+    callNative((m) => m.fillRandn(samples, DTYPE_CODE[fillDType], seed));
+    const host = dtype === 'float64' ? Float64Array.from(samples as Float32Array) : samples;
     if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: host });
     return Tensor.upload(dtype, dims, host, index);
   }
@@ -172,7 +197,7 @@ export class Tensor {
     return Tensor.upload(this.dtype, this.shape, host, index);
   }
 
-  /** A host copy of the stored elements (float16/bfloat16 as their bits in a Uint16Array). */
+  /** A host copy of the stored elements (float16/bfloat16 bits in a Uint16Array, fp8 bits in a Uint8Array, ...). */
   toArray(): TypedArray {
     const storage = this.#live('Tensor.toArray');
     if (storage.kind === 'host') return storage.data.slice();
@@ -181,7 +206,10 @@ export class Tensor {
     return host;
   }
 
-  /** A host copy converted to float32 (exact for every dtype but int32 beyond 2^24). */
+  /**
+   * A host copy converted to float32: exact for the 16- and 8-bit types; float64 is rounded,
+   * 32- and 64-bit integers beyond 2^24 too (int64/uint64 go through Number).
+   */
   toFloat32(): Float32Array {
     const storage = this.#live('Tensor.toFloat32');
     if (storage.kind === 'host') return storageToFloat32(this.dtype, storage.data);

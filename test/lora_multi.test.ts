@@ -109,15 +109,18 @@ type Inputs = ReturnType<typeof makeInputs>;
 // with adapter id's a[id][:r] and b[id][:, :r] sliced out (or no adapter for -1).
 function perRowReference(c: MultiCase, inputs: Inputs): Float64Array {
   const rows = c.lead.reduce((p, d) => p * d, 1);
-  const xs = inputs.x.toArray();
-  const as = inputs.a.toArray();
-  const bs = inputs.b.toArray();
-  const ids = inputs.adapterIds.toArray();
+  // The stored elements of the case's float tensors (float32, or half bits) and int32 tensors.
+  const floats = (t: Tensor) => t.toArray() as Float32Array | Uint16Array;
+  const ints = (t: Tensor) => t.toArray() as Int32Array;
+  const xs = floats(inputs.x);
+  const as = floats(inputs.a);
+  const bs = floats(inputs.b);
+  const ids = ints(inputs.adapterIds);
   const scales = inputs.scales.toFloat32();
-  const ranks = inputs.ranks ? inputs.ranks.toArray() : undefined;
-  const host = (data: ArrayLike<number>, shape: number[]) => Tensor.from(data as never, shape, { dtype: c.dtype });
-  const weight = host(inputs.weight.toArray(), [c.n, c.k]);
-  const bias = inputs.bias ? host(inputs.bias.toArray(), [c.n]) : undefined;
+  const ranks = inputs.ranks ? ints(inputs.ranks) : undefined;
+  const host = (data: Float32Array | Uint16Array, shape: number[]) => Tensor.from(data, shape, { dtype: c.dtype });
+  const weight = host(floats(inputs.weight), [c.n, c.k]);
+  const bias = inputs.bias ? host(floats(inputs.bias), [c.n]) : undefined;
   const y = new Float64Array(rows * c.n);
   for (let t = 0; t < rows; t++) {
     const x = host(xs.slice(t * c.k, (t + 1) * c.k), [1, c.k]);

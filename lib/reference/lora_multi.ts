@@ -3,10 +3,16 @@
  * kernels see them (half types widened without rounding), then everything is float64.
  */
 import type { LoraForwardMultiArgs } from '../ops/lora_multi.js';
+import type { Tensor } from '../tensor.js';
 import type { RefTensor } from './tolerance.js';
 
 /** The arguments of lora.forwardMulti that define the result (no `out`). */
 export type ReferenceLoraForwardMultiArgs = Omit<LoraForwardMultiArgs, 'out'>;
+
+function int32Values(t: Tensor, name: string): Int32Array {
+  if (t.dtype !== 'int32') throw new TypeError(`reference.lora.forwardMulti: ${name} must be int32, got ${t.dtype}`);
+  return t.toArray() as Int32Array;
+}
 
 /** y_t = x_t·weightᵀ + bias + scales[id]·(x_t·a[id][:r]ᵀ)·b[id][:, :r]ᵀ in float64. */
 export function forwardMulti(args: ReferenceLoraForwardMultiArgs): RefTensor {
@@ -20,9 +26,9 @@ export function forwardMulti(args: ReferenceLoraForwardMultiArgs): RefTensor {
   const bv = bias?.toFloat32();
   const av = a.toFloat32();
   const bbv = b.toFloat32();
-  const ranks = args.ranks ? Array.from(args.ranks.toArray()) : new Array<number>(numAdapters).fill(rMax);
+  const ranks = args.ranks ? int32Values(args.ranks, 'ranks') : new Int32Array(numAdapters).fill(rMax);
   const scales = args.scales.toFloat32();
-  const ids = args.adapterIds.toArray();
+  const ids = int32Values(args.adapterIds, 'adapterIds');
   const y = new Float64Array(m * n);
   const t = new Float64Array(rMax);
   for (let i = 0; i < m; i++) {

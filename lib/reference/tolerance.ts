@@ -10,11 +10,18 @@
  * Napkin math for the entries: storing a result rounds it by half an ulp: 2^-24 (float32),
  * 2^-11 ≈ 4.9e-4 (float16), 2^-8 ≈ 3.9e-3 (bfloat16); float32 accumulation over K ≤ 4096 adds
  * about sqrt(K)·2^-24 ≈ 4e-6 relative; TF32 rounds each product's inputs to 2^-11.
+ * float64 compares float64 results (the references with each other): K ≤ 4096 float64 products
+ * carry about sqrt(K)·2^-53 ≈ 7e-15 relative, so 1e-12 leaves room for cancellation.
+ * The fp8 dtypes only store values: one rounding is at most half an ulp, 2^-4 = 6.25e-2 relative
+ * with e4m3's 3 mantissa bits and 2^-3 = 0.125 with e5m2's 2 (subnormals are covered by the
+ * RMS-relative atol); errors spread uniformly within ±h have an RMS of h/√3 ≈ 0.58·h, so the
+ * Frobenius bounds are 4e-2 and 8e-2.
+ * Integer and bool dtypes hold exact values: 0.
  */
-import type { DType } from '../dtype.js';
+import { type DType, storageToFloat64 } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 
-export type ToleranceKey = DType | 'tf32' | 'float64';
+export type ToleranceKey = DType | 'tf32';
 
 export interface Tolerance {
   rtol: number;
@@ -28,9 +35,17 @@ export const TOLERANCES: Readonly<Record<ToleranceKey, Tolerance>> = {
   tf32: { rtol: 1e-2, atol: 1e-2, frobenius: 3e-3 },
   float16: { rtol: 2e-3, atol: 2e-3, frobenius: 1e-3 },
   bfloat16: { rtol: 1.6e-2, atol: 1.6e-2, frobenius: 8e-3 },
+  float8_e4m3fn: { rtol: 6.25e-2, atol: 6.25e-2, frobenius: 4e-2 },
+  float8_e5m2: { rtol: 0.125, atol: 0.125, frobenius: 8e-2 },
   int8: { rtol: 0, atol: 0, frobenius: 0 },
   uint8: { rtol: 0, atol: 0, frobenius: 0 },
+  int16: { rtol: 0, atol: 0, frobenius: 0 },
+  uint16: { rtol: 0, atol: 0, frobenius: 0 },
   int32: { rtol: 0, atol: 0, frobenius: 0 },
+  uint32: { rtol: 0, atol: 0, frobenius: 0 },
+  int64: { rtol: 0, atol: 0, frobenius: 0 },
+  uint64: { rtol: 0, atol: 0, frobenius: 0 },
+  bool: { rtol: 0, atol: 0, frobenius: 0 },
 };
 
 /** A float64 result of a reference op. */
@@ -49,9 +64,10 @@ export interface CloseReport {
 
 type Values = ArrayLike<number>;
 
+// Tensors are read at full precision (float64 and large integers would not survive float32).
 function valuesOf(t: Tensor | RefTensor | Values): Values {
   if ('data' in t && (t as RefTensor).data instanceof Float64Array) return (t as RefTensor).data;
-  if (typeof (t as Tensor).toFloat32 === 'function') return (t as Tensor).toFloat32();
+  if (typeof (t as Tensor).toArray === 'function') return storageToFloat64((t as Tensor).dtype, (t as Tensor).toArray());
   return t as Values;
 }
 
