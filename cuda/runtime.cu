@@ -3,6 +3,7 @@
 // reason string, never a load failure or abort. In the LK_CUDA_EMULATED build the same file is
 // compiled with g++ against csrc/simt (the runtime calls below are the emulator's shims) and the
 // one device is "SIMT emulator (CPU)".
+#include <mutex>
 #include <string>
 
 #include "common.cuh"
@@ -18,12 +19,17 @@ std::string cuda_error_text(cudaError_t e) {
 
 std::string version_text(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
 
-Status probe() {
+Status compiled_status() {
   Status st;
   st.compiled = true;
 #if defined(SIMT_EMU)
   st.emulated = true;
 #endif
+  return st;
+}
+
+Status probe() {
+  Status st = compiled_status();
   // A CUDA 13 runtime needs a driver that speaks CUDA 13 (minor version compatibility within 13.x).
   constexpr int kNeeded = (CUDART_VERSION / 1000) * 1000;
   int driver = 0;
@@ -92,15 +98,30 @@ void select(int device, const char* what) {
   throw Error(e == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory : ErrorCode::Cuda, what + " failed: " + cuda_error_text(e));
 }
 
+std::mutex gate_mutex;
+std::string disabled_reason;  // set by disable() before the first status(), under gate_mutex
+
 }  // namespace
+
+void disable(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(gate_mutex);
+  disabled_reason = reason;
+}
 
 const Status& status() {
   static const Status s = [] {
+    {
+      std::lock_guard<std::mutex> lock(gate_mutex);
+      if (!disabled_reason.empty()) {
+        Status st = compiled_status();
+        st.reason = disabled_reason;
+        return st;
+      }
+    }
     try {
       return probe();
     } catch (...) {  // status() never throws
-      Status st;
-      st.compiled = true;
+      Status st = compiled_status();
       st.reason = "CUDA probe failed unexpectedly";
       return st;
     }

@@ -8,8 +8,8 @@ import { forwardMulti, forwardMultiAsync } from './ops/lora_multi.js';
 import { doraBackward, doraBackwardAsync, doraForward, doraForwardAsync } from './ops/dora.js';
 import * as referenceOps from './reference/index.js';
 
-export { backends } from './backends.js';
-export type { Backends } from './backends.js';
+export { backends, buildInfo } from './backends.js';
+export type { Backends, BuildInfo } from './backends.js';
 export { DTYPES, FLOAT_DTYPES } from './dtype.js';
 export type { DType, TypedArray } from './dtype.js';
 export { LoraKernelsError } from './errors.js';

@@ -1,11 +1,9 @@
 /**
- * The typed contract of the native addon (csrc/binding/) and its loader. Everything the addon
- * exports is declared here; lib/ never touches an untyped native value.
+ * The typed contract of the native addon (csrc/binding/). Everything the addon exports is declared
+ * here; lib/ never touches an untyped native value. Finding the binary: lib/loader.ts.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-
-import { fromNativeError, LoraKernelsError } from './errors.js';
+import { fromNativeError } from './errors.js';
+import { type LoadedBinary, loadBinary, probeCudaInChild } from './loader.js';
 
 /** Opaque handle to device memory owned by the addon (a Napi::External). */
 export interface NativeDeviceBuffer { readonly __deviceBuffer: unique symbol }
@@ -15,6 +13,18 @@ export interface NativeTensor {
   dtype: number;
   shape: readonly number[];
   data: ArrayBufferView | NativeDeviceBuffer;
+}
+
+/** How the binary was built (compile-time facts; reading them never touches the CUDA driver). */
+export interface NativeBuildInfo {
+  version: string;
+  napiVersion: number;
+  buildType: string;
+  compiler: string;
+  /** CPU kernel variants compiled in; the best one the CPU supports is picked at run time. */
+  simdLevels: string[];
+  sanitize: string;
+  cuda: { compiled: boolean; emulated: boolean; archs: string[]; toolkit: string };
 }
 
 export interface NativeBackends {
@@ -88,6 +98,8 @@ export interface NativeLoraForwardMulti {
 }
 
 export interface NativeModule {
+  buildInfo(): NativeBuildInfo;
+  disableCuda(reason: string): void;
   backends(): NativeBackends;
   deviceAlloc(device: number, bytes: number): NativeDeviceBuffer;
   deviceFree(buffer: NativeDeviceBuffer): void;
@@ -107,74 +119,64 @@ export interface NativeModule {
   loraBackwardAsync(args: NativeLoraBackward): Promise<void>;
 }
 
-/** The package root: the folder above lib/ (sources, tests) or dist/cjs/ (the published build). */
-export function packageRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 4; i++) {
-    const manifest = path.join(dir, 'package.json');
-    if (fs.existsSync(manifest)) {
-      const name = (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { name?: string }).name;
-      if (name === 'lora-kernels') return dir;
-    }
-    dir = path.dirname(dir);
-  }
-  throw new LoraKernelsError('ERR_UNSUPPORTED', `lora-kernels: cannot find the package root above ${__dirname}`);
-}
-
 // Every export of the contract, checked at load: the compiler keeps this list complete, and a
-// stale local build that lacks a newer op fails at load with a rebuild hint instead of a
-// confusing "is not a function" later.
+// stale local build that lacks a newer op is skipped (or refused) at load with a rebuild hint
+// instead of a confusing "is not a function" later.
 const NATIVE_EXPORTS: Record<keyof NativeModule, true> = {
+  buildInfo: true, disableCuda: true,
   backends: true, deviceAlloc: true, deviceFree: true, copyToDevice: true, copyToHost: true, copyOnDevice: true,
   fillRandn: true, loraForward: true, loraForwardAsync: true, loraForwardMulti: true, loraForwardMultiAsync: true,
   doraForward: true, doraForwardAsync: true, doraBackward: true, doraBackwardAsync: true, loraBackward: true,
   loraBackwardAsync: true,
 };
 
-function checkExports(addon: unknown, from: string): NativeModule {
-  const missing = Object.keys(NATIVE_EXPORTS).filter((name) => typeof (addon as Record<string, unknown>)[name] !== 'function');
-  if (missing.length) {
-    throw new LoraKernelsError(
-      'ERR_UNSUPPORTED',
-      `lora-kernels: the native binary ${from} is older than this package (missing ${missing.join(', ')}); rebuild it with "npm run build:native"`,
-    );
-  }
-  return addon as NativeModule;
-}
+let loaded: { addon: NativeModule; binary: LoadedBinary } | undefined;
+let cudaGateDone = false;
 
-function load(): NativeModule {
-  // LORA_KERNELS_ADDON points at a specific build (the emulated CUDA backend in tests).
-  const override = process.env['LORA_KERNELS_ADDON'];
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  if (override) return checkExports(require(path.resolve(override)), path.resolve(override));
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-  const root = packageRoot();
-  let addon: unknown;
-  try {
-    addon = nodeGypBuild(root);
-  } catch (error) {
-    throw new LoraKernelsError(
-      'ERR_UNSUPPORTED',
-      `lora-kernels: no native binary for ${process.platform}-${process.arch} (node ${process.versions.node}) ` +
-        `in ${path.join(root, 'prebuilds')} or ${path.join(root, 'build')}; build it from source with ` +
-        `"npm run build:native" in ${root}. (${(error as Error).message})`,
-    );
+function load(): { addon: NativeModule; binary: LoadedBinary } {
+  if (!loaded) {
+    const { addon, binary } = loadBinary(Object.keys(NATIVE_EXPORTS));
+    loaded = { addon: addon as NativeModule, binary };
   }
-  return checkExports(addon, `in ${root}`);
+  return loaded;
 }
-
-let cached: NativeModule | undefined;
 
 /** The addon, loaded on first use. */
 export function native(): NativeModule {
-  cached ??= load();
-  return cached;
+  return load().addon;
+}
+
+/** Which binary serves this process, and which were found but skipped. */
+export function loadedBinary(): LoadedBinary {
+  return load().binary;
+}
+
+/**
+ * The addon, after deciding once whether this process may touch the CUDA driver: every path
+ * that can reach the driver (backends(), device allocation) goes through here. A real-CUDA build
+ * first probes in a child process (see probeCudaInChild) unless LORA_KERNELS_CUDA_PROBE=in-process;
+ * LORA_KERNELS_CUDA=off keeps CUDA off without probing.
+ */
+export function cudaGatedNative(): NativeModule {
+  const { addon, binary } = load();
+  if (cudaGateDone) return addon;
+  cudaGateDone = true;
+  const info = addon.buildInfo();
+  if (!info.cuda.compiled) return addon;
+  const mode = process.env['LORA_KERNELS_CUDA'];
+  if (mode === 'off' || mode === '0') {
+    addon.disableCuda(`CUDA is turned off by LORA_KERNELS_CUDA=${mode}`);
+    return addon;
+  }
+  if (info.cuda.emulated || process.env['LORA_KERNELS_CUDA_PROBE'] === 'in-process') return addon;
+  const reason = probeCudaInChild(binary.path);
+  if (reason) addon.disableCuda(reason);
+  return addon;
 }
 
 /** Calls into the addon, turning its errors into LoraKernelsError. */
-export function callNative<T>(fn: (m: NativeModule) => T): T {
-  const m = native();
+export function callNative<T>(fn: (m: NativeModule) => T, opts: { cuda?: boolean } = {}): T {
+  const m = opts.cuda ? cudaGatedNative() : native();
   try {
     return fn(m);
   } catch (error) {

@@ -120,19 +120,21 @@ function fail(message) {
 }
 
 // ---- the toolchain --------------------------------------------------------------------------------
-function cudaInclude() {
+// NVIDIA's host headers, plus CCCL's folder where the toolkit keeps <nv/target> there (CUDA 13's
+// apt/rpm packages do; nvcc adds it by itself, g++ does not).
+function cudaIncludes() {
   const candidates = [process.env.CUDA_PATH, process.env.CUDA_HOME, '/usr/local/cuda']
     .filter(Boolean)
     .flatMap((p) => [join(p, 'include'), join(p, 'targets/x86_64-linux/include')]);
   candidates.push('/usr/include');
   const dir = candidates.find((d) => existsSync(join(d, 'cuda_fp16.h')));
   if (!dir) fail(`NVIDIA's host headers (cuda_fp16.h) not found in ${candidates.join(', ')}; set CUDA_PATH`);
-  return dir;
+  return [dir, join(dir, 'cccl')].filter(existsSync).flatMap((d) => ['-isystem', d]);
 }
 const CXX = process.env.CXX || 'g++';
 const FLAGS = ['-std=c++17', '-O1', '-g', '-fno-omit-frame-pointer', '-fsanitize=address,undefined',
   '-fno-sanitize-recover=all', '-Wno-unknown-pragmas', '-pthread',
-  `-I${join(root, 'csrc')}`, `-I${join(root, 'cuda')}`, '-isystem', cudaInclude()];
+  `-I${join(root, 'csrc')}`, `-I${join(root, 'cuda')}`, ...cudaIncludes()];
 const LIBS = ['-lboost_context', '-pthread'];
 
 function compile(argv, label) {

@@ -1,5 +1,9 @@
-// The addon's export table: backends, device memory, random fill, and one register_* per op.
+// The addon's export table: build info, backends, device memory, random fill, and one
+// register_* per op.
 #include <cstring>
+#include <sstream>
+
+#include "build_info.h"
 
 #include "common.h"
 #include "core/gpu.h"
@@ -9,6 +13,58 @@
 
 namespace lk::binding {
 namespace {
+
+Napi::Array split_list(Napi::Env env, const std::string& text) {
+  Napi::Array out = Napi::Array::New(env);
+  std::stringstream items(text);
+  std::string item;
+  uint32_t i = 0;
+  while (std::getline(items, item, ',')) {
+    if (!item.empty()) out.Set(i++, item);
+  }
+  return out;
+}
+
+// The version as one tagged string in the file: `strings x.node | grep lora-kernels@` finds it, and
+// the loader tests make a stale copy of a binary by rewriting it.
+constexpr char kVersionTag[] = "lora-kernels@" LK_BUILD_VERSION;
+constexpr size_t kVersionTagPrefix = sizeof("lora-kernels@") - 1;
+
+// What was compiled in, without touching the CUDA driver (the loader calls it before any probe).
+Napi::Value build_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("version", kVersionTag + kVersionTagPrefix);
+  out.Set("napiVersion", NAPI_VERSION);
+  out.Set("buildType", LK_BUILD_TYPE);
+  out.Set("compiler", LK_BUILD_COMPILER);
+  out.Set("simdLevels", split_list(env, LK_BUILD_SIMD_LEVELS));
+  out.Set("sanitize", LK_BUILD_SANITIZE);
+  Napi::Object cuda = Napi::Object::New(env);
+#if defined(LK_WITH_CUDA)
+  cuda.Set("compiled", true);
+#else
+  cuda.Set("compiled", false);
+#endif
+#if defined(LK_CUDA_EMULATED)
+  cuda.Set("emulated", true);
+#else
+  cuda.Set("emulated", false);
+#endif
+  cuda.Set("archs", split_list(env, LK_BUILD_CUDA_ARCHS));
+  cuda.Set("toolkit", LK_BUILD_CUDA_TOOLKIT);
+  out.Set("cuda", cuda);
+  return out;
+}
+
+// disableCuda(reason): the host's child-process probe failed; this process never loads the driver.
+Napi::Value disable_cuda(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsString()) throw Error(ErrorCode::Argument, "disableCuda: reason must be a string");
+    gpu::disable(info[0].As<Napi::String>().Utf8Value());
+    return info.Env().Undefined();
+  });
+}
 
 Napi::Value backends(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -119,6 +175,8 @@ Napi::Value fill_randn_entry(const Napi::CallbackInfo& info) {
 
 static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   using namespace lk::binding;
+  exports.Set("buildInfo", Napi::Function::New(env, build_info));
+  exports.Set("disableCuda", Napi::Function::New(env, disable_cuda));
   exports.Set("backends", Napi::Function::New(env, backends));
   exports.Set("deviceAlloc", Napi::Function::New(env, device_alloc));
   exports.Set("deviceFree", Napi::Function::New(env, device_free));

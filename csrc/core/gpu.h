@@ -26,6 +26,11 @@ struct Status {
 // Probed once, on first use; never throws.
 const Status& status();
 
+// Makes CUDA unavailable with `reason` before anything touches the driver: the host probed the
+// driver in a child process and that probe crashed, hung or found no usable device, so this
+// process must never load it. No effect once status() has run.
+void disable(const std::string& reason);
+
 void* alloc(int device, size_t bytes);
 void release(int device, void* ptr) noexcept;
 void copy_to_device(int device, void* dst, const void* src, size_t bytes);

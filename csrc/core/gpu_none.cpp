@@ -13,6 +13,8 @@ const Status& status() {
   return s;
 }
 
+void disable(const std::string&) {}
+
 [[noreturn]] static void unavailable() { throw Error(ErrorCode::Device, status().reason); }
 
 void* alloc(int, size_t) { unavailable(); }
