@@ -1,7 +1,8 @@
 /**
- * Shared benchmark plumbing: tinybench timing, FLOP/byte accounting, the PyTorch peer (timed in
- * the same run, in a child process), the printed table and JSON lines under bench/results/.
- * A benchmark never fails a test run and never asserts a speed.
+ * Shared benchmark plumbing: tinybench timing with a progress line, FLOP/byte accounting, the
+ * PyTorch peer (timed in the same run, in a child process), the printed tables and JSON lines.
+ * A benchmark never fails a test run and never asserts a speed. The runner (bench/run.ts, the
+ * `lora-kernels bench` CLI) sets where results go and collects every row for its final table.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -11,7 +12,7 @@ import * as path from 'node:path';
 import { Bench } from 'tinybench';
 
 import { backends } from '../lib/index.js';
-import { packageRoot } from '../lib/native.js';
+import { packageRoot } from '../lib/loader.js';
 
 export interface Measurement {
   bench: string;
@@ -27,13 +28,51 @@ export interface Measurement {
   shape: Record<string, number>;
 }
 
+/** A row of the runner's final table: a measurement and its ratio to the bench's peer. */
+export interface SummaryRow extends Measurement {
+  gflops: number;
+  gbps: number;
+  peer: string;
+  ratioToPeer: number | null;
+}
+
+/** One run of benchmarks: where JSON lines go (none: printed only), the rows so far, the progress line. */
+export const session: { resultsDir: string | undefined; rows: SummaryRow[]; stage: string } = {
+  resultsDir: undefined,
+  rows: [],
+  stage: '',
+};
+
+/**
+ * Progress on stderr: while a timing runs, a live line (on a terminal) with the elapsed time;
+ * when it ends, one line with its median. tinybench awaits between iterations, so the timer
+ * gets to run.
+ */
+function startProgress(label: string): (line: string) => void {
+  const stream = process.stderr;
+  const started = Date.now();
+  const head = `${session.stage} ${label}`;
+  const timer = stream.isTTY
+    ? setInterval(() => stream.write(`\r\x1b[K${head} … ${((Date.now() - started) / 1000).toFixed(0)} s`), 250)
+    : undefined;
+  return (line) => {
+    if (timer) clearInterval(timer);
+    stream.write(`${stream.isTTY ? '\r\x1b[K' : ''}${head}: ${line}\n`);
+  };
+}
+
 /** Times `fn` with tinybench: warm-up, then at least `iterations` runs or `timeMs`. */
-export async function timeOurs(name: string, fn: () => unknown, opts: { iterations?: number; timeMs?: number } = {}) {
+export async function timeOurs(label: string, fn: () => unknown, opts: { iterations?: number; timeMs?: number } = {}) {
+  const done = startProgress(label);
   const bench = new Bench({ iterations: opts.iterations ?? 10, time: opts.timeMs ?? 1000, warmupIterations: 2, warmupTime: 0 });
-  bench.add(name, fn);
+  bench.add(label, fn);
   await bench.run();
   const result = bench.tasks[0]!.result;
-  if (result.state !== 'completed') throw new Error(`${name}: benchmark ${result.state}`);
+  if (result.state !== 'completed') {
+    done(result.state);
+    throw new Error(`${label}: benchmark ${result.state}`);
+  }
+  done(`${result.latency.p50.toFixed(2)} ms median of ${result.latency.samplesCount} runs`);
   return { msMedian: result.latency.p50, msMin: result.latency.min, runs: result.latency.samplesCount };
 }
 
@@ -63,7 +102,9 @@ export function runTorchPeer(tasks: PeerTask[]): { results: Map<string, PeerResu
   delete env['OPENBLAS_CORETYPE'];
   delete env['OPENBLAS_L2_SIZE'];
   const script = path.join(packageRoot(), 'bench/peers/torch_peer.py');
+  const done = startProgress(`torch peer (${tasks.length} task${tasks.length === 1 ? '' : 's'})`);
   const run = spawnSync(python, [script], { input: JSON.stringify(tasks), env, encoding: 'utf8', maxBuffer: 1 << 24 });
+  done(run.status === 0 ? 'done' : 'failed');
   if (run.status !== 0) {
     const reason = /No module named 'torch'/.test(run.stderr) ? 'python3-torch is not installed' : run.stderr.trim().split('\n').pop();
     return { note: `torch peer skipped: ${reason}` };
@@ -98,14 +139,21 @@ export function machine() {
   };
 }
 
-/** Appends the measurements as JSON lines to bench/results/<bench>.jsonl with machine and commit. */
-export function writeResults(bench: string, rows: (Measurement & Record<string, unknown>)[]): string {
-  const dir = path.join(packageRoot(), 'bench/results');
-  fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${bench.replace(/[^a-z0-9]+/gi, '_')}.jsonl`);
+/**
+ * Records the bench's rows for the final table and, when the run has a results folder, appends
+ * them as JSON lines to <dir>/<bench>.jsonl with machine and commit. `peer` names the row field
+ * holding each row's ratio to the bench's peer, and the peer in words.
+ */
+export function writeResults(bench: string, rows: (Measurement & Record<string, unknown>)[], peer: { key: string; label: string }): void {
+  session.rows.push(...rows.map((r) => ({
+    ...r, gflops: gflops(r), gbps: gbps(r), peer: peer.label, ratioToPeer: typeof r[peer.key] === 'number' ? (r[peer.key] as number) : null,
+  })));
+  if (!session.resultsDir) return;
+  fs.mkdirSync(session.resultsDir, { recursive: true });
+  const file = path.join(session.resultsDir, `${bench.replace(/[^a-z0-9]+/gi, '_')}.jsonl`);
   const common = { date: new Date().toISOString(), commit: gitCommit(), machine: machine() };
   fs.appendFileSync(file, rows.map((r) => JSON.stringify({ ...common, ...r })).join('\n') + '\n');
-  return file;
+  console.log(`results appended to ${file}`);
 }
 
 export function gflops(m: Measurement): number {
@@ -116,11 +164,12 @@ export function gbps(m: Measurement): number {
   return m.bytes / (m.msMedian * 1e6);
 }
 
-/** Prints rows as an aligned text table. */
+/** Prints rows as an aligned text table: text columns left-aligned, number columns right-aligned. */
 export function printTable(headers: string[], rows: (string | number)[][]): void {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? formatNumber(c) : c)));
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const numeric = headers.map((_, i) => rows.some((r) => typeof r[i] === 'number'));
+  const line = (r: string[]) => r.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
   console.log(line(headers));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const r of cells) console.log(line(r));

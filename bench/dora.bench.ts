@@ -36,8 +36,8 @@ export async function run(): Promise<void> {
     const out = Tensor.empty([m, N]);
     const caseName = `${label} M=${m} K=${K} N=${N} r=${R}`;
     const iterations = m === 1 ? 30 : 8;
-    const dora = await timeOurs('dora', () => lora.doraForward({ x, weight, a, b, magnitude, scale: 0.5, out }), { iterations });
-    const fused = await timeOurs('lora', () => lora.forward({ x, weight, a, b, scale: 0.5, out }), { iterations });
+    const dora = await timeOurs(`${caseName} doraForward`, () => lora.doraForward({ x, weight, a, b, magnitude, scale: 0.5, out }), { iterations });
+    const fused = await timeOurs(`${caseName} lora.forward`, () => lora.forward({ x, weight, a, b, scale: 0.5, out }), { iterations });
     rows.push({ bench: 'lora.doraForward', case: caseName, impl: 'lora-kernels doraForward', device: 'cpu', dtype, ...dora, flops: doraFlops, bytes: loraBytes + 4 * N, shape });
     rows.push({ bench: 'lora.doraForward', case: caseName, impl: 'lora-kernels lora.forward', device: 'cpu', dtype, ...fused, flops: loraFlops, bytes: loraBytes, shape });
     peerTasks.push({ id: `${caseName}|dora_peft`, op: 'dora_peft', dtype, shape, iterations });
@@ -64,6 +64,5 @@ export async function run(): Promise<void> {
     summaries.push({ ...row, gflops: gflops(row), gbps: gbps(row), ...ratios });
   }
   printTable(['case', 'impl', 'ms (median)', 'ms (min)', 'GFLOP/s', 'GB/s', '× our lora.forward', '× torch DoRA'], table);
-  const file = writeResults('lora.doraForward', summaries as (Measurement & Record<string, unknown>)[]);
-  console.log(`results appended to ${file}`);
+  writeResults('lora.doraForward', summaries as (Measurement & Record<string, unknown>)[], { key: 'ratioToTorchDora', label: 'torch PEFT-style DoRA' });
 }

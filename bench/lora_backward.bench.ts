@@ -46,7 +46,7 @@ export async function run(): Promise<void> {
   const iterations = 8;
 
   const out = { gradInput: Tensor.empty([M, K]), gradA: Tensor.empty([R, K]), gradB: Tensor.empty([N, R]) };
-  const fused = await timeOurs('fused', () => lora.backward({ gradOutput, x, weight, a, b, scale: SCALE, out }), { iterations });
+  const fused = await timeOurs(`${caseName} fused`, () => lora.backward({ gradOutput, x, weight, a, b, scale: SCALE, out }), { iterations });
 
   // Unfused operands, prepared once: W as [K, N], s·Bᵀ, Aᵀ, gᵀ, xᵀ, and (s·T)ᵀ, dTᵀ from this input.
   const weightT = transposed(weight);
@@ -56,7 +56,7 @@ export async function run(): Promise<void> {
   const xT = transposed(x);
   const scaledTT = transposed(lora.forward({ x, weight: a }), SCALE);
   const dTT = transposed(lora.forward({ x: gradOutput, weight: scaledBT }));
-  const unfused = await timeOurs('unfused', () => {
+  const unfused = await timeOurs(`${caseName} unfused`, () => {
     lora.forward({ x, weight: a });                                    // T = x·Aᵀ            [M, r]
     lora.forward({ x: gradOutput, weight: scaledBT });                 // dT = g·(s·B)        [M, r]
     lora.forward({ x: gradOutputT, weight: scaledTT });                // gradB = gᵀ·(s·T)    [N, r]
@@ -81,8 +81,7 @@ export async function run(): Promise<void> {
     row.msMedian / fused.msMedian, torch ? row.msMedian / torch.msMedian : NaN]);
   console.log(caseName + ' float32');
   printTable(['impl', 'ms (median)', 'ms (min)', 'GFLOP/s', 'GB/s', '× ours fused', '× torch backward'], table);
-  const file = writeResults('lora.backward', rows.map((row) => ({
+  writeResults('lora.backward', rows.map((row) => ({
     ...row, gflops: gflops(row), gbps: gbps(row), ratioToTorchBackward: torch ? row.msMedian / torch.msMedian : null,
-  })));
-  console.log(`results appended to ${file}`);
+  })), { key: 'ratioToTorchBackward', label: 'torch autograd backward' });
 }

@@ -39,8 +39,8 @@ export async function run(): Promise<void> {
       const out = Tensor.empty([m, N], { dtype });
       const caseName = `${label} M=${m} K=${K} N=${N} r=${R}`;
       const iterations = m === 1 ? 50 : 8;
-      const fused = await timeOurs('fused', () => lora.forward({ x, weight, a, b, scale: 0.5, out }), { iterations });
-      const base = await timeOurs('base', () => lora.forward({ x, weight, out }), { iterations });
+      const fused = await timeOurs(`${caseName} ${dtype} fused`, () => lora.forward({ x, weight, a, b, scale: 0.5, out }), { iterations });
+      const base = await timeOurs(`${caseName} ${dtype} base GEMM`, () => lora.forward({ x, weight, out }), { iterations });
       rows.push({ bench: 'lora.forward', case: caseName, impl: 'lora-kernels fused', device: 'cpu', dtype, ...fused, flops: baseFlops + loraFlops, bytes: loraBytes, shape });
       rows.push({ bench: 'lora.forward', case: caseName, impl: 'lora-kernels base GEMM', device: 'cpu', dtype, ...base, flops: baseFlops, bytes: baseBytes, shape });
       if (dtype === 'float32') {
@@ -76,6 +76,5 @@ export async function run(): Promise<void> {
     summaries.push({ ...row, gflops: gflops(row), gbps: gbps(row), ratioToTorchMatmul: torchBase ? row.msMedian / torchBase.msMedian : null });
   }
   printTable(['case', 'impl', 'ms (median)', 'ms (min)', 'GFLOP/s', 'GB/s', '× our base', '× torch x@W.T'], table);
-  const file = writeResults('lora.forward', summaries as (Measurement & Record<string, unknown>)[]);
-  console.log(`results appended to ${file}`);
+  writeResults('lora.forward', summaries as (Measurement & Record<string, unknown>)[], { key: 'ratioToTorchMatmul', label: 'torch x @ W.T' });
 }

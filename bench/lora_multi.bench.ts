@@ -48,8 +48,8 @@ export async function run(): Promise<void> {
     const caseName = `M=${m} K=${K} N=${N} r=${R}`;
     const a1 = Tensor.randn([R, K], { seed: 3 });
     const b1 = Tensor.randn([N, R], { seed: 4 });
-    const single = await timeOurs('single', () => lora.forward({ x, weight, a: a1, b: b1, scale: 0.5, out }), { iterations });
-    const base = await timeOurs('base', () => lora.forward({ x, weight, out }), { iterations });
+    const single = await timeOurs(`${caseName} single adapter`, () => lora.forward({ x, weight, a: a1, b: b1, scale: 0.5, out }), { iterations });
+    const base = await timeOurs(`${caseName} base GEMM`, () => lora.forward({ x, weight, out }), { iterations });
     rows.push({ bench: 'lora.forwardMulti', case: caseName, impl: 'lora.forward (1 adapter for all rows)', device: 'cpu', dtype, ...single, flops: loraFlops, bytes: baseBytes + 4 * R * (K + N), shape });
     rows.push({ bench: 'lora.forwardMulti', case: caseName, impl: 'lora.forward base GEMM only', device: 'cpu', dtype, ...base, flops: baseFlops, bytes: baseBytes, shape });
     for (const adapters of ADAPTERS) {
@@ -61,7 +61,7 @@ export async function run(): Promise<void> {
         const ids = adapterIds(m, adapters, popularity, 42);
         const distinct = new Set(ids).size;
         const adapterIdsTensor = Tensor.from(ids, [m], { dtype: 'int32' });
-        const t = await timeOurs('multi', () => lora.forwardMulti({ x, weight, a, b, scales, adapterIds: adapterIdsTensor, out }), { iterations });
+        const t = await timeOurs(`${caseName} L=${adapters} ${popularity}`, () => lora.forwardMulti({ x, weight, a, b, scales, adapterIds: adapterIdsTensor, out }), { iterations });
         rows.push({
           bench: 'lora.forwardMulti', case: caseName, impl: `forwardMulti L=${adapters} ${popularity} (${distinct} used)`, device: 'cpu', dtype, ...t,
           flops: loraFlops, bytes: baseBytes + 4 * distinct * R * (K + N), shape, adapters, distinct, popularity,
@@ -80,6 +80,5 @@ export async function run(): Promise<void> {
     summaries.push({ ...row, gflops: gflops(row), gbps: gbps(row), ratioToSingleAdapter: ratio });
   }
   printTable(['case', 'impl', 'ms (median)', 'ms (min)', 'GFLOP/s', 'GB/s', '× single-adapter', '× base GEMM'], table);
-  const file = writeResults('lora.forwardMulti', summaries as (Measurement & Record<string, unknown>)[]);
-  console.log(`results appended to ${file}`);
+  writeResults('lora.forwardMulti', summaries as (Measurement & Record<string, unknown>)[], { key: 'ratioToSingleAdapter', label: 'our single-adapter lora.forward' });
 }

@@ -140,7 +140,7 @@ export class Tensor {
     const dtype = checkDType(opts.dtype ?? 'float32', op);
     const index = deviceIndex(opts.device ?? 'cpu', op, 'opts.device');
     if (index < 0) return new Tensor(dtype, dims, { kind: 'host', data: allocHost(dtype, numelOf(dims), op) });
-    const buffer = callNative((m) => m.deviceAlloc(index, numelOf(dims) * dtypeSize(dtype)));
+    const buffer = callNative((m) => m.deviceAlloc(index, numelOf(dims) * dtypeSize(dtype)), { cuda: true });
     return new Tensor(dtype, dims, { kind: 'device', buffer, index });
   }
 
@@ -170,7 +170,7 @@ export class Tensor {
   }
 
   private static upload(dtype: DType, shape: readonly number[], host: TypedArray, index: number): Tensor {
-    const buffer = callNative((m) => m.deviceAlloc(index, host.byteLength));
+    const buffer = callNative((m) => m.deviceAlloc(index, host.byteLength), { cuda: true });
     callNative((m) => m.copyToDevice(buffer, host));
     return new Tensor(dtype, shape, { kind: 'device', buffer, index });
   }
@@ -188,7 +188,7 @@ export class Tensor {
     const index = deviceIndex(device, 'Tensor.to');
     const storage = this.#live('Tensor.to');
     if (storage.kind === 'device' && index === storage.index) {
-      const buffer = callNative((m) => m.deviceAlloc(index, this.numel * dtypeSize(this.dtype)));
+      const buffer = callNative((m) => m.deviceAlloc(index, this.numel * dtypeSize(this.dtype)), { cuda: true });
       callNative((m) => m.copyOnDevice(buffer, storage.buffer));
       return new Tensor(this.dtype, this.shape, { kind: 'device', buffer, index });
     }

@@ -1,6 +1,7 @@
-// Builds the JavaScript that ships: tsc → dist/cjs (CommonJS + .d.ts), then a thin ES module
-// facade in dist/esm that re-exports the same CommonJS instance, so `import` and `require` share
-// one Tensor class (no dual-package hazard) and one native addon.
+// Builds the JavaScript that ships: tsc → dist/cjs (CommonJS + .d.ts: lib/ is the API and the
+// CLI, bench/ the benchmarks the CLI runs), then a thin ES module facade in dist/esm that
+// re-exports the same CommonJS instance, so `import` and `require` share one Tensor class (no
+// dual-package hazard) and one native addon.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -14,11 +15,11 @@ execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', joi
 writeFileSync(join(root, 'dist/cjs/package.json'), JSON.stringify({ type: 'commonjs' }) + '\n');
 
 // The export names come from the compiled module itself; loading it does not load the addon.
-const names = Object.keys(require(join(root, 'dist/cjs/index.js'))).filter((n) => n !== '__esModule');
+const names = Object.keys(require(join(root, 'dist/cjs/lib/index.js'))).filter((n) => n !== '__esModule');
 mkdirSync(join(root, 'dist/esm'), { recursive: true });
 writeFileSync(join(root, 'dist/esm/package.json'), JSON.stringify({ type: 'module' }) + '\n');
 writeFileSync(
   join(root, 'dist/esm/index.js'),
-  `import cjs from '../cjs/index.js';\nexport const { ${names.join(', ')} } = cjs;\nexport default cjs;\n`,
+  `import cjs from '../cjs/lib/index.js';\nexport const { ${names.join(', ')} } = cjs;\nexport default cjs;\n`,
 );
-writeFileSync(join(root, 'dist/esm/index.d.ts'), `export * from '../cjs/index.js';\n`);
+writeFileSync(join(root, 'dist/esm/index.d.ts'), `export * from '../cjs/lib/index.js';\n`);
