@@ -161,7 +161,7 @@ Napi::Value fill_randn_entry(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::TypedArray dst = typed_array_arg(info[0], "destination");
     const int code = info[1].As<Napi::Number>().Int32Value();
-    if (code < 0 || code > static_cast<int>(DType::Int32)) throw Error(ErrorCode::DType, "fillRandn: unknown dtype");
+    if (code < 0 || code > static_cast<int>(DType::Float8E5M2)) throw Error(ErrorCode::DType, "fillRandn: unknown dtype code " + std::to_string(code));
     const DType dtype = static_cast<DType>(code);
     const double seed = info[2].As<Napi::Number>().DoubleValue();
     fill_randn(typed_array_data(dst), dtype, static_cast<int64_t>(dst.ByteLength() / dtype_size(dtype)),

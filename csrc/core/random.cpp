@@ -2,8 +2,11 @@
 
 #include <cmath>
 
+#include <string>
+
 #include "half.h"
 #include "parallel.h"
+#include "status.h"
 
 namespace lk {
 namespace {
@@ -67,6 +70,8 @@ void fill_randn(void* dst, DType dtype, int64_t count, uint64_t seed) {
     case DType::Int32:
       fill(count, seed, [p = static_cast<int32_t*>(dst)](int64_t i, double v) { p[i] = static_cast<int32_t>(std::lround(v * 1000.0)); });
       break;
+    default:  // storage-only dtypes (float64, int64, fp8, ...): Tensor.randn rejects them first
+      throw Error(ErrorCode::DType, std::string("fillRandn: no random fill for ") + dtype_name(dtype));
   }
 }
 
