@@ -7,6 +7,7 @@ import { backward, backwardAsync, forward, forwardAsync } from './ops/lora_linea
 import { forwardMulti, forwardMultiAsync } from './ops/lora_multi.js';
 import { doraBackward, doraBackwardAsync, doraForward, doraForwardAsync } from './ops/dora.js';
 import * as referenceOps from './reference/index.js';
+import { read as safetensorsRead, write as safetensorsWrite, writeFile as safetensorsWriteFile } from './formats/safetensors.js';
 
 export { backends, buildInfo } from './backends.js';
 export type { Backends, BuildInfo } from './backends.js';
@@ -20,9 +21,13 @@ export type { LoraBackwardArgs, LoraForwardArgs, LoraGradients } from './ops/lor
 export type { LoraForwardMultiArgs } from './ops/lora_multi.js';
 export type { DoraBackwardArgs, DoraForwardArgs, DoraGradients } from './ops/dora.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
+export type { SafetensorsReadOptions, SafetensorsTensors } from './formats/safetensors.js';
 
 /** LoRA linear layers. */
 export const lora = { forward, forwardAsync, backward, backwardAsync, forwardMulti, forwardMultiAsync, doraForward, doraForwardAsync, doraBackward, doraBackwardAsync };
 
 /** float64 references of every op and the tolerance table (`reference.assertClose`). */
 export const reference = referenceOps;
+
+/** safetensors files: `read` (bytes or a path), `write` (bytes), `writeFile`. */
+export const safetensors = { read: safetensorsRead, write: safetensorsWrite, writeFile: safetensorsWriteFile };

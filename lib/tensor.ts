@@ -45,7 +45,8 @@ function checkDType(dtype: unknown, op: string): DType {
 const RANDN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64', 'int8', 'uint8', 'int32'];
 
 export function numelOf(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
+  // A zero dimension makes any shape empty, even one whose other dimensions overflow a double.
+  return shape.includes(0) ? 0 : shape.reduce((a, b) => a * b, 1);
 }
 
 // Uint16Array has no natural dtype (float16, bfloat16 or uint16 bits); Uint8Array defaults to
