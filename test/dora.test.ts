@@ -114,7 +114,7 @@ describe.each(testDevices())('lora.doraForward / doraBackward on $device', ({ de
     const a = Tensor.randn([4, 33], { device, seed: 4 });
     const b = Tensor.zeros([21, 4], { device });
     const norm = reference.lora.doraWeightNorm({ weight, a, b });
-    const magnitude = onDevice(Tensor.from(norm.data, [21]), device);
+    const magnitude = onDevice(Tensor.from(norm.data, [21], { dtype: 'float32' }), device);
     reference.assertClose(lora.doraForward({ x, weight, bias, a, b, magnitude, scale: 3 }), lora.forward({ x, weight, bias }), { dtype: 'float32' });
   });
 
