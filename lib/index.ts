@@ -8,6 +8,7 @@ import { forwardMulti, forwardMultiAsync } from './ops/lora_multi.js';
 import { doraBackward, doraBackwardAsync, doraForward, doraForwardAsync } from './ops/dora.js';
 import * as referenceOps from './reference/index.js';
 import { read as safetensorsRead, write as safetensorsWrite, writeFile as safetensorsWriteFile } from './formats/safetensors.js';
+import { loadAdapter, saveAdapter } from './formats/peft.js';
 
 export { backends, buildInfo } from './backends.js';
 export type { Backends, BuildInfo } from './backends.js';
@@ -22,6 +23,7 @@ export type { LoraForwardMultiArgs } from './ops/lora_multi.js';
 export type { DoraBackwardArgs, DoraForwardArgs, DoraGradients } from './ops/dora.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
 export type { SafetensorsReadOptions, SafetensorsTensors } from './formats/safetensors.js';
+export type { PeftAdapter, PeftLayer, PeftLoadOptions, PeftLoraConfig, PeftLoraConfigFields, PeftSaveArgs } from './formats/peft.js';
 
 /** LoRA linear layers. */
 export const lora = { forward, forwardAsync, backward, backwardAsync, forwardMulti, forwardMultiAsync, doraForward, doraForwardAsync, doraBackward, doraBackwardAsync };
@@ -31,3 +33,6 @@ export const reference = referenceOps;
 
 /** safetensors files: `read` (bytes or a path), `write` (bytes), `writeFile`. */
 export const safetensors = { read: safetensorsRead, write: safetensorsWrite, writeFile: safetensorsWriteFile };
+
+/** PEFT LoRA adapter folders (adapter_config.json + adapter_model.safetensors). */
+export const peft = { loadAdapter, saveAdapter };
