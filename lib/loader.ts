@@ -40,7 +40,7 @@ function readManifest(dir: string): PackageManifest | undefined {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as PackageManifest;
 }
 
-/** The package root: the folder above lib/ (sources, tests) or dist/cjs/ (the published build). */
+/** The package root: the folder above lib/ (sources, tests) or dist/cjs/lib/ (the published build). */
 export function packageRoot(): string {
   let dir = __dirname;
   for (let i = 0; i < 4; i++) {

@@ -51,7 +51,7 @@ if (build) {
   if (res.status !== 0) die('the nvcc build of the addon failed (see above)');
 }
 if (!existsSync(addon)) die(`no addon at ${addon} (run without --no-build)`);
-if (!existsSync(join(root, 'dist/cjs/index.js'))) die('dist/ is missing: run `npm run build:ts` first');
+if (!existsSync(join(root, 'dist/cjs/lib/index.js'))) die('dist/ is missing: run `npm run build:ts` first');
 
 // ---- 2. a real device, or nothing --------------------------------------------------------------------
 const probe = spawnSync(process.execPath, ['-e', 'process.stdout.write(JSON.stringify(require("./").backends()))'], {

@@ -209,7 +209,7 @@ describe('lora.forward from worker_threads', () => {
     const root = path.resolve(__dirname, '..');
     const code = `
       const { parentPort, workerData } = require('node:worker_threads');
-      const { Tensor, lora } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      const { Tensor, lora } = require(${JSON.stringify(path.join(root, 'dist/cjs/lib/index.js'))});
       const x = Tensor.randn([37, 45], { seed: workerData });
       const weight = Tensor.randn([19, 45], { seed: 2 });
       const a = Tensor.randn([7, 45], { seed: 3 }), b = Tensor.randn([19, 7], { seed: 4 });
