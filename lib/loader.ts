@@ -50,8 +50,8 @@ export function packageRoot(): string {
   throw new LoraKernelsError('ERR_UNSUPPORTED', `lora-kernels: cannot find the package root above ${__dirname}`);
 }
 
-export function packageVersion(): string {
-  return readManifest(packageRoot())?.version ?? 'unknown';
+export function packageVersion(root = packageRoot()): string {
+  return readManifest(root)?.version ?? 'unknown';
 }
 
 /** The one command that builds the binary from source, as the user would type it. */
@@ -123,7 +123,7 @@ function tryLoad(file: string, exportNames: readonly string[], version: string):
 /** Loads the binary for this process; `exportNames` is the native contract's export list. */
 export function loadBinary(exportNames: readonly string[]): { addon: unknown; binary: LoadedBinary } {
   const root = packageRoot();
-  const version = packageVersion();
+  const version = packageVersion(root);
   const override = process.env['LORA_KERNELS_ADDON'];
   if (override) {
     const file = path.resolve(override);
