@@ -114,26 +114,27 @@ inline void use_device(int device) {
   LK_CUDA_CHECK(cudaSetDevice(device));
 }
 
-// ---- scratch memory --------------------------------------------------------------------------
-// A per-host-thread, per-device buffer that only grows. Ops are synchronous, so the buffer is free
-// again when the op returns; each host thread (JS thread, job thread) has its own.
-inline void* scratch(int device, size_t bytes) {
-  struct Slot {
-    void* ptr = nullptr;
-    size_t bytes = 0;
-  };
-  static thread_local std::vector<Slot> slots;
-  if (slots.size() <= static_cast<size_t>(device)) slots.resize(device + 1);
-  Slot& s = slots[device];
-  if (s.bytes < bytes) {
-    if (s.ptr) cudaFree(s.ptr);
-    s.ptr = nullptr;
-    s.bytes = 0;
-    const size_t want = bytes + bytes / 4;  // some headroom for slowly growing sizes
-    LK_CUDA_CHECK(cudaMalloc(&s.ptr, want));
-    s.bytes = want;
-  }
-  return s.ptr;
-}
+// ---- stream-ordered execution ----------------------------------------------------------------
+// Every CUDA op starts with begin_op: it makes `device` current for this host thread, records the
+// op's name (a fault inside one of its kernels is reported naming it at the next wait) and returns
+// the device's stream, on which the op enqueues all its work and returns without waiting.
+cudaStream_t begin_op(int device, const char* op);
+
+// Device scratch for one op, from the caching allocator (core/gpu.h): returned to the cache when the
+// op's host code leaves its scope. Stream order makes that safe while its kernels still run: the
+// next user of the block is enqueued on the same stream, after them.
+class DeviceScratch {
+ public:
+  DeviceScratch(int device, size_t bytes);
+  ~DeviceScratch();
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  int device_;
+  void* ptr_;
+};
 
 }  // namespace lk::cuda_ops

@@ -162,29 +162,27 @@ void dora_norms(const DoraNormParams& p, int device) {
     throw Error(ErrorCode::Unsupported, "lora.dora (cuda): k and r must be below 2^31 - 32 (k=" + std::to_string(p.k) +
                                             ", r=" + std::to_string(p.r) + ")");
   if (p.n == 0) return;
-  use_device(device);
+  const cudaStream_t st = begin_op(device, "lora.dora");
   const NormArgs a{p.weight, p.weight_stride, p.a, p.a_stride, p.b, p.b_stride, p.magnitude,
                    p.magnitude_dtype == DType::Float32, p.norm, p.column_scale, p.n, static_cast<int>(p.k),
                    static_cast<int>(p.r), p.scale};
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(p.n, kNormRows)));
   with_element("lora.dora", p.dtype, [&](auto e) {
-    simt_launch(dora_norm_kernel<decltype(e)>, grid, dim3(256), 0, a);
+    simt_launch(dora_norm_kernel<decltype(e)>, grid, dim3(256), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("dora_norm_kernel launch");
   });
-  LK_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 void dora_columns(const DoraColumnParams& p, int device) {
   if (p.n == 0) return;
-  use_device(device);
+  const cudaStream_t st = begin_op(device, "lora.doraBackward");
   const ColumnArgs a{p.grad_output, p.grad_output_stride, p.z, p.z_stride, p.norm, p.column_scale, p.scaled_grad,
                      p.scaled_grad_stride, p.grad_magnitude, p.magnitude_dtype == DType::Float32, p.m, p.n};
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(p.n, kColumnCols)));
   with_element("lora.doraBackward", p.dtype, [&](auto e) {
-    simt_launch(dora_column_kernel<decltype(e)>, grid, dim3(256), 0, a);
+    simt_launch(dora_column_kernel<decltype(e)>, grid, dim3(256), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("dora_column_kernel launch");
   });
-  LK_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 }  // namespace lk::cuda_ops

@@ -188,7 +188,7 @@ int plan_splits(long long M, long long N, long long K, int sm_count) {
 }
 
 template <class E, class LT, class RT, class OT>
-void launch(StridedGemm g, int splits, float* partial) {
+void launch(StridedGemm g, int splits, float* partial, cudaStream_t st) {
   if (g.M == 0 || g.N == 0) return;
   if (ceil_div<long long>(g.M, kBM) > INT_MAX || ceil_div<long long>(g.N, kBN) > 65535)
     throw Error(ErrorCode::Unsupported, "lora.backward (cuda): an output of " + std::to_string(g.M) + "×" +
@@ -200,23 +200,24 @@ void launch(StridedGemm g, int splits, float* partial) {
   if (splits > 1) g.c = partial;
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(g.M, kBM)), static_cast<unsigned>(ceil_div<long long>(g.N, kBN)),
                   static_cast<unsigned>(splits));
-  simt_launch(strided_gemm_kernel<E, LT, RT, OT>, grid, dim3(kNT), 0, g);
+  simt_launch(strided_gemm_kernel<E, LT, RT, OT>, grid, dim3(kNT), 0, st, g);
   LK_CUDA_CHECK_LAUNCH("strided_gemm_kernel launch");
   if (splits > 1) {
-    simt_launch(reduce_splits_kernel<OT>, dim3(static_cast<unsigned>(ceil_div<long long>(g.M * g.N, 256))), dim3(256), 0,
+    simt_launch(reduce_splits_kernel<OT>, dim3(static_cast<unsigned>(ceil_div<long long>(g.M * g.N, 256))), dim3(256), 0, st,
                 static_cast<const float*>(partial), splits, g.M, g.N, out, out_stride);
     LK_CUDA_CHECK_LAUNCH("reduce_splits_kernel launch");
   }
 }
 
 template <class E>
-void backward(const LoraBackwardParams& p, int device, int sm_count) {
+void backward(const LoraBackwardParams& p, int device, int sm_count, cudaStream_t st) {
   const long long m = p.m, n = p.n, k = p.k, r = p.r;
   const int split_t = plan_splits(m, r, k, sm_count), split_dt = plan_splits(m, r, n, sm_count);
   const int split_b = plan_splits(n, r, m, sm_count), split_a = plan_splits(r, k, m, sm_count);
   const long long low_rank = m * r;
   const long long partial = std::max({split_t * low_rank, split_dt * low_rank, split_b * n * r, split_a * r * k});
-  float* t = static_cast<float*>(scratch(device, static_cast<size_t>(2 * low_rank + partial + 1) * sizeof(float)));
+  DeviceScratch buffer(device, static_cast<size_t>(2 * low_rank + partial + 1) * sizeof(float));
+  float* t = buffer.as<float>();
   float* dt = t + low_rank;
   float* part = dt + low_rank;
   const Operand none{nullptr, 0, 0, nullptr, 0, 0};
@@ -232,22 +233,22 @@ void backward(const LoraBackwardParams& p, int device, int sm_count) {
   s.l = {p.x, p.x_stride, 1, p.dropout_mask, p.mask_stride, 1};
   s.r = {p.a, p.a_stride, 1, nullptr, 0, 0};
   s.M = m; s.N = r; s.K = k; s.c = t; s.c_stride = r;
-  launch<E, E, E, F32>(s, split_t, part);
+  launch<E, E, E, F32>(s, split_t, part, st);
   // 2. dT = scale·g·B
   s.l = g_rows;
   s.r = {p.b, 1, p.b_stride, nullptr, 0, 0};
   s.K = n; s.alpha = p.scale; s.c = dt;
-  launch<E, E, E, F32>(s, split_dt, part);
+  launch<E, E, E, F32>(s, split_dt, part, st);
   // 3. gradB = scale·gᵀ·T  (reduction over the m rows)
   s.l = g_cols;
   s.r = {t, 1, r, nullptr, 0, 0};
   s.M = n; s.N = r; s.K = m; s.c = p.grad_b; s.c_stride = p.grad_b_stride;
-  launch<E, E, F32, E>(s, split_b, part);
+  launch<E, E, F32, E>(s, split_b, part, st);
   // 4. gradA = dTᵀ·xm
   s.l = {dt, 1, r, nullptr, 0, 0};
   s.r = xm_cols;
   s.M = r; s.N = k; s.K = m; s.alpha = 1.f; s.c = p.grad_a; s.c_stride = p.grad_a_stride;
-  launch<E, F32, E, E>(s, split_a, part);
+  launch<E, F32, E, E>(s, split_a, part, st);
   // 5. gradInput = g·W + mask ⊙ (dT·A)
   if (p.grad_input) {
     s.l = g_rows;
@@ -259,20 +260,19 @@ void backward(const LoraBackwardParams& p, int device, int sm_count) {
     s.omask = p.dropout_mask;
     s.omask_stride = p.mask_stride;
     s.c = p.grad_input; s.c_stride = p.grad_input_stride;
-    launch<E, E, E, E>(s, 1, nullptr);
+    launch<E, E, E, E>(s, 1, nullptr, st);
   }
-  LK_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 }  // namespace
 
 void lora_backward(const LoraBackwardParams& p, int device) {
-  use_device(device);
+  const cudaStream_t st = begin_op(device, "lora.backward");
   const int sm_count = device_props(device).sm_count;
   switch (p.dtype) {
-    case DType::Float32: return backward<F32>(p, device, sm_count);
-    case DType::Float16: return backward<F16>(p, device, sm_count);
-    case DType::BFloat16: return backward<BF16>(p, device, sm_count);
+    case DType::Float32: return backward<F32>(p, device, sm_count, st);
+    case DType::Float16: return backward<F16>(p, device, sm_count, st);
+    case DType::BFloat16: return backward<BF16>(p, device, sm_count, st);
     default: break;
   }
   throw Error(ErrorCode::Unsupported, std::string("lora.backward (cuda): no kernel for dtype=") + dtype_name(p.dtype));

@@ -30,6 +30,7 @@
 // thread (ty, tx) owns rows ty + i·NT/16 and columns tx + j·16 of the tile.
 #include <algorithm>
 #include <climits>
+#include <memory>
 #include <string>
 #include <type_traits>
 
@@ -420,24 +421,24 @@ __global__ void __launch_bounds__(WM * WN * 32) lora_wmma_kernel(GemmArgs p) {
 
 // ---- launchers -------------------------------------------------------------------------------------
 template <class E>
-void launch_down(const DownArgs& a) {
+void launch_down(const DownArgs& a, cudaStream_t st) {
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(a.m, 16)), static_cast<unsigned>(ceil_div(a.r, 16)),
                   static_cast<unsigned>(ceil_div(a.k, a.k_per_split)));
-  simt_launch(lora_down_kernel<E>, grid, dim3(256), 0, a);
+  simt_launch(lora_down_kernel<E>, grid, dim3(256), 0, st, a);
   LK_CUDA_CHECK_LAUNCH("lora_down_kernel launch");
 }
 
 template <class E, int BM, int BN, int NT>
-void launch_sgemm(const GemmArgs& a) {
+void launch_sgemm(const GemmArgs& a, cudaStream_t st) {
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(a.m, BM)), static_cast<unsigned>(ceil_div(a.n, BN)));
-  simt_launch(lora_sgemm_kernel<E, BM, BN, NT>, grid, dim3(NT), 0, a);
+  simt_launch(lora_sgemm_kernel<E, BM, BN, NT>, grid, dim3(NT), 0, st, a);
   LK_CUDA_CHECK_LAUNCH("lora_sgemm_kernel launch");
 }
 
 template <class E, int BM, int BN, int WM, int WN>
-void launch_wmma(const GemmArgs& a) {
+void launch_wmma(const GemmArgs& a, cudaStream_t st) {
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(a.m, BM)), static_cast<unsigned>(ceil_div(a.n, BN)));
-  simt_launch(lora_wmma_kernel<E, BM, BN, WM, WN>, grid, dim3(WM * WN * 32), 0, a);
+  simt_launch(lora_wmma_kernel<E, BM, BN, WM, WN>, grid, dim3(WM * WN * 32), 0, st, a);
   LK_CUDA_CHECK_LAUNCH("lora_wmma_kernel launch");
 }
 
@@ -449,20 +450,20 @@ constexpr int plan_key(DType d, Path p, Tile t) {
 }
 
 // The one place where runtime values become template constants.
-void launch_main(DType dtype, Path path, Tile tile, const GemmArgs& a) {
+void launch_main(DType dtype, Path path, Tile tile, const GemmArgs& a, cudaStream_t st) {
   switch (plan_key(dtype, path, tile)) {
-    case plan_key(DType::Float32, Path::Sgemm, Tile::Small): return launch_sgemm<F32, 64, 64, 256>(a);
-    case plan_key(DType::Float32, Path::Sgemm, Tile::Large): return launch_sgemm<F32, 128, 128, 256>(a);
-    case plan_key(DType::Float16, Path::Sgemm, Tile::Small): return launch_sgemm<F16, 64, 64, 256>(a);
-    case plan_key(DType::Float16, Path::Sgemm, Tile::Large): return launch_sgemm<F16, 128, 128, 256>(a);
-    case plan_key(DType::BFloat16, Path::Sgemm, Tile::Small): return launch_sgemm<BF16, 64, 64, 256>(a);
-    case plan_key(DType::BFloat16, Path::Sgemm, Tile::Large): return launch_sgemm<BF16, 128, 128, 256>(a);
-    case plan_key(DType::Float32, Path::Wmma, Tile::Small): return launch_wmma<F32, 64, 64, 2, 2>(a);
-    case plan_key(DType::Float32, Path::Wmma, Tile::Large): return launch_wmma<F32, 128, 64, 4, 2>(a);
-    case plan_key(DType::Float16, Path::Wmma, Tile::Small): return launch_wmma<F16, 64, 64, 2, 2>(a);
-    case plan_key(DType::Float16, Path::Wmma, Tile::Large): return launch_wmma<F16, 128, 64, 4, 2>(a);
-    case plan_key(DType::BFloat16, Path::Wmma, Tile::Small): return launch_wmma<BF16, 64, 64, 2, 2>(a);
-    case plan_key(DType::BFloat16, Path::Wmma, Tile::Large): return launch_wmma<BF16, 128, 64, 4, 2>(a);
+    case plan_key(DType::Float32, Path::Sgemm, Tile::Small): return launch_sgemm<F32, 64, 64, 256>(a, st);
+    case plan_key(DType::Float32, Path::Sgemm, Tile::Large): return launch_sgemm<F32, 128, 128, 256>(a, st);
+    case plan_key(DType::Float16, Path::Sgemm, Tile::Small): return launch_sgemm<F16, 64, 64, 256>(a, st);
+    case plan_key(DType::Float16, Path::Sgemm, Tile::Large): return launch_sgemm<F16, 128, 128, 256>(a, st);
+    case plan_key(DType::BFloat16, Path::Sgemm, Tile::Small): return launch_sgemm<BF16, 64, 64, 256>(a, st);
+    case plan_key(DType::BFloat16, Path::Sgemm, Tile::Large): return launch_sgemm<BF16, 128, 128, 256>(a, st);
+    case plan_key(DType::Float32, Path::Wmma, Tile::Small): return launch_wmma<F32, 64, 64, 2, 2>(a, st);
+    case plan_key(DType::Float32, Path::Wmma, Tile::Large): return launch_wmma<F32, 128, 64, 4, 2>(a, st);
+    case plan_key(DType::Float16, Path::Wmma, Tile::Small): return launch_wmma<F16, 64, 64, 2, 2>(a, st);
+    case plan_key(DType::Float16, Path::Wmma, Tile::Large): return launch_wmma<F16, 128, 64, 4, 2>(a, st);
+    case plan_key(DType::BFloat16, Path::Wmma, Tile::Small): return launch_wmma<BF16, 64, 64, 2, 2>(a, st);
+    case plan_key(DType::BFloat16, Path::Wmma, Tile::Large): return launch_wmma<BF16, 128, 64, 4, 2>(a, st);
     default: break;
   }
   throw Error(ErrorCode::Unsupported, std::string("lora.forward (cuda): no kernel for dtype=") + dtype_name(dtype) +
@@ -470,11 +471,11 @@ void launch_main(DType dtype, Path path, Tile tile, const GemmArgs& a) {
                                           " tile=" + (tile == Tile::Large ? "large" : "small"));
 }
 
-void launch_down_for(DType dtype, const DownArgs& a) {
+void launch_down_for(DType dtype, const DownArgs& a, cudaStream_t st) {
   switch (dtype) {
-    case DType::Float32: return launch_down<F32>(a);
-    case DType::Float16: return launch_down<F16>(a);
-    case DType::BFloat16: return launch_down<BF16>(a);
+    case DType::Float32: return launch_down<F32>(a, st);
+    case DType::Float16: return launch_down<F16>(a, st);
+    case DType::BFloat16: return launch_down<BF16>(a, st);
     default: break;
   }
   throw Error(ErrorCode::Unsupported, std::string("lora.forward (cuda): no low-rank kernel for dtype=") + dtype_name(dtype));
@@ -497,7 +498,8 @@ void check_launch_sizes(const LoraForwardParams& p) {
 
 // The main GEMM: x·Wᵀ + (Σ of the `splits` partials of T)·Bᵀ (per-row B when rows.ids) + bias,
 // one store of y; synchronous.
-void run_main(const LoraForwardParams& p, const float* t, int splits, const PerRowAdapters& rows, const DeviceProps& props) {
+void run_main(const LoraForwardParams& p, const float* t, int splits, const PerRowAdapters& rows, const DeviceProps& props,
+              cudaStream_t st) {
   const int cc = props.cc;
   Path path = Path::Sgemm;
   switch (p.dtype) {
@@ -533,15 +535,14 @@ void run_main(const LoraForwardParams& p, const float* t, int splits, const PerR
   g.n = static_cast<int>(p.n);
   g.r = static_cast<int>(p.r);
   g.vec = aligned16(p.x) && aligned16(p.weight) && p.x_stride % vec_elems == 0 && p.weight_stride % vec_elems == 0;
-  launch_main(p.dtype, path, tile, g);
-  LK_CUDA_CHECK(cudaDeviceSynchronize());
+  launch_main(p.dtype, path, tile, g, st);
 }
 
 }  // namespace
 
 void lora_forward(const LoraForwardParams& p, int device) {
   if (p.m == 0) return;
-  use_device(device);
+  const cudaStream_t st = begin_op(device, "lora.forward");
   const DeviceProps props = device_props(device);
   check_launch_sizes(p);
 
@@ -549,6 +550,7 @@ void lora_forward(const LoraForwardParams& p, int device) {
   // grid.z so that the GPU is filled; the epilogue sums the partials in a fixed order.
   float* t = nullptr;
   int splits = 1;
+  std::unique_ptr<DeviceScratch> t_buffer;
   if (p.r > 0) {
     const long long tiles = ceil_div<long long>(p.m, 16) * ceil_div<long long>(p.r, 16);
     const long long want = ceil_div<long long>(2LL * props.sm_count, tiles);
@@ -557,20 +559,21 @@ void lora_forward(const LoraForwardParams& p, int device) {
     int k_per_split = static_cast<int>(ceil_div<long long>(ceil_div<long long>(p.k, splits), 32) * 32);
     splits = static_cast<int>(ceil_div<long long>(p.k, k_per_split));
     const size_t elems = static_cast<size_t>(splits) * static_cast<size_t>(p.m) * static_cast<size_t>(p.r);
-    t = static_cast<float*>(scratch(device, elems * sizeof(float)));
+    t_buffer = std::make_unique<DeviceScratch>(device, elems * sizeof(float));
+    t = t_buffer->as<float>();
     DownArgs d{p.x, p.x_stride, p.dropout_mask, p.mask_stride, p.a, p.a_stride, t, p.m,
                static_cast<int>(p.k), static_cast<int>(p.r), k_per_split, p.scale};
-    launch_down_for(p.dtype, d);
+    launch_down_for(p.dtype, d, st);
   }
-  run_main(p, t, splits, PerRowAdapters{}, props);
+  run_main(p, t, splits, PerRowAdapters{}, props, st);
 }
 
 void lora_forward_per_row(const LoraForwardParams& p, const float* t, const PerRowAdapters& rows, int device) {
   if (p.m == 0) return;
-  use_device(device);
+  const cudaStream_t st = begin_op(device, "lora.forwardMulti");
   const DeviceProps props = device_props(device);
   check_launch_sizes(p);
-  run_main(p, t, 1, rows, props);
+  run_main(p, t, 1, rows, props, st);
 }
 
 }  // namespace lk::cuda_ops

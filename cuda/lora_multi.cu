@@ -67,26 +67,28 @@ __global__ void __launch_bounds__(kShrinkRanks * kShrinkLanes) lora_multi_shrink
 
 void lora_forward_multi(const LoraMultiParams& p, int device) {
   if (p.m == 0) return;
-  use_device(device);
+  const cudaStream_t st = begin_op(device, "lora.forwardMulti");
   if (p.m > 2147483647LL || p.r_max > 65535LL * kShrinkRanks || p.k > 2147483647LL)
     throw Error(ErrorCode::Unsupported, "lora.forwardMulti (cuda): sizes beyond the launch grid (m=" + std::to_string(p.m) +
                                             ", k=" + std::to_string(p.k) + ", rMax=" + std::to_string(p.r_max) + ")");
 
   // 0. Check the ids and ranks on the host before any kernel reads through them.
   std::vector<int32_t> ids(static_cast<size_t>(p.m)), ranks;
-  LK_CUDA_CHECK(cudaMemcpy(ids.data(), p.adapter_ids, ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+  LK_CUDA_CHECK(cudaMemcpyAsync(ids.data(), p.adapter_ids, ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
   if (p.ranks) {
     ranks.resize(static_cast<size_t>(p.num_adapters));
-    LK_CUDA_CHECK(cudaMemcpy(ranks.data(), p.ranks, ranks.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    LK_CUDA_CHECK(cudaMemcpyAsync(ranks.data(), p.ranks, ranks.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
   }
+  LK_CUDA_CHECK(cudaStreamSynchronize(st));  // the host reads the ids
   group_rows_by_adapter(ids.data(), p.m, p.ranks ? ranks.data() : nullptr, p.num_adapters, p.r_max, "lora.forwardMulti");
 
   // 1. shrink: T [m, rMax] in this thread's scratch (lora_forward_per_row below uses none).
-  float* t = static_cast<float*>(scratch(device, static_cast<size_t>(p.m) * static_cast<size_t>(p.r_max) * sizeof(float)));
+  DeviceScratch t_buffer(device, static_cast<size_t>(p.m) * static_cast<size_t>(p.r_max) * sizeof(float));
+  float* t = t_buffer.as<float>();
   const MultiArgs a{p.x, p.x_stride, p.a, p.ranks, p.scales, p.adapter_ids, t, p.m, static_cast<int>(p.k), static_cast<int>(p.r_max)};
   const dim3 grid(static_cast<unsigned>(p.m), static_cast<unsigned>(ceil_div<long long>(p.r_max, kShrinkRanks)));
   auto shrink = [&](auto tag) {
-    simt_launch(lora_multi_shrink_kernel<decltype(tag)>, grid, dim3(kShrinkRanks * kShrinkLanes), 0, a);
+    simt_launch(lora_multi_shrink_kernel<decltype(tag)>, grid, dim3(kShrinkRanks * kShrinkLanes), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("lora_multi_shrink_kernel launch");
   };
   switch (p.dtype) {

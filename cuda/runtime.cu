@@ -176,3 +176,18 @@ void synchronize(int device) {
 }
 
 }  // namespace lk::gpu
+
+namespace lk::cuda_ops {
+
+// Interim: the legacy default stream (ordered with every cudaMemcpy and cudaFree). The
+// stream-ordered runtime replaces this with one stream per device.
+cudaStream_t begin_op(int device, const char* op) {
+  (void)op;
+  use_device(device);
+  return 0;
+}
+
+DeviceScratch::DeviceScratch(int device, size_t bytes) : device_(device), ptr_(gpu::alloc(device, bytes)) {}
+DeviceScratch::~DeviceScratch() { gpu::release(device_, ptr_); }
+
+}  // namespace lk::cuda_ops

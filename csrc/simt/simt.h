@@ -1,13 +1,13 @@
 // simt.h — the one header that CUDA kernel sources (cuda/*.cu, cuda/*.cuh) include instead of
 // <cuda_runtime.h>. The same source then builds two ways:
 //
-//   nvcc            → the real CUDA headers; simt_launch() is a plain <<<grid, block, smem>>> launch
-//                     on the default stream.
+//   nvcc            → the real CUDA headers; simt_launch() is a plain <<<grid, block, smem, stream>>>
+//                     launch.
 //   g++ / clang++   → csrc/simt/simt_emu.h: every CUDA thread runs as a fiber on the CPU, so the
 //   (LK_CUDA_EMULATED) kernels can be tested on machines without a GPU (see csrc/simt/README.md).
 //
 // The kernel subset (checked in part by scripts/lint-cuda.mjs):
-//   * launch only through simt_launch(kernel, grid, block, smem_bytes, args...) — no <<< >>>;
+//   * launch only through simt_launch(kernel, grid, block, smem_bytes, stream, args...) — no <<< >>>;
 //   * dynamic shared memory only through SIMT_DYNAMIC_SHARED(T, name) — no `extern __shared__`;
 //   * no asm(): inline PTX lives in csrc/simt/simt_ptx.h, one wrapper per instruction, each with
 //     an emulated twin;
@@ -30,10 +30,11 @@
   extern __shared__ __align__(128) unsigned char name##_simt_bytes_[]; \
   T* name = reinterpret_cast<T*>(name##_simt_bytes_)
 
-// One launch spelling for both builds (default stream). Errors surface through cudaGetLastError().
+// One launch spelling for both builds. Errors surface through cudaGetLastError().
 template <class... KArgs, class... Args>
-inline void simt_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, Args&&... args) {
-  kernel<<<grid, block, smem_bytes>>>(std::forward<Args>(args)...);
+inline void simt_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                        Args&&... args) {
+  kernel<<<grid, block, smem_bytes, stream>>>(std::forward<Args>(args)...);
 }
 
 #if defined(__CUDA_ARCH__)

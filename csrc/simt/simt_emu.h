@@ -612,6 +612,9 @@ inline T shfl(uint32_t mask, T var, int b, int width, int mode) {
 
 // ------------------------------------------------------------------------------ launch
 inline thread_local cudaError_t last_error = cudaSuccess;
+// A kernel that traps leaves the emulated device in this error (a GPU's context is dead after a
+// fault): the runtime shims (simt_runtime.h) return it from then on.
+inline std::atomic<int> sticky_error{cudaSuccess};
 inline std::mutex& launch_mutex() {
   static std::mutex m;
   return m;
@@ -673,11 +676,12 @@ inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
 // ------------------------------------------------------------------------------ launch + runtime shims
-// simt_launch(kernel, grid, block, smem, args...): arguments are copied once (CUDA's parameter
+// simt_launch(kernel, grid, block, smem, stream, args...): arguments are copied once (CUDA's parameter
 // space), every CUDA thread calls the kernel with those copies. A bad configuration is reported
 // through cudaGetLastError() like on a GPU, not by aborting.
 template <class... KArgs, class... Args>
-void simt_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, Args&&... args) {
+void simt_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, Args&&... args) {
+  (void)stream;  // launches run to completion here, in call order: every stream is synchronous
   static_assert(sizeof...(KArgs) == sizeof...(Args), "simt_launch: wrong number of kernel arguments");
   struct Pack {
     void (*k)(KArgs...);
@@ -702,117 +706,5 @@ void simt_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_by
   simt::execute(L);
 }
 
-// The runtime API subset our code uses. These define functions that cuda_runtime_api.h declares,
-// so their signatures are checked against NVIDIA's. One device (index 0), synchronous everything.
-namespace simt {
-inline thread_local int current_device = 0;
-inline cudaError_t fail(cudaError_t e) { return last_error = e; }
-}  // namespace simt
-inline cudaError_t cudaMalloc(void** p, size_t n) {
-  // exact size (ASan's redzone starts right after the last byte), GPU-like 256-byte alignment
-  if (posix_memalign(p, 256, n ? n : 1)) {
-    *p = nullptr;
-    return simt::fail(cudaErrorMemoryAllocation);
-  }
-  return cudaSuccess;
-}
-inline cudaError_t cudaFree(void* p) {
-  std::free(p);
-  return cudaSuccess;
-}
-inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind) {
-  if (n) std::memmove(dst, src, n);
-  return cudaSuccess;
-}
-inline cudaError_t cudaMemset(void* dst, int v, size_t n) {
-  if (n) std::memset(dst, v, n);
-  return cudaSuccess;
-}
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-inline cudaError_t cudaGetLastError() {
-  cudaError_t e = simt::last_error;
-  simt::last_error = cudaSuccess;
-  return e;
-}
-inline cudaError_t cudaPeekAtLastError() { return simt::last_error; }
-inline const char* cudaGetErrorName(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    default: return "cudaErrorUnknown";
-  }
-}
-inline const char* cudaGetErrorString(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    default: return "unknown error (SIMT emulator)";
-  }
-}
-inline cudaError_t cudaDriverGetVersion(int* v) {
-  *v = CUDART_VERSION;
-  return cudaSuccess;
-}
-inline cudaError_t cudaRuntimeGetVersion(int* v) {
-  *v = CUDART_VERSION;
-  return cudaSuccess;
-}
-inline cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
-  return cudaSuccess;
-}
-inline cudaError_t cudaSetDevice(int d) {
-  if (d != 0) return simt::fail(cudaErrorInvalidDevice);
-  simt::current_device = d;
-  return cudaSuccess;
-}
-inline cudaError_t cudaGetDevice(int* d) {
-  *d = simt::current_device;
-  return cudaSuccess;
-}
-inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int d) {
-  if (d != 0) return simt::fail(cudaErrorInvalidDevice);
-  std::memset(prop, 0, sizeof *prop);
-  std::snprintf(prop->name, sizeof prop->name, "SIMT emulator (CPU)");
-  simt::emulated_cc(prop->major, prop->minor);
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  prop->totalGlobalMem = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
-  prop->sharedMemPerBlock = 48 * 1024;
-  prop->sharedMemPerBlockOptin = 227 * 1024;
-  prop->regsPerBlock = 65536;
-  prop->warpSize = 32;
-  prop->maxThreadsPerBlock = 1024;
-  prop->maxThreadsDim[0] = prop->maxThreadsDim[1] = 1024;
-  prop->maxThreadsDim[2] = 64;
-  prop->maxGridSize[0] = 0x7fffffff;
-  prop->maxGridSize[1] = prop->maxGridSize[2] = 65535;
-  prop->multiProcessorCount = static_cast<int>(simt::worker_count());
-  return cudaSuccess;
-}
-inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int d) {
-  if (d != 0) return simt::fail(cudaErrorInvalidDevice);
-  int major, minor;
-  simt::emulated_cc(major, minor);
-  switch (attr) {
-    case cudaDevAttrComputeCapabilityMajor: *value = major; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = minor; break;
-    case cudaDevAttrMultiProcessorCount: *value = static_cast<int>(simt::worker_count()); break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;
-    case cudaDevAttrWarpSize: *value = 32; break;
-    default: return simt::fail(cudaErrorInvalidValue);
-  }
-  return cudaSuccess;
-}
-template <class T>
-inline cudaError_t cudaFuncSetAttribute(T*, cudaFuncAttribute, int) {
-  return cudaSuccess;
-}
-
+#include "simt_runtime.h"
 #include "simt_wmma.h"
