@@ -35,6 +35,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "gemv.cuh"
 #include "lora_linear.cuh"
 
 namespace lk::cuda_ops {
@@ -543,6 +544,7 @@ void run_main(const LoraForwardParams& p, const float* t, int splits, const PerR
 void lora_forward(const LoraForwardParams& p, int device) {
   if (p.m == 0) return;
   const cudaStream_t st = begin_op(device, "lora.forward");
+  if (p.m <= kGemvMaxRows) return lora_forward_decode(p, device, st);  // decode: cuda/gemv.cu
   const DeviceProps props = device_props(device);
   check_launch_sizes(p);
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "gemv.cuh"
 #include "lora_linear.cuh"
 #include "lora_multi.cuh"
 
@@ -81,6 +82,7 @@ void lora_forward_multi(const LoraMultiParams& p, int device) {
   }
   LK_CUDA_CHECK(cudaStreamSynchronize(st));  // the host reads the ids
   group_rows_by_adapter(ids.data(), p.m, p.ranks ? ranks.data() : nullptr, p.num_adapters, p.r_max, "lora.forwardMulti");
+  if (p.m <= kGemvMaxRows) return lora_forward_multi_decode(p, device, st);  // decode (BGMV): cuda/gemv.cu
 
   // 1. shrink: T [m, rMax] in this thread's scratch (lora_forward_per_row below uses none).
   DeviceScratch t_buffer(device, static_cast<size_t>(p.m) * static_cast<size_t>(p.r_max) * sizeof(float));

@@ -23,7 +23,7 @@ interface ForwardCase {
   large: boolean; // skipped under emulation
 }
 
-// Odd sizes on purpose: M in {1, 3, 37, 129}, K and N not multiples of 8, ranks 1…64.
+// Odd sizes on purpose: M in {1, 3, 37, 129}, K and N not multiples of 8, ranks 1…64; decode edges below.
 const LEADS: Record<number, number[]> = { 1: [1], 3: [1, 3], 37: [37], 129: [3, 43] };
 const KS = [45, 203, 19, 130];
 const NS = [77, 19, 131, 50];
@@ -49,6 +49,19 @@ function forwardCases(): ForwardCase[] {
   cases.push({ name: '', dtype: 'bfloat16', lead: [301], k: 777, n: 515, r: 33, bias: false, mask: true, out: false, scale: 1, allowTf32: false, large: true });
   cases.push({ name: '', dtype: 'float16', lead: [5], k: 4099, n: 1029, r: 8, bias: true, mask: false, out: true, scale: 1, allowTf32: false, large: true });
   cases.push({ name: '', dtype: 'float32', lead: [17], k: 64, n: 33, r: 0, bias: true, mask: false, out: true, scale: 1, allowTf32: false, large: false });
+  // Decode (M ≤ 16: the CUDA GEMV, cuda/gemv.cu) edges: every row bucket up to M = 16 exactly and
+  // M = 17 (the tile GEMM); K a multiple of 8 (16-byte loads) or not (element loads); N = 1 and
+  // N ≤ 48 with K ≥ 1024 (split-K in the GEMV and in the shrink whatever the SM count); r = 128
+  // (four 32-rank slices of T); no adapter.
+  const decode = { name: '', bias: true, mask: false, out: true, scale: 0.5, allowTf32: false, large: false };
+  cases.push({ ...decode, dtype: 'float32', lead: [16], k: 1024, n: 40, r: 16, mask: true });
+  cases.push({ ...decode, dtype: 'bfloat16', lead: [4, 4], k: 520, n: 33, r: 128, out: false });
+  cases.push({ ...decode, dtype: 'float16', lead: [17], k: 64, n: 33, r: 16 });
+  cases.push({ ...decode, dtype: 'float32', lead: [1], k: 1100, n: 1, r: 16, mask: true, bias: false });
+  cases.push({ ...decode, dtype: 'bfloat16', lead: [2], k: 2050, n: 7, r: 33, mask: true });
+  cases.push({ ...decode, dtype: 'float16', lead: [8], k: 256, n: 130, r: 64, mask: true, scale: 2 });
+  cases.push({ ...decode, dtype: 'float16', lead: [5], k: 1030, n: 1, r: 5 });
+  cases.push({ ...decode, dtype: 'float32', lead: [4], k: 64, n: 33, r: 0, bias: false });
   for (const c of cases) {
     c.name = `${c.dtype} x[${c.lead.join(',')},${c.k}] N=${c.n} r=${c.r}${c.bias ? ' bias' : ''}${c.mask ? ' mask' : ''}${c.out ? ' out=' : ''}${c.allowTf32 ? ' tf32' : ''}`;
   }
