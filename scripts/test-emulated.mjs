@@ -2,7 +2,12 @@
 // csrc/simt) and runs the same vitest case lists on its `cuda` device, once per fiber schedule
 // (forward, reverse, shuffle): a kernel whose result depends on the order of threads between
 // barriers — a race — fails at least one of them.
+// Before the suites, build-emu/ptx_golden (test/simt/ptx_golden.cu, built with the addon) replays
+// the H200 recordings in test/fixtures/gpu-golden/ through the emulated ptx:: wrappers
+// (csrc/simt/simt_ptx.h: mma.sync, ldmatrix, cp.async) and checks the emulator's cp.async and
+// trap semantics; any mismatch fails the run.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +23,25 @@ if (!process.argv.includes('--no-build')) {
   run([require.resolve('cmake-js/bin/cmake-js'), 'compile', '--out', 'build-emu', '--CDLK_CUDA_EMULATED=ON']);
 }
 if (process.argv.includes('--build-only')) process.exit(0);
+
+{
+  const golden = join(root, 'build-emu', 'ptx_golden');
+  const recordings = join(root, 'test', 'fixtures', 'gpu-golden', 'ptx_golden.jsonl');
+  console.log('\n== emulated ptx:: wrappers against the H200 recordings (test/simt/ptx_golden.cu)');
+  if (!existsSync(golden)) {
+    console.error(`${golden} is missing: build the emulated addon again (npm run build:emulated)`);
+    process.exit(1);
+  }
+  const res = spawnSync(golden, [recordings], { cwd: root, encoding: 'utf8', env: { ...process.env, SIMT_EMU_WORKERS: '1' } });
+  const lines = `${res.stdout ?? ''}${res.stderr ?? ''}`.trimEnd().split('\n');
+  if (res.status !== 0) {
+    console.error(lines.join('\n'));
+    console.error(`ptx_golden failed (${res.error ?? (res.signal ? `signal ${res.signal}` : `exit ${res.status}`)})`);
+    process.exit(res.status || 1);
+  }
+  const ok = lines.filter((l) => l.startsWith('ok ')).length;
+  console.log(`${ok} checks ok; ${lines.find((l) => l.startsWith('ptx_golden: ') && l.includes('recorded cases')) ?? ''}`);
+}
 const schedules = (process.env.SIMT_EMU_SCHEDULES ?? 'forward,reverse,shuffle').split(',');
 for (const schedule of schedules) {
   console.log(`\n== emulated CUDA, SIMT_EMU_SCHED=${schedule}`);

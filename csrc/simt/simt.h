@@ -9,8 +9,10 @@
 // The kernel subset (checked in part by scripts/lint-cuda.mjs):
 //   * launch only through simt_launch(kernel, grid, block, smem_bytes, stream, args...) — no <<< >>>;
 //   * dynamic shared memory only through SIMT_DYNAMIC_SHARED(T, name) — no `extern __shared__`;
-//   * no asm(): inline PTX lives in csrc/simt/simt_ptx.h, one wrapper per instruction, each with
-//     an emulated twin;
+//   * no asm(): inline PTX lives in csrc/simt/simt_ptx.h (included here, in both builds), one
+//     wrapper per instruction, each with an emulated twin: ptx::cp_async_16 / cp_async_commit /
+//     cp_async_wait<N>, ptx::ldmatrix_x{1,2,4}[_trans], ptx::mma_m16n8k16_{bf16,f16},
+//     ptx::mma_m16n8k8_tf32, ptx::cvt_rna_tf32;
 //   * device-only code is guarded with SIMT_DEVICE_PATH / SIMT_CUDA_ARCH, never bare __CUDA_ARCH__
 //     (under the emulator __CUDA_ARCH__ is undefined but the device path must still compile);
 //   * all lanes named in a warp collective's mask reach the same collective; no grid-wide sync,
@@ -42,7 +44,7 @@ inline void simt_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t 
 #else
 #define SIMT_CUDA_ARCH 0  // host pass of nvcc: kernel bodies are not needed
 #endif
-#define simt_trap() __trap()
+#define simt_trap() __trap()  // GPU: the launch fails; emulator (simt_emu.h): ends this thread, sticky error
 
 #else  // host compiler: the emulator
 #include "simt_emu.h"
@@ -52,3 +54,6 @@ inline void simt_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t 
 #if defined(__CUDA_ARCH__) || defined(SIMT_EMU)
 #define SIMT_DEVICE_PATH 1
 #endif
+
+// cp.async, ldmatrix, mma.sync: inline PTX on nvcc, emulated under SIMT_EMU.
+#include "simt_ptx.h"

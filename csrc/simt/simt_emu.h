@@ -10,13 +10,21 @@
 //     file:line; a barrier some threads never reach → DEADLOCK report;
 //   * divergent warp collectives, wrong WMMA pointer alignment / ldm, out-of-bounds accesses
 //     (ASan: device memory is exact-size host memory), fragment-layout assumptions (our WMMA
-//     layout is deliberately not the hardware one).
+//     layout is deliberately not the hardware one);
+//   * cp.async data read before its cp.async.wait_group (simt_ptx.h: a copy lands in shared memory
+//     only at the wait that covers its commit group, or when its thread exits), misaligned
+//     cp.async / ldmatrix addresses. ldmatrix and mma.sync (simt_ptx.h) use the hardware's
+//     register layouts, checked bit for bit against recordings from an H200.
+//
+// simt_trap() (__trap()) inside a kernel ends that CUDA thread only (the others still complete
+// their barriers and warp collectives) and leaves simt::sticky_error = cudaErrorLaunchFailure, the
+// error a GPU context reports after a fault; the runtime shims return it from then on.
 //
 // Execution model. A launch hands its blocks to a pool of OS workers (SIMT_EMU_WORKERS, default
 // = number of cores; the launching thread is one of them). A worker runs one block at a time.
 //   fibers backend (default; boost.context fcontext): each CUDA thread of the block is a fiber with
 //     its own guard-paged stack (SIMT_EMU_STACK_KB, default 64). Fibers switch only at
-//     __syncthreads(), warp collectives (shuffles, ballots, WMMA ops) and thread exit; the
+//     __syncthreads(), warp collectives (shuffles, ballots, WMMA ops, ldmatrix, mma.sync) and thread exit; the
 //     scheduler resumes runnable fibers in SIMT_EMU_SCHED order: forward (default), reverse or
 //     shuffle (seeded by blockIdx, reproducible).
 //   threads backend (-DSIMT_EMU_BACKEND_THREADS, CMake LK_SIMT_BACKEND=threads): each CUDA thread
@@ -33,7 +41,8 @@
 // beyond "barriers order everything" (a warp is not lock-step here — code relying on implicit warp
 // synchrony is a bug anyway), inter-block communication (spin waits deadlock), grid sync, dynamic
 // parallelism, TMA / wgmma / clusters, exact floating-point rounding of GPU intrinsics (FMA
-// contraction, fast-math functions, tensor-core accumulation order).
+// contraction, fast-math functions, tensor-core accumulation order), the timing of cp.async (here a
+// copy lands exactly at its wait, the latest moment a GPU may make it visible).
 #pragma once
 #if defined(__CUDACC__)
 #error "simt_emu.h is for host compilers; nvcc uses the real CUDA headers (include simt.h)"
@@ -97,7 +106,7 @@
 #define __shared__ static
 #endif
 #define SIMT_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::simt::dynamic_smem())
-#define simt_trap() ::simt::die("__trap() called")
+#define simt_trap() ::simt::trap(__FILE__, __LINE__)
 
 // ------------------------------------------------------------------------------ built-ins
 inline thread_local uint3 threadIdx, blockIdx;
@@ -153,16 +162,42 @@ inline void emulated_cc(int& major, int& minor) {
   std::fflush(stderr);
   std::abort();
 }
+// Thrown by simt_trap() inside a kernel; caught where the CUDA thread's kernel body runs (fiber
+// entry / backend thread), which then treats the thread as exited. Never seen by kernel code
+// unless it catches everything (don't: kernels have no exceptions on a GPU).
+struct TrapExit {};
 
 // ---- per-launch / per-block state
 struct WarpState;
 using WarpOp = void (*)(WarpState&, uint32_t lanes);
 enum ThreadState : uint8_t { kRunnable, kAtBarrier, kAtWarpOp, kExited };
 
+// One cp.async (simt_ptx.h) issued by a CUDA thread and not yet written to shared memory.
+struct AsyncCopy {
+  unsigned char* dst;
+  uint32_t group;            // its commit group: the number of commit_groups its thread did before it
+  unsigned char bytes[16];   // the source as read at issue, zero-filled from src_bytes on
+};
+
 struct Thread {
   uint3 tid;
   int lane = 0, warp = 0;
   ThreadState state = kRunnable;
+  std::vector<AsyncCopy> async_copies;  // pending cp.async copies, in issue (= group) order
+  uint32_t async_commits = 0;           // cp.async.commit_group count; copies of group == this are uncommitted
+  void reset_async() {
+    async_copies.clear();
+    async_commits = 0;
+  }
+  // Writes every pending copy of a group < groups to shared memory (in issue order).
+  void land_async(uint32_t groups) {
+    size_t n = 0;
+    while (n < async_copies.size() && async_copies[n].group < groups) {
+      std::memcpy(async_copies[n].dst, async_copies[n].bytes, 16);
+      ++n;
+    }
+    async_copies.erase(async_copies.begin(), async_copies.begin() + static_cast<std::ptrdiff_t>(n));
+  }
 #if defined(SIMT_EMU_BACKEND_FIBERS)
   boost::context::detail::fcontext_t ctx = nullptr;
 #endif
@@ -173,8 +208,9 @@ struct Thread {
 struct WarpState {
   uint64_t in_val[32], out_val[32];
   int32_t in_src[32];
+  uint32_t in_reg[32][10], out_reg[32][4];  // per-lane registers of ldmatrix / mma.sync (simt_ptx.h)
   WarpOp lane_op[32];
-  float mat[4][512];  // WMMA / mma.sync operands A, B, C and result D in logical row-major order
+  float mat[4][512];  // WMMA operands A, B, C and result D in logical row-major order
   uint32_t live = 0, expect = 0, arrived = 0;
   Thread* lanes = nullptr;
 #if defined(SIMT_EMU_BACKEND_THREADS)
@@ -302,6 +338,7 @@ inline void on_thread_exit() {
   WarpState& W = B.warps[t.warp];
   const uint32_t bit = 1u << t.lane;
   t.state = kExited;
+  t.land_async(UINT32_MAX);  // cp.async copies still pending land when their thread exits
   --B.live;
   W.live &= ~bit;
   W.expect &= ~bit;
@@ -311,7 +348,11 @@ inline void on_thread_exit() {
 }
 inline void fiber_entry(ctx::transfer_t t) {
   blk->scheduler = t.fctx;
-  blk->L->body(blk->L->args);
+  try {
+    blk->L->body(blk->L->args);
+  } catch (const TrapExit&) {
+    cur->reset_async();  // a trapped thread's copies never land (the context is dead anyway)
+  }
   on_thread_exit();
   yield_to_scheduler();  // never resumed
   die("a finished fiber was resumed");
@@ -333,6 +374,7 @@ inline void run_block(Block& B) {
   for (unsigned i = 0; i < L.nthreads; ++i) {
     Thread& t = B.threads[i];
     t.state = kRunnable;
+    t.reset_async();
     char* lo = B.stacks + i * B.stack_size + 4096;            // lowest page is the guard page
     const size_t size = B.stack_size - 4096 - (i % 64) * 64;   // stagger stack tops (L1 aliasing)
     t.ctx = ctx::make_fcontext(lo + size, size, fiber_entry);
@@ -509,7 +551,13 @@ inline void execute(const Launch& L) {
         blockIdx = unflatten(b, L.grid);
         if (i == 0 && L.smem) std::memset(B.dsmem, 0xff, L.smem);
         block_done.arrive_and_wait();
-        L.body(L.args);
+        t.reset_async();
+        try {
+          L.body(L.args);
+          t.land_async(UINT32_MAX);  // cp.async copies still pending land when their thread exits
+        } catch (const TrapExit&) {
+          t.reset_async();
+        }
         B.barrier->arrive_and_drop();  // exited threads no longer count for __syncthreads()
         B.warp_barriers[t.warp]->arrive_and_drop();
         block_done.arrive_and_wait();
@@ -615,6 +663,20 @@ inline thread_local cudaError_t last_error = cudaSuccess;
 // A kernel that traps leaves the emulated device in this error (a GPU's context is dead after a
 // fault): the runtime shims (simt_runtime.h) return it from then on.
 inline std::atomic<int> sticky_error{cudaSuccess};
+
+// simt_trap() / __trap(): ends the calling CUDA thread (see TrapExit) and makes the device's error
+// sticky, like a GPU whose kernel trapped (cudaErrorLaunchFailure, "unspecified launch failure").
+// Outside a kernel there is no thread to end: abort.
+[[noreturn]] inline void trap(const char* file, int line) {
+  if (!cur) die("__trap() called outside a kernel at", file, line);
+  int expected = cudaSuccess;
+  if (sticky_error.compare_exchange_strong(expected, cudaErrorLaunchFailure))  // report the first trap only
+    std::fprintf(stderr,
+                 "simt_emu: __trap() at %s:%d (block %u,%u,%u thread %u,%u,%u): the thread exits; the device error is "
+                 "now cudaErrorLaunchFailure\n",
+                 file, line, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+  throw TrapExit{};
+}
 inline std::mutex& launch_mutex() {
   static std::mutex m;
   return m;
