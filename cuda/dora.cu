@@ -1,13 +1,13 @@
 // DoRA kernels on CUDA (see csrc/ops/dora.h for the op):
 //
-// 1. dora_norm_kernel: norm_n = ‖W_n + s·B_n·A‖₂, column_scale_n = m_n / norm_n.
-//    A block owns 32 weight rows (8 warps × 4 rows); K goes by in slices of 32, one element per
-//    lane. Per slice each lane loads its 4 W elements (coalesced: a warp reads 128 B of a row),
-//    adds s·B_n·A over r in steps of 16 through shared memory (the A slice [16][32] is read by all
-//    32 rows of the block; s·B [32][16] is a warp-wide broadcast), squares in registers, and the
-//    warp sums its lanes with shuffles at the end. W + s·B·A is never stored.
-//    Napkin math (K = N = 4096, r = 16, float32): 64 MiB of W read once (~20 µs at 3 TB/s);
-//    2·N·K·r = 0.54 GFLOP on CUDA cores (~10 µs); A comes from L2 (N/32 blocks × 256 KiB).
+// 1. The norms: norm_n = ‖W_n + s·B_n·A‖₂ on the GEMM engine (cuda/gemm.cuh) with its row-norm
+//    epilogue: the mainloop forms the [n, k] tile of B·A on the tensor cores (k = r: r/16 k-steps,
+//    B K-major, A N-major), the epilogue adds s·(B·A) to the W tile it reads once from memory,
+//    squares and sums each row; W + s·B·A is never stored. dora_scale_kernel then takes the square
+//    root and column_scale_n = m_n / norm_n.
+//    Napkin math (K = N = 4096, r = 16, bf16, H200): W is read once (32 MiB, ~8 µs at ~4 TB/s);
+//    the 0.5 GFLOP of B·A are ~1 µs of tensor-core time, and stay small at r = 128 (4.3 GFLOP),
+//    where a CUDA-core loop (r FMAs per W element) would take ~70 µs.
 // 2. dora_column_kernel (backward): g' = g ⊙ column_scale and gradMagnitude_n = Σ_i g·z / norm_n.
 //    A block owns 32 columns (one per lane: coalesced rows) × 8 row lanes; the 8 partial sums of a
 //    column are added in a fixed order (deterministic, no atomics). 3 passes over [m, n] values.
@@ -16,25 +16,11 @@
 
 #include "common.cuh"
 #include "dora.cuh"
+#include "gemm.cuh"
+#include "lora_linear.cuh"
 
 namespace lk::cuda_ops {
 namespace {
-
-struct NormArgs {
-  const void* w;
-  long long w_stride;
-  const void* a;
-  long long a_stride;
-  const void* b;
-  long long b_stride;
-  const void* magnitude;  // [n], float32 when magnitude_f32, else the element type
-  bool magnitude_f32;
-  float* norm;            // [n] or null
-  float* column_scale;    // [n]
-  long long n;
-  int k, r;
-  float scale;
-};
 
 struct ColumnArgs {
   const void* g;
@@ -50,7 +36,6 @@ struct ColumnArgs {
   long long m, n;
 };
 
-constexpr int kNormRows = 32, kNormRowsPerWarp = 4, kNormKSlice = 32, kNormRankSlice = 16;
 constexpr int kColumnCols = 32, kColumnRowLanes = 8;
 
 template <class E>
@@ -58,60 +43,17 @@ __device__ __forceinline__ float load_e(const void* base, long long i) {
   return E::to_float(static_cast<const typename E::storage*>(base)[i]);
 }
 
+// norm_n = √sumsq_n; column_scale_n = m_n / norm_n (m float32 or the dtype).
 template <class E>
-__global__ void __launch_bounds__(256) dora_norm_kernel(NormArgs p) {
+__global__ void __launch_bounds__(256) dora_scale_kernel(const float* sumsq, const void* magnitude, bool magnitude_f32,
+                                                         float* norm, float* column_scale, long long n) {
 #if defined(SIMT_DEVICE_PATH)
-  constexpr int KC = kNormKSlice, RS = kNormRankSlice, RPW = kNormRowsPerWarp;
-  __shared__ float As[RS][KC + 1];
-  __shared__ float Bs[kNormRows][RS + 1];  // scale·B
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const long long n0 = static_cast<long long>(blockIdx.x) * kNormRows;
-  float ss[RPW];
-#pragma unroll
-  for (int i = 0; i < RPW; ++i) ss[i] = 0.f;
-  for (int k0 = 0; k0 < p.k; k0 += KC) {
-    const int gk = k0 + lane;
-    float v[RPW];
-#pragma unroll
-    for (int i = 0; i < RPW; ++i) {
-      const long long row = n0 + warp * RPW + i;
-      v[i] = (row < p.n && gk < p.k) ? load_e<E>(p.w, row * p.w_stride + gk) : 0.f;
-    }
-    for (int r0 = 0; r0 < p.r; r0 += RS) {
-      for (int e = threadIdx.x; e < RS * KC; e += 256) {
-        const int rr = e / KC, kk = e % KC;
-        As[rr][kk] = (r0 + rr < p.r && k0 + kk < p.k) ? load_e<E>(p.a, static_cast<long long>(r0 + rr) * p.a_stride + k0 + kk) : 0.f;
-      }
-      for (int e = threadIdx.x; e < kNormRows * RS; e += 256) {
-        const int row = e / RS, rr = e % RS;
-        Bs[row][rr] = (n0 + row < p.n && r0 + rr < p.r) ? p.scale * load_e<E>(p.b, (n0 + row) * p.b_stride + r0 + rr) : 0.f;
-      }
-      __syncthreads();
-#pragma unroll
-      for (int rr = 0; rr < RS; ++rr) {
-        const float av = As[rr][lane];
-#pragma unroll
-        for (int i = 0; i < RPW; ++i) v[i] = fmaf(Bs[warp * RPW + i][rr], av, v[i]);
-      }
-      __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < RPW; ++i) ss[i] = fmaf(v[i], v[i], ss[i]);
-  }
-#pragma unroll
-  for (int i = 0; i < RPW; ++i)
-    for (int offset = 16; offset > 0; offset /= 2) ss[i] += __shfl_xor_sync(0xffffffffu, ss[i], offset);
-  if (lane == 0) {
-#pragma unroll
-    for (int i = 0; i < RPW; ++i) {
-      const long long row = n0 + warp * RPW + i;
-      if (row >= p.n) continue;
-      const float norm = sqrtf(ss[i]);
-      if (p.norm) p.norm[row] = norm;
-      const float m = p.magnitude_f32 ? static_cast<const float*>(p.magnitude)[row] : load_e<E>(p.magnitude, row);
-      p.column_scale[row] = m / norm;
-    }
-  }
+  const long long row = static_cast<long long>(blockIdx.x) * 256 + threadIdx.x;
+  if (row >= n) return;
+  const float value = sqrtf(sumsq[row]);
+  if (norm) norm[row] = value;
+  const float m = magnitude_f32 ? static_cast<const float*>(magnitude)[row] : load_e<E>(magnitude, row);
+  column_scale[row] = m / value;
 #endif
 }
 
@@ -158,18 +100,29 @@ void with_element(const char* op, DType dtype, Fn&& fn) {
 }  // namespace
 
 void dora_norms(const DoraNormParams& p, int device) {
-  if (p.k > INT_MAX - kNormKSlice || p.r > INT_MAX - kNormRankSlice)
-    throw Error(ErrorCode::Unsupported, "lora.dora (cuda): k and r must be below 2^31 - 32 (k=" + std::to_string(p.k) +
-                                            ", r=" + std::to_string(p.r) + ")");
   if (p.n == 0) return;
   const cudaStream_t st = begin_op(device, "lora.dora");
-  const NormArgs a{p.weight, p.weight_stride, p.a, p.a_stride, p.b, p.b_stride, p.magnitude,
-                   p.magnitude_dtype == DType::Float32, p.norm, p.column_scale, p.n, static_cast<int>(p.k),
-                   static_cast<int>(p.r), p.scale};
-  const dim3 grid(static_cast<unsigned>(ceil_div<long long>(p.n, kNormRows)));
+  check_engine_sizes("lora.dora", p.n, p.r, p.k, 0);
+  DeviceScratch sumsq(device, static_cast<size_t>(p.n) * sizeof(float));
+  // sumsq_n = Σ_c (s·(B·A)[n, c] + W[n, c])²: rows = output features, columns = input features,
+  // reduction over the rank; B (n, j) = b[n·b_stride + j] K-major, A (c, j) = a[j·a_stride + c] N-major.
+  gemm::Problem q;
+  q.dtype = p.dtype;
+  q.a_layout = gemm::Layout::KMajor;
+  q.b_layout = gemm::Layout::MNMajor;
+  q.m = static_cast<int>(p.n);
+  q.n = static_cast<int>(p.k);
+  q.seg[0] = {p.b, p.a, p.b_stride, p.a_stride, static_cast<int>(p.r), 0, static_cast<int>(p.n), INT_MAX, false};
+  q.num_segments = 1;
+  q.epi.alpha = p.scale;
+  q.row_norm = {p.weight, p.weight_stride, sumsq.as<float>()};
+  q.what = "lora.dora";
+  gemm::run(q, device, st);
+  const dim3 grid(static_cast<unsigned>(ceil_div<long long>(p.n, 256)));
   with_element("lora.dora", p.dtype, [&](auto e) {
-    simt_launch(dora_norm_kernel<decltype(e)>, grid, dim3(256), 0, st, a);
-    LK_CUDA_CHECK_LAUNCH("dora_norm_kernel launch");
+    simt_launch(dora_scale_kernel<decltype(e)>, grid, dim3(256), 0, st, static_cast<const float*>(sumsq.as<float>()), p.magnitude,
+                p.magnitude_dtype == DType::Float32, p.norm, p.column_scale, static_cast<long long>(p.n));
+    LK_CUDA_CHECK_LAUNCH("dora_scale_kernel launch");
   });
 }
 

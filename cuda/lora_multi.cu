@@ -1,115 +1,137 @@
-// Multi-adapter LoRA forward on CUDA (the math: csrc/ops/lora_multi.h).
+// Multi-adapter LoRA forward on CUDA (the math: csrc/ops/lora_multi.h), on the GEMM engine (or,
+// for m ≤ 16 rows, the decode GEMV's BGMV).
 //
-// Layout of this file (ggml-cuda style): kernels → launchers → op entry.
-//
-// 0. Host: the ids and ranks (4·(M + L) bytes) are copied back and checked before anything reads
-//    A or B through them (lk::group_rows_by_adapter), so a bad id is ERR_ARGUMENT, never an
-//    out-of-bounds read.
-// 1. lora_multi_shrink_kernel (BGMV shrink): T[t] = scale_id·x_t·A[id][:r]ᵀ, [M, rMax] float32
-//    in scratch, zero past r and for base-only rows. One block per (row, 16 ranks): 16 lanes per
-//    rank stride over K (coalesced runs of 16 elements of x and of the A row), then a fixed-order
-//    reduction through shared memory (deterministic). 2·M·r·K FLOPs: 0.4% of the base GEMM.
-// 2. lora_forward_per_row (cuda/lora_linear.cu): the fused forward's tiled SGEMM / tensor-core
-//    GEMM for x·Wᵀ, whose epilogue adds T[t]·B[id]ᵀ for each row's own adapter (B values read
-//    per row up to its rank, L1-cached) and the bias to the accumulator tile, and stores y once.
-//    Shared with lora.forward, not copied; 2·M·r·N more FMAs in the epilogue (0.4%).
+// 0. Host: the ids and ranks (4·(m + L) bytes) are copied back and checked before anything reads A
+//    or B through them (lk::group_rows_by_adapter), so a bad id is ERR_ARGUMENT, never an
+//    out-of-bounds read. The same pass groups the rows by adapter (a stable counting sort): the
+//    engine then works on the grouped order, x rows gathered through `order`, y rows scattered
+//    back through it, so that a 128-row tile holds few adapters.
+// 1. Shrink: T = scale_id·x·A[id]ᵀ in grouped order, [m, rMax] in the dtype. Each 128-row tile
+//    gets one segment per adapter it holds (x rows of the other adapters read as zero, A rows past
+//    the adapter's rank never read), and the epilogue zeroes columns past each row's rank.
+// 2. y = [T | … | x]·[B[l₁] | … | W]ᵀ + bias: each row tile adds one low-rank segment (k = rank)
+//    per adapter it holds, then the shared x·Wᵀ; y is stored once, through the scatter.
+// Napkin math (M = 1024, K = N = 4096, r = 16, 64 adapters uniform, bf16): grouped, a 128-row tile
+// holds ~9 adapters, so the main mainloop runs 9 half-empty k-tiles of low-rank work next to 128
+// of x·Wᵀ (~7%); the shrink reads x once and each adapter's A once per tile.
+#include <algorithm>
+#include <climits>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "common.cuh"
+#include "gemm.cuh"
 #include "gemv.cuh"
 #include "lora_linear.cuh"
 #include "lora_multi.cuh"
 
 namespace lk::cuda_ops {
-namespace {
-
-struct MultiArgs {
-  const void* x;
-  long long x_stride;
-  const void* a;          // [L, rMax, k]
-  const int* ranks;       // [L] or null (all rMax)
-  const float* scales;    // [L]
-  const int* ids;         // [m], checked on the host: -1 ≤ id < L
-  float* t;               // [m, rMax]
-  long long m;
-  int k, r_max;
-};
-
-constexpr int kShrinkRanks = 16, kShrinkLanes = 16;  // 256 threads
-
-template <class E>
-__global__ void __launch_bounds__(kShrinkRanks * kShrinkLanes) lora_multi_shrink_kernel(MultiArgs p) {
-#if defined(SIMT_DEVICE_PATH)
-  __shared__ float partial[kShrinkRanks][kShrinkLanes + 1];
-  using S = typename E::storage;
-  const long long row = blockIdx.x;
-  const int lane = threadIdx.x % kShrinkLanes, rr = threadIdx.x / kShrinkLanes;
-  const int rank = blockIdx.y * kShrinkRanks + rr;
-  const int id = p.ids[row];
-  const int r = id < 0 ? 0 : (p.ranks ? p.ranks[id] : p.r_max);
-  float acc = 0.f;
-  if (rank < r) {
-    const S* x = static_cast<const S*>(p.x) + row * p.x_stride;
-    const S* a = static_cast<const S*>(p.a) + (static_cast<long long>(id) * p.r_max + rank) * p.k;
-    for (int kk = lane; kk < p.k; kk += kShrinkLanes) acc = fmaf(E::to_float(x[kk]), E::to_float(a[kk]), acc);
-  }
-  partial[rr][lane] = acc;
-  __syncthreads();
-  if (lane == 0 && rank < p.r_max) {
-    float sum = 0.f;
-    for (int l = 0; l < kShrinkLanes; ++l) sum += partial[rr][l];  // fixed order
-    p.t[row * p.r_max + rank] = rank < r ? p.scales[id] * sum : 0.f;
-  }
-#endif
-}
-
-}  // namespace
 
 void lora_forward_multi(const LoraMultiParams& p, int device) {
   if (p.m == 0) return;
   const cudaStream_t st = begin_op(device, "lora.forwardMulti");
-  if (p.m > 2147483647LL || p.r_max > 65535LL * kShrinkRanks || p.k > 2147483647LL)
-    throw Error(ErrorCode::Unsupported, "lora.forwardMulti (cuda): sizes beyond the launch grid (m=" + std::to_string(p.m) +
-                                            ", k=" + std::to_string(p.k) + ", rMax=" + std::to_string(p.r_max) + ")");
+  check_engine_sizes("lora.forwardMulti", p.m, p.k, p.n, p.r_max);
 
-  // 0. Check the ids and ranks on the host before any kernel reads through them.
+  // 0. The host reads the ids (and ranks): a wait for the work queued before this op.
   std::vector<int32_t> ids(static_cast<size_t>(p.m)), ranks;
   LK_CUDA_CHECK(cudaMemcpyAsync(ids.data(), p.adapter_ids, ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
   if (p.ranks) {
     ranks.resize(static_cast<size_t>(p.num_adapters));
     LK_CUDA_CHECK(cudaMemcpyAsync(ranks.data(), p.ranks, ranks.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
   }
-  LK_CUDA_CHECK(cudaStreamSynchronize(st));  // the host reads the ids
-  group_rows_by_adapter(ids.data(), p.m, p.ranks ? ranks.data() : nullptr, p.num_adapters, p.r_max, "lora.forwardMulti");
-  if (p.m <= kGemvMaxRows) return lora_forward_multi_decode(p, device, st);  // decode (BGMV): cuda/gemv.cu
+  LK_CUDA_CHECK(cudaStreamSynchronize(st));
+  const AdapterSegments groups = group_rows_by_adapter(ids.data(), p.m, p.ranks ? ranks.data() : nullptr, p.num_adapters,
+                                                       p.r_max, "lora.forwardMulti");
+  if (p.m <= kGemvMaxRows) return lora_forward_multi_decode(p, device, st);
 
-  // 1. shrink: T [m, rMax] in this thread's scratch (lora_forward_per_row below uses none).
-  DeviceScratch t_buffer(device, static_cast<size_t>(p.m) * static_cast<size_t>(p.r_max) * sizeof(float));
-  float* t = t_buffer.as<float>();
-  const MultiArgs a{p.x, p.x_stride, p.a, p.ranks, p.scales, p.adapter_ids, t, p.m, static_cast<int>(p.k), static_cast<int>(p.r_max)};
-  const dim3 grid(static_cast<unsigned>(p.m), static_cast<unsigned>(ceil_div<long long>(p.r_max, kShrinkRanks)));
-  auto shrink = [&](auto tag) {
-    simt_launch(lora_multi_shrink_kernel<decltype(tag)>, grid, dim3(kShrinkRanks * kShrinkLanes), 0, st, a);
-    LK_CUDA_CHECK_LAUNCH("lora_multi_shrink_kernel launch");
-  };
-  switch (p.dtype) {
-    case DType::Float32: shrink(F32{}); break;
-    case DType::Float16: shrink(F16{}); break;
-    case DType::BFloat16: shrink(BF16{}); break;
-    default: throw Error(ErrorCode::Unsupported, std::string("lora.forwardMulti (cuda): no kernel for dtype=") + dtype_name(p.dtype));
+  const int m = static_cast<int>(p.m), k = static_cast<int>(p.k), n = static_cast<int>(p.n), r_max = static_cast<int>(p.r_max);
+  const size_t es = dtype_size(p.dtype);
+  const long long t_stride = low_rank_stride(p.dtype, r_max);
+
+  // Per row tile: the adapters it holds, as engine segments (shrink lists, then main lists).
+  const int tiles = static_cast<int>(ceil_div<long long>(m, gemm::kTileListRows));
+  std::vector<gemm::Segment> shrink_segments, main_segments;
+  std::vector<int> shrink_begin{0}, main_begin{0};
+  std::vector<int> row_group(static_cast<size_t>(m));
+  for (int64_t s = 0; s < groups.count(); ++s)
+    for (int64_t i = groups.begin[s]; i < groups.begin[s + 1]; ++i) row_group[i] = groups.adapter[s];
+
+  // The device buffer: T (dtype), then the segment lists, begin offsets, order and groups.
+  const size_t t_bytes = static_cast<size_t>(m) * t_stride * es;
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int lo = tile * gemm::kTileListRows, hi = std::min(m, lo + gemm::kTileListRows);
+    for (int64_t s = 0; s < groups.count(); ++s) {
+      const int l = groups.adapter[s];
+      const int s_lo = static_cast<int>(std::max<int64_t>(groups.begin[s], lo));
+      const int s_hi = static_cast<int>(std::min<int64_t>(groups.begin[s + 1], hi));
+      if (l < 0 || s_lo >= s_hi) continue;
+      const int rank = static_cast<int>(p.ranks ? ranks[l] : p.r_max);
+      shrink_segments.push_back({p.x, static_cast<const unsigned char*>(p.a) + p.a_offset(l) * es, p.x_stride, p.k, k, s_lo, s_hi,
+                                 rank, true});
+      main_segments.push_back({nullptr /* T, set below */, static_cast<const unsigned char*>(p.b) + p.b_offset(l) * es, t_stride,
+                               p.r_max, rank, s_lo, s_hi, INT_MAX, false});
+    }
+    main_segments.push_back({p.x, p.weight, p.x_stride, p.weight_stride, k, 0, m, INT_MAX, true});
+    shrink_begin.push_back(static_cast<int>(shrink_segments.size()));
+    main_begin.push_back(static_cast<int>(main_segments.size()));
   }
 
-  // 2. x·Wᵀ + bias + T·B[id]ᵀ, the low-rank term in the GEMM's epilogue, one store of y.
-  LoraForwardParams g;
-  g.dtype = p.dtype;
-  g.m = p.m; g.k = p.k; g.n = p.n; g.r = p.r_max;
-  g.x = p.x; g.x_stride = p.x_stride;
-  g.weight = p.weight; g.weight_stride = p.weight_stride;
-  g.bias = p.bias;
-  g.b = p.b; g.b_stride = p.r_max;
-  g.y = p.y; g.y_stride = p.y_stride;
-  lora_forward_per_row(g, t, PerRowAdapters{p.adapter_ids, p.ranks, p.n * p.r_max}, device);
+  auto align = [](size_t v) { return (v + 255) / 256 * 256; };
+  const size_t seg_bytes = sizeof(gemm::Segment);
+  const size_t off_shrink = align(t_bytes);
+  const size_t off_main = align(off_shrink + shrink_segments.size() * seg_bytes);
+  const size_t off_shrink_begin = align(off_main + main_segments.size() * seg_bytes);
+  const size_t off_main_begin = align(off_shrink_begin + shrink_begin.size() * sizeof(int));
+  const size_t off_order = align(off_main_begin + main_begin.size() * sizeof(int));
+  const size_t off_group = align(off_order + static_cast<size_t>(m) * sizeof(int));
+  const size_t total = off_group + static_cast<size_t>(m) * sizeof(int);
+  DeviceScratch scratch(device, total);
+  unsigned char* dev = scratch.as<unsigned char>();
+  for (gemm::Segment& s : main_segments)
+    if (!s.a) s.a = dev;
+  std::vector<unsigned char> host(total - off_shrink);
+  auto put = [&](size_t offset, const void* src, size_t bytes) { std::memcpy(host.data() + offset - off_shrink, src, bytes); };
+  put(off_shrink, shrink_segments.data(), shrink_segments.size() * seg_bytes);
+  put(off_main, main_segments.data(), main_segments.size() * seg_bytes);
+  put(off_shrink_begin, shrink_begin.data(), shrink_begin.size() * sizeof(int));
+  put(off_main_begin, main_begin.data(), main_begin.size() * sizeof(int));
+  put(off_order, groups.order.data(), static_cast<size_t>(m) * sizeof(int));
+  put(off_group, row_group.data(), static_cast<size_t>(m) * sizeof(int));
+  // Pageable host memory: the copy is staged before the call returns, so `host` may go.
+  LK_CUDA_CHECK(cudaMemcpyAsync(dev + off_shrink, host.data(), host.size(), cudaMemcpyHostToDevice, st));
+  const int* order = reinterpret_cast<const int*>(dev + off_order);
+
+  // 1. T (grouped order) = scale_id·x[order]·A[id]ᵀ
+  gemm::Problem shrink;
+  shrink.dtype = p.dtype;
+  shrink.m = m;
+  shrink.n = r_max;
+  shrink.tile_segments = reinterpret_cast<const gemm::Segment*>(dev + off_shrink);
+  shrink.tile_segment_begin = reinterpret_cast<const int*>(dev + off_shrink_begin);
+  shrink.row_index = order;
+  shrink.epi.row_group = reinterpret_cast<const int*>(dev + off_group);
+  shrink.epi.group_rank = p.ranks;
+  shrink.epi.group_scale = p.scales;
+  shrink.epi.out = dev;
+  shrink.epi.out_stride = t_stride;
+  shrink.what = "lora.forwardMulti";
+  gemm::run(shrink, device, st);
+
+  // 2. y[order] = Σ_adapters T·B[l]ᵀ + x[order]·Wᵀ + bias
+  gemm::Problem main;
+  main.dtype = p.dtype;
+  main.m = m;
+  main.n = n;
+  main.tile_segments = reinterpret_cast<const gemm::Segment*>(dev + off_main);
+  main.tile_segment_begin = reinterpret_cast<const int*>(dev + off_main_begin);
+  main.row_index = order;
+  main.epi.bias = p.bias;
+  main.epi.row_index = order;
+  main.epi.out = p.y;
+  main.epi.out_stride = p.y_stride;
+  main.what = "lora.forwardMulti";
+  gemm::run(main, device, st);
 }
 
 }  // namespace lk::cuda_ops

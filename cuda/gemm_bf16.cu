@@ -1,0 +1,12 @@
+// The GEMM engine's kernels for bfloat16 (mma.sync, or FMA on sm_75), instantiated
+// here so that the element types compile in parallel (see cuda/gemm_kernels.cuh).
+#include "gemm_kernels.cuh"
+
+namespace lk::cuda_ops::gemm {
+
+bool run_bf16(bool mma, int tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l) {
+  return mma ? run_mma<MmaBF16>(static_cast<TileId>(tile), la, lb, row_norm, p, l)
+             : run_fma<BF16>(static_cast<FmaTileId>(tile), la, lb, row_norm, p, l);
+}
+
+}  // namespace lk::cuda_ops::gemm

@@ -1,0 +1,902 @@
+// The GEMM engine's kernels (see cuda/gemm.cuh for what they compute). Included by cuda/gemm.cu
+// only, which instantiates them; written in the kernel subset of csrc/simt (emulated in tests).
+//
+// Layout of this file: element traits → tile configurations → the K-segment cursor → the epilogues
+// → the mma.sync mainloop (operand loaders, fragments) → the FMA mainloop → the split-K reduce.
+#pragma once
+#include <atomic>
+#include <climits>
+#include <type_traits>
+
+#include "common.cuh"
+#include "gemm.cuh"
+
+namespace lk::cuda_ops::gemm {
+
+// ---- kernel parameters (one plain struct, by value) --------------------------------------------
+struct Params {
+  int m, n;
+  Segment seg0, seg1;  // named fields, not an array: a dynamically indexed kernel parameter would be copied to local memory
+  int num_segments;
+  const Segment* tile_segments;
+  const int* tile_segment_begin;
+  const int* row_index;
+  const void* acc_mask;
+  long long acc_mask_stride;
+  int ktiles_per_split;  // grid.z = splits; split z runs k-tiles [z·ktiles_per_split, (z+1)·ktiles_per_split)
+  float* partial;        // splits > 1: float32 [splits][m][n], summed by splitk_reduce_kernel
+  Epilogue epi;
+  RowNorm row_norm;
+  float* row_norm_partial;  // row-norm epilogue: [column tiles][m], summed by row_norm_reduce_kernel
+};
+
+// The emulator compiles every path (it runs whichever one the dispatcher picks for SIMT_EMU_CC);
+// nvcc compiles each kernel only for the architectures the dispatcher sends it to.
+#if defined(SIMT_EMU)
+constexpr bool kEmulatedAllArchs = true;
+#else
+constexpr bool kEmulatedAllArchs = false;
+#endif
+
+template <class T>
+__host__ __device__ __forceinline__ constexpr T cmin(T a, T b) { return a < b ? a : b; }
+template <class T>
+__host__ __device__ __forceinline__ constexpr T cmax(T a, T b) { return a < b ? b : a; }
+
+// ---- tile configurations -------------------------------------------------------------------------
+// BM×BN outputs per block of WARPS_M×WARPS_N warps, KB bytes of K per pipeline stage (32 bf16 or 16
+// float32 values), STAGES stages of shared memory in flight.
+// Napkin math for the big tile on an H100/H200 (bf16): per k-tile a block loads (128+128)·64 B =
+// 16 KiB and issues 128·128·32·2 = 1 MFLOP, 64 FLOP/B of shared memory traffic; 4 stages (64 KiB)
+// keep 48 KiB of loads in flight per block, enough to cover ~1 µs of HBM latency at the ~25 GB/s
+// per SM that 132 SMs need to reach the ~3.3 TB/s a 4096³ GEMM needs at ~600 TFLOP/s... it is
+// compute-bound there; the stages are what hides the latency.
+template <int BM_, int BN_, int KB_, int WARPS_M_, int WARPS_N_, int STAGES_>
+struct TileConfig {
+  static constexpr int BM = BM_, BN = BN_, KB = KB_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_;
+  static constexpr int NT = WARPS_M * WARPS_N * 32;
+  static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;  // warp tile
+  static constexpr int MF = WM / 16, NF = WN / 8;              // m16 and n8 fragments per warp
+  static constexpr int STAGE_BYTES = (BM + BN) * KB, SMEM_BYTES = STAGES * STAGE_BYTES;
+  static_assert(WM % 16 == 0 && WN % 16 == 0 && KB % 32 == 0, "warp tile");
+};
+
+// ---- element traits --------------------------------------------------------------------------------
+// The tensor-core paths: storage type, bytes per element, the mma for one 32-byte k-step.
+struct MmaF16 {
+  using E = F16;
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    ptx::mma_m16n8k16_f16(d, a, b, d);
+  }
+  static constexpr bool kTf32 = false;
+};
+struct MmaBF16 {
+  using E = BF16;
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    ptx::mma_m16n8k16_bf16(d, a, b, d);
+  }
+  static constexpr bool kTf32 = false;
+};
+struct MmaTF32 {
+  using E = F32;
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    ptx::mma_m16n8k8_tf32(d, a, b, d);
+  }
+  static constexpr bool kTf32 = true;
+};
+
+#if defined(SIMT_DEVICE_PATH)
+template <class E>
+__device__ __forceinline__ float load_elem(const void* base, long long i) {
+  return E::to_float(static_cast<const typename E::storage*>(base)[i]);
+}
+
+// ---- the K-segment cursor ----------------------------------------------------------------------------
+// Walks the k-tiles of a block's segment list in order: segment by segment, BK elements at a time.
+struct SegmentList {
+  const Segment* list;  // per row tile list (device memory), or null: p.seg0 / p.seg1
+  int count;
+  __device__ __forceinline__ Segment get(const Params& p, int i) const {
+    return list ? list[i] : (i == 0 ? p.seg0 : p.seg1);
+  }
+};
+
+__device__ __forceinline__ SegmentList segments_of(const Params& p, int m_tile) {
+  if (p.tile_segments) {
+    const int begin = p.tile_segment_begin[m_tile];
+    return {p.tile_segments + begin, p.tile_segment_begin[m_tile + 1] - begin};
+  }
+  return {nullptr, p.num_segments};
+}
+
+template <int BK>
+__device__ __forceinline__ int tiles_of(const Segment& s) {
+  return segment_tiles(s, BK);
+}
+
+// The operands of k-tile `tile` of a segment: its second pass (tiles past ⌈k/BK⌉) reads a_lo / b_lo.
+template <int BK>
+struct SegmentTile {
+  const void* a;
+  const void* b;
+  int k0;
+  __device__ __forceinline__ SegmentTile(const Segment& s, int tile) {
+    const int pass = (s.k + BK - 1) / BK;
+    const bool second = tile >= pass;
+    a = second && s.a_lo ? s.a_lo : s.a;
+    b = second && s.b_lo ? s.b_lo : s.b;
+    k0 = (second ? tile - pass : tile) * BK;
+  }
+};
+
+template <int BK>
+struct Cursor {
+  Segment seg{};
+  int index = 0;  // segment index
+  int tile = 0;   // k-tile within the segment
+  int tiles = 0;  // k-tiles of this segment
+
+  // Positions the cursor at global k-tile `kt` of the list (split-K starts mid-list).
+  __device__ __forceinline__ void start(const Params& p, const SegmentList& l, int kt) {
+    index = 0;
+    for (;;) {
+      seg = l.get(p, index);
+      tiles = tiles_of<BK>(seg);
+      if (kt < tiles || index + 1 >= l.count) break;
+      kt -= tiles;
+      ++index;
+    }
+    tile = kt;
+  }
+  __device__ __forceinline__ void next(const Params& p, const SegmentList& l) {
+    if (++tile < tiles || index + 1 >= l.count) return;
+    do {
+      seg = l.get(p, ++index);
+      tiles = tiles_of<BK>(seg);
+    } while (tiles == 0 && index + 1 < l.count);
+    tile = 0;
+  }
+};
+
+// ---- epilogues ----------------------------------------------------------------------------------------
+// V consecutive columns [col, col + V) of row `row` (row < m checked by the caller? no: here).
+template <class E, int V>
+__device__ __forceinline__ void store_run(const Epilogue& e, int m, int n, int row, int col, const float (&acc)[V]) {
+  if (row >= m || col >= n) return;
+  float scale = e.alpha;
+  int rank = INT_MAX;
+  if (e.row_group) {
+    const int g = e.row_group[row];
+    if (g < 0) {
+      scale = 0.f;
+      rank = 0;
+    } else {
+      if (e.group_scale) scale *= e.group_scale[g];
+      if (e.group_rank) rank = e.group_rank[g];
+    }
+  }
+  float v[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = col + i;
+    float x = c < rank ? acc[i] * scale : 0.f;
+    if (c < n) {
+      const float cs = e.column_scale ? e.column_scale[c] : 1.f;  // ·1 + bias: exactly x + bias
+      const float b = !e.bias ? 0.f : e.bias_f32 ? static_cast<const float*>(e.bias)[c] : load_elem<E>(e.bias, c);
+      x = fmaf(x, cs, b);
+    }
+    v[i] = x;
+  }
+  const long long out_row = e.row_index ? e.row_index[row] : row;
+  if (e.out_f32) {
+    float* y = static_cast<float*>(e.out) + out_row * e.out_stride + col;
+    if constexpr (V == 2 || V == 4) {
+      if (col + V <= n && reinterpret_cast<uintptr_t>(y) % (V * 4) == 0) {
+        if constexpr (V == 2) *reinterpret_cast<float2*>(y) = make_float2(v[0], v[1]);
+        else *reinterpret_cast<float4*>(y) = make_float4(v[0], v[1], v[2], v[3]);
+        return;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      if (col + i < n) y[i] = v[i];
+    return;
+  }
+  using S = typename E::storage;
+  if (e.out_lo) {  // hi + lo: the residual of the first rounding, rounded
+    S* lo = static_cast<S*>(e.out_lo) + out_row * e.out_stride + col;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if (col + i >= n) continue;
+      const S hi = E::from_float(v[i]);
+      lo[i] = E::from_float(v[i] - E::to_float(hi));
+      v[i] = E::to_float(hi);
+    }
+  }
+  S* y = static_cast<S*>(e.out) + out_row * e.out_stride + col;
+  S s[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) s[i] = E::from_float(v[i]);
+  if constexpr (sizeof(S) == 2 && (V == 2 || V == 4)) {
+    if (col + V <= n && reinterpret_cast<uintptr_t>(y) % (V * 2) == 0) {
+      if constexpr (V == 2) *reinterpret_cast<uint32_t*>(y) = static_cast<uint32_t>(s[0]) | (static_cast<uint32_t>(s[1]) << 16);
+      else
+        *reinterpret_cast<uint2*>(y) = make_uint2(static_cast<uint32_t>(s[0]) | (static_cast<uint32_t>(s[1]) << 16),
+                                                  static_cast<uint32_t>(s[2]) | (static_cast<uint32_t>(s[3]) << 16));
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    if (col + i < n) y[i] = s[i];
+}
+
+// Split-K: the raw accumulators of split z.
+template <int V>
+__device__ __forceinline__ void store_partial(const Params& p, int row, int col, const float (&acc)[V]) {
+  if (row >= p.m) return;
+  float* dst = p.partial + (static_cast<long long>(blockIdx.z) * p.m + row) * p.n + col;
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    if (col + i < p.n) dst[i] = acc[i];
+}
+
+// Row-norm epilogue, first half: Σ over this thread's V columns of (alpha·acc + addend)².
+template <class E, int V>
+__device__ __forceinline__ float row_norm_terms(const Params& p, int row, int col, const float (&acc)[V]) {
+  float s = 0.f;
+  if (row >= p.m) return s;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if (col + i >= p.n) continue;
+    const float v = fmaf(p.epi.alpha, acc[i], load_elem<E>(p.row_norm.addend, row * p.row_norm.addend_stride + col + i));
+    s = fmaf(v, v, s);
+  }
+  return s;
+}
+
+// Row-norm epilogue, second half: the block's per-row sums are added over the H threads that hold
+// pieces of a row, in holder order, through shared memory (sums[H][BM]); one float32 per row and
+// column tile goes to row_norm_partial. Deterministic: no atomics anywhere.
+template <int BM, int NT, int H>
+__device__ __forceinline__ void row_norm_finish(const Params& p, float* sums, int m0) {
+  __syncthreads();
+  for (int r = threadIdx.x; r < BM; r += NT) {
+    float s = 0.f;
+#pragma unroll 4
+    for (int h = 0; h < H; ++h) s += sums[h * BM + r];
+    if (m0 + r < p.m) p.row_norm_partial[static_cast<long long>(blockIdx.y) * p.m + m0 + r] = s;
+  }
+}
+
+// ---- block → tile -------------------------------------------------------------------------------------
+// blockIdx.x runs over row tiles; blockIdx.y over column tiles, so blocks launched together share
+// the same few W column tiles (each read once from DRAM, then from L2) and stream x.
+struct TileCoord {
+  int m_tile, n_tile, m0, n0;
+};
+template <int BM, int BN>
+__device__ __forceinline__ TileCoord tile_coord() {
+  return {static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.x) * BM,
+          static_cast<int>(blockIdx.y) * BN};
+}
+
+// ---- the mma.sync mainloop ------------------------------------------------------------------------------
+// Shared tiles are rows of ROW_BYTES bytes in 16-byte chunks. ldmatrix reads the same chunk of 8
+// consecutive rows: the chunk index is XORed with bits of the row so that those 8 chunks land in 8
+// different 16-byte bank groups (for 64-byte rows, two rows share a 128-byte line, so the row
+// index is halved first). Writes (cp.async, one chunk per thread) use the same map.
+template <int ROW_BYTES>
+__device__ __forceinline__ int swizzle(int row, int chunk) {
+  constexpr int C = ROW_BYTES / 16;
+  constexpr int R = ROW_BYTES >= 128 ? 1 : 128 / ROW_BYTES;
+  constexpr int MASK = (C < 8 ? C : 8) - 1;
+  return chunk ^ ((row / R) & MASK);
+}
+template <int ROW_BYTES>
+__device__ __forceinline__ unsigned char* chunk_at(unsigned char* tile, int row, int chunk) {
+  return tile + row * ROW_BYTES + swizzle<ROW_BYTES>(row, chunk) * 16;
+}
+
+// One 16-byte chunk of a shared tile from global memory: `bytes` valid bytes at src (0 … 16), the
+// rest zero. cp.async when the operand's rows are 16-byte aligned; element copies otherwise.
+template <class S>
+__device__ __forceinline__ void copy_chunk(unsigned char* dst, const S* src, int bytes, bool vec) {
+  if (vec) {
+    ptx::cp_async_16(dst, bytes > 0 ? static_cast<const void*>(src) : static_cast<const void*>(dst), bytes);
+    return;
+  }
+  S* d = reinterpret_cast<S*>(dst);
+  constexpr int VE = 16 / sizeof(S);
+#pragma unroll
+  for (int i = 0; i < VE; ++i) d[i] = static_cast<int>(i * sizeof(S)) < bytes ? src[i] : S(0);
+}
+
+__device__ __forceinline__ bool aligned16(const void* p, long long stride_bytes) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && stride_bytes % 16 == 0;
+}
+
+// A K-major operand tile: ROWS rows (i0 …) × KB bytes of K starting at element k0.
+template <class S, int ROWS, int KB, int NT>
+__device__ __forceinline__ void load_kmajor(unsigned char* tile, const void* base, long long stride, int i0, int limit,
+                                            int lo, int hi, const int* gather, int k0, int k_len) {
+  constexpr int C = KB / 16, VE = 16 / static_cast<int>(sizeof(S));
+  const S* g = static_cast<const S*>(base);
+  const bool vec = aligned16(base, stride * static_cast<long long>(sizeof(S)));
+#pragma unroll
+  for (int e = threadIdx.x; e < ROWS * C; e += NT) {
+    const int row = e / C, c = e % C;
+    const int i = i0 + row, k = k0 + c * VE;
+    const bool ok = i < limit && i >= lo && i < hi;
+    const long long src_row = ok ? (gather ? gather[i] : i) : 0;
+    const int bytes = ok ? cmax(0, cmin(16, (k_len - k) * static_cast<int>(sizeof(S)))) : 0;
+    copy_chunk<S>(chunk_at<KB>(tile, row, c), g + src_row * stride + k, bytes, vec);
+  }
+}
+
+// An MN-major operand tile: BK rows of K (k0 …) × COLS columns (j0 …) of the M or N dimension.
+template <class S, int COLS, int BK, int NT>
+__device__ __forceinline__ void load_mnmajor(unsigned char* tile, const void* base, long long stride, int j0, int limit,
+                                             int k0, int k_len) {
+  constexpr int ROW_BYTES = COLS * static_cast<int>(sizeof(S)), C = ROW_BYTES / 16, VE = 16 / static_cast<int>(sizeof(S));
+  const S* g = static_cast<const S*>(base);
+  const bool vec = aligned16(base, stride * static_cast<long long>(sizeof(S)));
+#pragma unroll
+  for (int e = threadIdx.x; e < BK * C; e += NT) {
+    const int row = e / C, c = e % C;
+    const int k = k0 + row, j = j0 + c * VE;
+    const int bytes = k < k_len ? cmax(0, cmin(16, (limit - j) * static_cast<int>(sizeof(S)))) : 0;
+    copy_chunk<S>(chunk_at<ROW_BYTES>(tile, row, c), g + static_cast<long long>(k < k_len ? k : 0) * stride + j, bytes, vec);
+  }
+}
+
+template <class Mma, class Tile, Layout LA, Layout LB>
+struct MmaMainloop {
+  using E = typename Mma::E;
+  using S = typename E::storage;
+  static constexpr int ES = sizeof(S), BK = Tile::KB / ES, NT = Tile::NT;
+  // Shared tile shapes: K-major = rows × KB bytes; MN-major = BK rows × (rows·ES) bytes.
+  static constexpr int A_ROW_BYTES = LA == Layout::KMajor ? Tile::KB : Tile::BM * ES;
+  static constexpr int B_ROW_BYTES = LB == Layout::KMajor ? Tile::KB : Tile::BN * ES;
+  static constexpr int A_BYTES = Tile::BM * Tile::KB, STAGE_BYTES = Tile::STAGE_BYTES;
+  static_assert(!Mma::kTf32 || (LA == Layout::KMajor && LB == Layout::KMajor), "TF32 operands must be K-major");
+
+  static __device__ __forceinline__ void load_stage(unsigned char* stage, const Params& p, const Segment& s, int tile,
+                                                    int m0, int n0) {
+    const SegmentTile<BK> t(s, tile);
+    if constexpr (LA == Layout::KMajor)
+      load_kmajor<S, Tile::BM, Tile::KB, NT>(stage, t.a, s.a_stride, m0, p.m, s.rows_lo, s.rows_hi,
+                                             s.gather ? p.row_index : nullptr, t.k0, s.k);
+    else
+      load_mnmajor<S, Tile::BM, BK, NT>(stage, t.a, s.a_stride, m0, p.m, t.k0, s.k);
+    if constexpr (LB == Layout::KMajor)
+      load_kmajor<S, Tile::BN, Tile::KB, NT>(stage + A_BYTES, t.b, s.b_stride, n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, t.k0, s.k);
+    else
+      load_mnmajor<S, Tile::BN, BK, NT>(stage + A_BYTES, t.b, s.b_stride, n0, cmin(p.n, s.cols_hi), t.k0, s.k);
+  }
+
+  // Fragments of k-step ks (32 bytes of K) for this warp (see the fragment layouts in
+  // csrc/simt/README.md / the PTX ISA): A as m16 × k16 (4 registers), B as two n8 × k16 tiles per
+  // ldmatrix.x4 (2 registers each).
+  static __device__ __forceinline__ void load_fragments(unsigned char* stage, int ks, int wm, int wn,
+                                                        uint32_t (&af)[Tile::MF][4], uint32_t (&bf)[Tile::NF][2]) {
+    const int lane = threadIdx.x % 32, j = lane / 8, r = lane % 8;
+    unsigned char* a = stage;
+    unsigned char* b = stage + A_BYTES;
+#pragma unroll
+    for (int mf = 0; mf < Tile::MF; ++mf) {
+      const int m = wm * Tile::WM + mf * 16;
+      if constexpr (LA == Layout::KMajor) {
+        ptx::ldmatrix_x4(af[mf], chunk_at<A_ROW_BYTES>(a, m + lane % 16, ks * 2 + lane / 16));
+      } else {
+        ptx::ldmatrix_x4_trans(af[mf], chunk_at<A_ROW_BYTES>(a, ks * 16 + r + 8 * (j / 2), (m + 8 * (j % 2)) / 8));
+      }
+    }
+#pragma unroll
+    for (int nf = 0; nf < Tile::NF; nf += 2) {
+      const int n = wn * Tile::WN + nf * 8;
+      uint32_t q[4];
+      if constexpr (LB == Layout::KMajor) {
+        ptx::ldmatrix_x4(q, chunk_at<B_ROW_BYTES>(b, n + r + 8 * (j / 2), ks * 2 + j % 2));
+      } else {
+        ptx::ldmatrix_x4_trans(q, chunk_at<B_ROW_BYTES>(b, ks * 16 + r + 8 * (j % 2), (n + 8 * (j / 2)) / 8));
+      }
+      bf[nf][0] = q[0];
+      bf[nf][1] = q[1];
+      bf[nf + 1][0] = q[2];
+      bf[nf + 1][1] = q[3];
+    }
+    if constexpr (Mma::kTf32) {  // the tensor core reads the top 19 bits: round, don't truncate
+#pragma unroll
+      for (int mf = 0; mf < Tile::MF; ++mf)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) af[mf][i] = ptx::cvt_rna_tf32(__uint_as_float(af[mf][i]));
+#pragma unroll
+      for (int nf = 0; nf < Tile::NF; ++nf)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) bf[nf][i] = ptx::cvt_rna_tf32(__uint_as_float(bf[nf][i]));
+    }
+  }
+};
+
+// Accumulator element (mf, nf, i) of this thread is C[row, col] with
+// row = warp row + mf·16 + g + 8·(i / 2), col = warp column + nf·8 + 2q + (i % 2).
+template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm>
+__device__ __forceinline__ void mma_gemm(const Params& p) {
+  using ML = MmaMainloop<Mma, Tile, LA, LB>;
+  using E = typename Mma::E;
+  constexpr int BK = ML::BK, STAGES = Tile::STAGES;
+  SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  const TileCoord tc = tile_coord<Tile::BM, Tile::BN>();
+  const SegmentList list = segments_of(p, tc.m_tile);
+  int total = 0;
+  for (int i = 0; i < list.count; ++i) total += tiles_of<BK>(list.get(p, i));
+  const int seg0_tiles = list.count > 0 ? tiles_of<BK>(list.get(p, 0)) : 0;
+  const int kt_begin = static_cast<int>(blockIdx.z) * p.ktiles_per_split;
+  const int kt_end = cmin(total, kt_begin + p.ktiles_per_split);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wm = warp / Tile::WARPS_N, wn = warp % Tile::WARPS_N;
+  float acc[Tile::MF][Tile::NF][4];
+#pragma unroll
+  for (int mf = 0; mf < Tile::MF; ++mf)
+#pragma unroll
+    for (int nf = 0; nf < Tile::NF; ++nf)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mf][nf][i] = 0.f;
+
+  // The pipeline: STAGES - 1 k-tiles in flight ahead of the one being multiplied. At iteration i,
+  // groups 0 … i have landed after wait<STAGES - 2>; the load issued then refills the stage that
+  // iteration i - 1 read, which every warp has left (the barrier).
+  Cursor<BK> cur;
+  if (kt_begin < kt_end) cur.start(p, list, kt_begin);
+  int issued = kt_begin;
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (issued < kt_end) {
+      ML::load_stage(smem + s * ML::STAGE_BYTES, p, cur.seg, cur.tile, tc.m0, tc.n0);
+      cur.next(p, list);
+      ++issued;
+    }
+    ptx::cp_async_commit();
+  }
+  for (int kt = kt_begin; kt < kt_end; ++kt) {
+    ptx::cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    const int i = kt - kt_begin;
+    if (issued < kt_end) {
+      ML::load_stage(smem + ((i + STAGES - 1) % STAGES) * ML::STAGE_BYTES, p, cur.seg, cur.tile, tc.m0, tc.n0);
+      cur.next(p, list);
+      ++issued;
+    }
+    ptx::cp_async_commit();
+    unsigned char* stage = smem + (i % STAGES) * ML::STAGE_BYTES;
+#pragma unroll
+    for (int ks = 0; ks < Tile::KB / 32; ++ks) {
+      uint32_t af[Tile::MF][4], bf[Tile::NF][2];
+      ML::load_fragments(stage, ks, wm, wn, af, bf);
+#pragma unroll
+      for (int mf = 0; mf < Tile::MF; ++mf)
+#pragma unroll
+        for (int nf = 0; nf < Tile::NF; ++nf) Mma::mma(acc[mf][nf], af[mf], bf[nf]);
+    }
+    // Backward dropout: segment 0 (dT·A) is masked elementwise before g·W adds to it.
+    if (p.acc_mask && kt < seg0_tiles && (kt == seg0_tiles - 1 || kt == kt_end - 1)) {
+#pragma unroll
+      for (int mf = 0; mf < Tile::MF; ++mf)
+#pragma unroll
+        for (int nf = 0; nf < Tile::NF; ++nf)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int row = tc.m0 + wm * Tile::WM + mf * 16 + lane / 4 + 8 * (i / 2);
+            const int col = tc.n0 + wn * Tile::WN + nf * 8 + 2 * (lane % 4) + i % 2;
+            if (row < p.m && col < p.n)
+              acc[mf][nf][i] *= load_elem<E>(p.acc_mask, static_cast<long long>(row) * p.acc_mask_stride + col);
+          }
+    }
+  }
+  ptx::cp_async_wait<0>();
+  __syncthreads();
+
+  const int g = lane / 4, q = lane % 4;
+  if constexpr (kRowNorm) {
+    // Rows are held by the 4 lanes of a quad (q) in each of the WARPS_N warps of a warp row.
+    float* sums = reinterpret_cast<float*>(smem);  // [WARPS_N · 4][BM]
+#pragma unroll
+    for (int mf = 0; mf < Tile::MF; ++mf)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row_in_tile = wm * Tile::WM + mf * 16 + g + 8 * h;
+        float s = 0.f;
+#pragma unroll
+        for (int nf = 0; nf < Tile::NF; ++nf) {
+          const float pair[2] = {acc[mf][nf][2 * h], acc[mf][nf][2 * h + 1]};
+          s += row_norm_terms<E, 2>(p, tc.m0 + row_in_tile, tc.n0 + wn * Tile::WN + nf * 8 + 2 * q, pair);
+        }
+        sums[(wn * 4 + q) * Tile::BM + row_in_tile] = s;
+      }
+    row_norm_finish<Tile::BM, Tile::NT, Tile::WARPS_N * 4>(p, sums, tc.m0);
+  } else {
+    const bool split = gridDim.z > 1;
+#pragma unroll
+    for (int mf = 0; mf < Tile::MF; ++mf)
+#pragma unroll
+      for (int nf = 0; nf < Tile::NF; ++nf)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = tc.m0 + wm * Tile::WM + mf * 16 + g + 8 * h;
+          const int col = tc.n0 + wn * Tile::WN + nf * 8 + 2 * q;
+          const float pair[2] = {acc[mf][nf][2 * h], acc[mf][nf][2 * h + 1]};
+          if (split) store_partial<2>(p, row, col, pair);
+          else store_run<E, 2>(p.epi, p.m, p.n, row, col, pair);
+        }
+  }
+}
+#endif  // SIMT_DEVICE_PATH
+
+template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm>
+__global__ void __launch_bounds__(Tile::NT) gemm_mma_kernel(Params p) {
+#if defined(SIMT_DEVICE_PATH)
+  if constexpr (SIMT_CUDA_ARCH >= 800) {
+    mma_gemm<Mma, Tile, LA, LB, kRowNorm>(p);
+  } else {
+    simt_trap();  // the dispatcher never picks a tensor-core kernel below sm_80
+  }
+#endif
+}
+
+// ---- the FMA mainloop ---------------------------------------------------------------------------------
+// Exact float32 (and every dtype on sm_75): 256 threads, BM×BN outputs in TM×TN per thread, K in
+// tiles of 8 staged transposed in shared memory ([k][m] and [k][n], padded by 4 so that the
+// transposing stores of two k-rows hit different banks), double-buffered: the next tile's global
+// loads are in registers while the current one is multiplied. A thread's rows are TM/4 groups of 4
+// at stride BM/(TM/4): each group is one 16-byte shared load, shared by the 16 threads of a row
+// (a broadcast), and its columns likewise, so the inner loop is (TM + TN)/4 loads per TM·TN FMAs.
+// Napkin math (128×128, H100/H200): 64 FMAs per 4 LDS.128 per k; a k-tile is 8·128·(4+4) bytes of
+// loads per 128·128·8·2 = 262 kFLOP; at ~50 TFLOP/s the block streams 32 B/FLOP·… i.e. it is
+// FMA-bound once two blocks per SM hide the global latency.
+template <int BM_, int BN_>
+struct FmaTile {
+  static constexpr int BM = BM_, BN = BN_, BK = 8, NT = 256, TM = BM / 16, TN = BN / 16;
+  static constexpr int HM = TM / 4, HN = TN / 4;  // 16-byte groups per thread
+  static constexpr int LDA = BM + 4, LDB = BN + 4;
+  static constexpr int SMEM_FLOATS = 2 * BK * (LDA + LDB);
+  static_assert(TM % 4 == 0 && TN % 4 == 0, "FMA tile");
+};
+
+#if defined(SIMT_DEVICE_PATH)
+// One operand's share of a k-tile in registers: each thread loads up to CH runs of 4 consecutive
+// elements (along K for K-major operands, along M/N for MN-major ones), converted to float.
+template <class E, Layout L, int ROWS, int NT>
+struct FmaOperandLoad {
+  static constexpr int BK = 8;
+  static constexpr int RUNS = ROWS * BK / 4, CH = (RUNS + NT - 1) / NT;
+  float v[CH][4];
+
+  __device__ __forceinline__ void fetch(const void* base, long long stride, int i0, int limit, int lo, int hi,
+                                        const int* gather, int k0, int k_len) {
+    using S = typename E::storage;
+    const S* g = static_cast<const S*>(base);
+    const bool vec = reinterpret_cast<uintptr_t>(base) % (4 * sizeof(S)) == 0 && (stride * sizeof(S)) % (4 * sizeof(S)) == 0;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const int e = threadIdx.x + c * NT;
+#pragma unroll
+      for (int t = 0; t < 4; ++t) v[c][t] = 0.f;
+      if (e >= RUNS) continue;
+      if constexpr (L == Layout::KMajor) {
+        const int row = e / (BK / 4), k = k0 + (e % (BK / 4)) * 4, i = i0 + row;
+        if (i >= limit || i < lo || i >= hi) continue;
+        const S* src = g + (gather ? gather[i] : i) * stride + k;
+        if (vec && k + 4 <= k_len) load4(src, v[c]);
+        else
+          for (int t = 0; t < 4; ++t) v[c][t] = k + t < k_len ? E::to_float(src[t]) : 0.f;
+      } else {
+        const int k = k0 + e / (ROWS / 4), j = i0 + (e % (ROWS / 4)) * 4;
+        if (k >= k_len) continue;
+        const S* src = g + static_cast<long long>(k) * stride + j;
+        if (vec && j + 4 <= limit) load4(src, v[c]);
+        else
+          for (int t = 0; t < 4; ++t) v[c][t] = j + t < limit ? E::to_float(src[t]) : 0.f;
+      }
+    }
+  }
+  // Stored as s[k][row] (row stride LD), transposed for K-major runs.
+  template <int LD>
+  __device__ __forceinline__ void stash(float* s) const {
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const int e = threadIdx.x + c * NT;
+      if (e >= RUNS) continue;
+      if constexpr (L == Layout::KMajor) {
+        const int row = e / (BK / 4), k = (e % (BK / 4)) * 4;
+#pragma unroll
+        for (int t = 0; t < 4; ++t) s[(k + t) * LD + row] = v[c][t];
+      } else {
+        const int k = e / (ROWS / 4), j = (e % (ROWS / 4)) * 4;
+        *reinterpret_cast<float4*>(s + k * LD + j) = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
+      }
+    }
+  }
+
+ private:
+  template <class S>
+  static __device__ __forceinline__ void load4(const S* src, float (&out)[4]) {
+    if constexpr (sizeof(S) == 4) {
+      const float4 u = *reinterpret_cast<const float4*>(src);
+      out[0] = u.x;
+      out[1] = u.y;
+      out[2] = u.z;
+      out[3] = u.w;
+    } else {
+      const uint2 u = *reinterpret_cast<const uint2*>(src);
+      out[0] = E::to_float(static_cast<S>(u.x & 0xffffu));
+      out[1] = E::to_float(static_cast<S>(u.x >> 16));
+      out[2] = E::to_float(static_cast<S>(u.y & 0xffffu));
+      out[3] = E::to_float(static_cast<S>(u.y >> 16));
+    }
+  }
+};
+
+template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm>
+__device__ __forceinline__ void fma_gemm(const Params& p) {
+  constexpr int BK = Tile::BK, NT = Tile::NT, TM = Tile::TM, TN = Tile::TN;
+  SIMT_DYNAMIC_SHARED(float, smem);
+  const TileCoord tc = tile_coord<Tile::BM, Tile::BN>();
+  const SegmentList list = segments_of(p, tc.m_tile);
+  int total = 0;
+  for (int i = 0; i < list.count; ++i) total += tiles_of<BK>(list.get(p, i));
+  const int seg0_tiles = list.count > 0 ? tiles_of<BK>(list.get(p, 0)) : 0;
+  const int kt_begin = static_cast<int>(blockIdx.z) * p.ktiles_per_split;
+  const int kt_end = cmin(total, kt_begin + p.ktiles_per_split);
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+
+  float acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+  // Thread rows / columns of the tile: group h of 4 at h·(BM / HM) + 4·ty.
+  auto row_of = [&](int i) { return (i / 4) * (Tile::BM / Tile::HM) + 4 * ty + i % 4; };
+  auto col_of = [&](int j) { return (j / 4) * (Tile::BN / Tile::HN) + 4 * tx + j % 4; };
+
+  FmaOperandLoad<E, LA, Tile::BM, NT> a_load;
+  FmaOperandLoad<E, LB, Tile::BN, NT> b_load;
+  auto fetch = [&](const Segment& s, int tile) {
+    const SegmentTile<BK> t(s, tile);
+    a_load.fetch(t.a, s.a_stride, tc.m0, p.m, s.rows_lo, s.rows_hi, s.gather ? p.row_index : nullptr, t.k0, s.k);
+    b_load.fetch(t.b, s.b_stride, tc.n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, t.k0, s.k);
+  };
+  auto buffer = [&](int b) { return smem + b * BK * (Tile::LDA + Tile::LDB); };
+
+  Cursor<BK> cur;
+  if (kt_begin < kt_end) {
+    cur.start(p, list, kt_begin);
+    fetch(cur.seg, cur.tile);
+    cur.next(p, list);
+    a_load.template stash<Tile::LDA>(buffer(0));
+    b_load.template stash<Tile::LDB>(buffer(0) + BK * Tile::LDA);
+  }
+  __syncthreads();
+  for (int kt = kt_begin; kt < kt_end; ++kt) {
+    const int i = kt - kt_begin;
+    const bool more = kt + 1 < kt_end;
+    if (more) {
+      fetch(cur.seg, cur.tile);
+      cur.next(p, list);
+    }
+    const float* As = buffer(i % 2);
+    const float* Bs = As + BK * Tile::LDA;
+#pragma unroll
+    for (int k = 0; k < BK; ++k) {
+      float av[TM], bv[TN];
+#pragma unroll
+      for (int h = 0; h < Tile::HM; ++h) {
+        const float4 u = *reinterpret_cast<const float4*>(As + k * Tile::LDA + h * (Tile::BM / Tile::HM) + 4 * ty);
+        av[4 * h] = u.x;
+        av[4 * h + 1] = u.y;
+        av[4 * h + 2] = u.z;
+        av[4 * h + 3] = u.w;
+      }
+#pragma unroll
+      for (int h = 0; h < Tile::HN; ++h) {
+        const float4 u = *reinterpret_cast<const float4*>(Bs + k * Tile::LDB + h * (Tile::BN / Tile::HN) + 4 * tx);
+        bv[4 * h] = u.x;
+        bv[4 * h + 1] = u.y;
+        bv[4 * h + 2] = u.z;
+        bv[4 * h + 3] = u.w;
+      }
+#pragma unroll
+      for (int a = 0; a < TM; ++a)
+#pragma unroll
+        for (int b = 0; b < TN; ++b) acc[a][b] = fmaf(av[a], bv[b], acc[a][b]);
+    }
+    if (p.acc_mask && kt < seg0_tiles && (kt == seg0_tiles - 1 || kt == kt_end - 1)) {
+#pragma unroll
+      for (int a = 0; a < TM; ++a)
+#pragma unroll
+        for (int b = 0; b < TN; ++b) {
+          const int row = tc.m0 + row_of(a), col = tc.n0 + col_of(b);
+          if (row < p.m && col < p.n) acc[a][b] *= load_elem<E>(p.acc_mask, static_cast<long long>(row) * p.acc_mask_stride + col);
+        }
+    }
+    if (more) {  // the other buffer was last read in iteration i - 1, before the barrier below it
+      float* next = buffer((i + 1) % 2);
+      a_load.template stash<Tile::LDA>(next);
+      b_load.template stash<Tile::LDB>(next + BK * Tile::LDA);
+    }
+    __syncthreads();
+  }
+
+  if constexpr (kRowNorm) {
+    float* sums = smem;  // [16 tx][BM]; the k-loop's last barrier has passed
+#pragma unroll
+    for (int a = 0; a < TM; ++a) {
+      float s = 0.f;
+#pragma unroll
+      for (int h = 0; h < Tile::HN; ++h) {
+        const float run[4] = {acc[a][4 * h], acc[a][4 * h + 1], acc[a][4 * h + 2], acc[a][4 * h + 3]};
+        s += row_norm_terms<E, 4>(p, tc.m0 + row_of(a), tc.n0 + col_of(4 * h), run);
+      }
+      sums[tx * Tile::BM + row_of(a)] = s;
+    }
+    row_norm_finish<Tile::BM, NT, 16>(p, sums, tc.m0);
+  } else {
+    const bool split = gridDim.z > 1;
+#pragma unroll
+    for (int a = 0; a < TM; ++a)
+#pragma unroll
+      for (int h = 0; h < Tile::HN; ++h) {
+        const float run[4] = {acc[a][4 * h], acc[a][4 * h + 1], acc[a][4 * h + 2], acc[a][4 * h + 3]};
+        const int row = tc.m0 + row_of(a), col = tc.n0 + col_of(4 * h);
+        if (split) store_partial<4>(p, row, col, run);
+        else store_run<E, 4>(p.epi, p.m, p.n, row, col, run);
+      }
+  }
+}
+#endif  // SIMT_DEVICE_PATH
+
+// E: the element type. Float32 runs on every architecture; the 16-bit types only where the
+// dispatcher sends them (sm_75, no mma.sync bf16 / cp.async), so other targets compile them to a trap.
+template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm>
+__global__ void __launch_bounds__(256) gemm_fma_kernel(Params p) {
+#if defined(SIMT_DEVICE_PATH)
+  if constexpr (std::is_same_v<E, F32> || SIMT_CUDA_ARCH < 800 || kEmulatedAllArchs) {
+    fma_gemm<E, Tile, LA, LB, kRowNorm>(p);
+  } else {
+    simt_trap();
+  }
+#endif
+}
+
+// ---- the split-K reduction --------------------------------------------------------------------
+// y = epilogue(Σ_z partial[z]) for 4 consecutive columns per thread, z in order.
+template <class E>
+__global__ void __launch_bounds__(256) splitk_reduce_kernel(Params p, int splits) {
+#if defined(SIMT_DEVICE_PATH)
+  const int quads = (p.n + 3) / 4;
+  const long long e = static_cast<long long>(blockIdx.x) * 256 + threadIdx.x;
+  if (e >= static_cast<long long>(p.m) * quads) return;
+  const int row = static_cast<int>(e / quads), col = static_cast<int>(e % quads) * 4;
+  float v[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int z = 0; z < splits; ++z) {
+    const float* src = p.partial + (static_cast<long long>(z) * p.m + row) * p.n + col;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      if (col + i < p.n) v[i] += src[i];
+  }
+  store_run<E, 4>(p.epi, p.m, p.n, row, col, v);
+#endif
+}
+
+}  // namespace lk::cuda_ops::gemm
+
+// ---- launchers ---------------------------------------------------------------------------------------------
+namespace lk::cuda_ops::gemm {
+
+// The tile shapes the dispatcher chooses from (cuda/gemm.cu says when).
+using BigTile = TileConfig<128, 128, 64, 2, 4, 4>;    // 8 warps of 64×32, 4 stages: 64 KiB
+using SmallTile = TileConfig<64, 64, 64, 2, 2, 4>;    // 4 warps of 32×32, 4 stages: 32 KiB
+using SkinnyTile = TileConfig<128, 32, 64, 4, 1, 4>;  // 4 warps of 32×32 (n ≤ 32: the low-rank shrinks), 40 KiB
+using FmaLargeTile = FmaTile<128, 128>;
+using FmaSmallTile = FmaTile<64, 64>;
+enum class TileId : int { Big = 0, Small = 1, Skinny = 2 };
+enum class FmaTileId : int { Large = 0, Small = 1 };
+
+struct Launch {
+  int m_tiles, n_tiles, splits;
+  cudaStream_t st;
+  int device;
+};
+
+// Kernels with more than 48 KiB of dynamic shared memory must opt in, once per device.
+template <class K>
+void opt_in_smem(K* kernel, int bytes, int device) {
+  if (bytes <= 48 * 1024) return;
+  static std::atomic<uint64_t> done{0};
+  const uint64_t bit = device < 64 ? 1ull << device : 0;
+  if (bit && (done.load() & bit)) return;
+  LK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done.fetch_or(bit);
+}
+
+template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm>
+void launch_mma(const Params& p, const Launch& l) {
+  constexpr int smem = Tile::SMEM_BYTES;
+  static_assert(!kRowNorm || Tile::WARPS_N * 4 * Tile::BM * 4 <= smem, "row-norm sums fit in the pipeline's shared memory");
+  auto* kernel = gemm_mma_kernel<Mma, Tile, LA, LB, kRowNorm>;
+  opt_in_smem(kernel, smem, l.device);
+  simt_launch(kernel, dim3(l.m_tiles, l.n_tiles, l.splits), dim3(Tile::NT), smem, l.st, p);
+  LK_CUDA_CHECK_LAUNCH("gemm_mma_kernel launch");
+}
+
+template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm>
+void launch_fma(const Params& p, const Launch& l) {
+  constexpr int smem = Tile::SMEM_FLOATS * 4;
+  static_assert(16 * Tile::BM <= Tile::SMEM_FLOATS, "row-norm sums fit in the tiles' shared memory");
+  simt_launch(gemm_fma_kernel<E, Tile, LA, LB, kRowNorm>, dim3(l.m_tiles, l.n_tiles, l.splits), dim3(Tile::NT), smem, l.st, p);
+  LK_CUDA_CHECK_LAUNCH("gemm_fma_kernel launch");
+}
+
+constexpr int variant_key(int tile, Layout la, Layout lb, bool row_norm) {
+  return ((tile * 2 + static_cast<int>(la)) * 2 + static_cast<int>(lb)) * 2 + (row_norm ? 1 : 0);
+}
+
+// The one place where runtime choices become template constants, per element type (each type's
+// kernels are instantiated in their own translation unit: cuda/gemm_<type>.cu). The combinations
+// are the ones the ops use: KK = x·Wᵀ-like (forward, the shrinks), KN = g·W-like (gradInput, dT,
+// DoRA's B·A), MN = gᵀ·T-like (gradA, gradB).
+template <class Mma>
+bool run_mma(TileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l) {
+  constexpr Layout K = Layout::KMajor, N = Layout::MNMajor;
+  const int t = static_cast<int>(tile);
+  if constexpr (Mma::kTf32) {
+    switch (variant_key(t, la, lb, row_norm)) {
+      case variant_key(0, K, K, false): launch_mma<Mma, BigTile, K, K, false>(p, l); return true;
+      case variant_key(1, K, K, false): launch_mma<Mma, SmallTile, K, K, false>(p, l); return true;
+      case variant_key(2, K, K, false): launch_mma<Mma, SkinnyTile, K, K, false>(p, l); return true;
+      default: return false;
+    }
+  } else {
+    switch (variant_key(t, la, lb, row_norm)) {
+      case variant_key(0, K, K, false): launch_mma<Mma, BigTile, K, K, false>(p, l); return true;
+      case variant_key(1, K, K, false): launch_mma<Mma, SmallTile, K, K, false>(p, l); return true;
+      case variant_key(2, K, K, false): launch_mma<Mma, SkinnyTile, K, K, false>(p, l); return true;
+      case variant_key(0, K, N, false): launch_mma<Mma, BigTile, K, N, false>(p, l); return true;
+      case variant_key(1, K, N, false): launch_mma<Mma, SmallTile, K, N, false>(p, l); return true;
+      case variant_key(2, K, N, false): launch_mma<Mma, SkinnyTile, K, N, false>(p, l); return true;
+      case variant_key(1, N, N, false): launch_mma<Mma, SmallTile, N, N, false>(p, l); return true;
+      case variant_key(2, N, N, false): launch_mma<Mma, SkinnyTile, N, N, false>(p, l); return true;
+      case variant_key(0, K, N, true): launch_mma<Mma, BigTile, K, N, true>(p, l); return true;
+      default: return false;
+    }
+  }
+}
+
+template <class E>
+bool run_fma(FmaTileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l) {
+  constexpr Layout K = Layout::KMajor, N = Layout::MNMajor;
+  switch (variant_key(static_cast<int>(tile), la, lb, row_norm)) {
+    case variant_key(0, K, K, false): launch_fma<E, FmaLargeTile, K, K, false>(p, l); return true;
+    case variant_key(1, K, K, false): launch_fma<E, FmaSmallTile, K, K, false>(p, l); return true;
+    case variant_key(0, K, N, false): launch_fma<E, FmaLargeTile, K, N, false>(p, l); return true;
+    case variant_key(1, K, N, false): launch_fma<E, FmaSmallTile, K, N, false>(p, l); return true;
+    case variant_key(1, N, N, false): launch_fma<E, FmaSmallTile, N, N, false>(p, l); return true;
+    case variant_key(0, K, N, true): launch_fma<E, FmaLargeTile, K, N, true>(p, l); return true;
+    default: return false;
+  }
+}
+
+template <class E>
+void launch_splitk_reduce(const Params& p, int splits, cudaStream_t st) {
+  const long long threads = static_cast<long long>(p.m) * ((p.n + 3) / 4);
+  simt_launch(splitk_reduce_kernel<E>, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, st, p, splits);
+  LK_CUDA_CHECK_LAUNCH("splitk_reduce_kernel launch");
+}
+
+// Per element type, in cuda/gemm_<type>.cu.
+bool run_f16(bool mma, int tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+bool run_bf16(bool mma, int tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+bool run_f32(bool mma, int tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+void splitk_reduce(DType dtype, const Params& p, int splits, cudaStream_t st);
+
+}  // namespace lk::cuda_ops::gemm
