@@ -4,12 +4,14 @@
 // Choices, with the napkin math behind them (H100/H200: 132 SMs):
 //   * mainloop: mma.sync for float16 / bfloat16 on sm_80+ (and float32 when TF32 is allowed), the
 //     exact FMA mainloop otherwise (float32, and every dtype on sm_75);
-//   * tile: n ≤ 32 (the low-rank shrinks, gradB) → 128×32; the big 128×128 tile once it gives at
-//     least half a wave of blocks (M = 512, N = 4096: 128 blocks); else 64×64 (more, smaller blocks);
+//   * tile: n ≤ 32 (the low-rank shrinks, gradB) → 128×32; 128×256 (64×64 per warp: the least
+//     shared-memory traffic per MMA) once it gives two waves of blocks (M = N = 4096: 512 blocks);
+//     128×128 once it gives half a wave (M = 512, N = 4096: 128 blocks); else 64×64;
 //   * split-K: when the tiles fill less than one wave and K is long (skinny products such as
 //     gradA = dTᵀ·xm with m = r = 16 rows and K = tokens), K is cut into at most 16 splits of at
 //     least 4 k-tiles, each writing float32 partials that one kernel sums in split order before the
 //     epilogue (deterministic; costs splits·m·n·4 bytes of scratch, ~1 MB for gradA at r = 16, K = 4096).
+#include <algorithm>
 #include <string>
 
 #include "gemm_kernels.cuh"
@@ -68,7 +70,9 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   int tile, bm, bn;
   if (mma) {
     const bool big = row_norm || pr.tile_segments || (!nn && pr.m > 64 && tiles_of(128, 128) * 2 >= props.sm_count);
+    const bool wide = !row_norm && !nn && pr.n > 128 && tiles_of(128, 256) >= 2 * props.sm_count;
     if (pr.n <= 32 && !row_norm) tile = static_cast<int>(TileId::Skinny), bm = 128, bn = 32;
+    else if (wide) tile = static_cast<int>(TileId::Wide), bm = 128, bn = 256;
     else if (big && !nn) tile = static_cast<int>(TileId::Big), bm = bn = 128;
     else tile = static_cast<int>(TileId::Small), bm = bn = 64;
   } else {
@@ -78,7 +82,7 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   }
   if (pr.tile_segments && bm != kTileListRows) unsupported(pr, "per-tile segment lists need 128-row tiles");
   const long long m_tiles = ceil_div<long long>(pr.m, bm), n_tiles = ceil_div<long long>(pr.n, bn);
-  if (m_tiles > INT_MAX || n_tiles > 65535) unsupported(pr, "the output exceeds the launch grid");
+  if (m_tiles * n_tiles > INT_MAX) unsupported(pr, "the output exceeds the launch grid");
 
   // ---- split-K (regular segment lists only)
   long long total_kt = 0;

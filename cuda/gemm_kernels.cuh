@@ -114,47 +114,43 @@ __device__ __forceinline__ int tiles_of(const Segment& s) {
   return segment_tiles(s, BK);
 }
 
-// The operands of k-tile `tile` of a segment: its second pass (tiles past ⌈k/BK⌉) reads a_lo / b_lo.
-template <int BK>
-struct SegmentTile {
-  const void* a;
-  const void* b;
-  int k0;
-  __device__ __forceinline__ SegmentTile(const Segment& s, int tile) {
-    const int pass = (s.k + BK - 1) / BK;
-    const bool second = tile >= pass;
-    a = second && s.a_lo ? s.a_lo : s.a;
-    b = second && s.b_lo ? s.b_lo : s.b;
-    k0 = (second ? tile - pass : tile) * BK;
-  }
-};
-
+// Walks the k-tiles of a block's segment list in order: segment by segment (both passes of a
+// segment with a_lo / b_lo), BK elements at a time. Only indices are kept: a segment's fields are
+// read (from the kernel parameters or the tile's list) where a pass starts, which keeps ~16
+// registers of pointers and sizes out of the mainloop.
 template <int BK>
 struct Cursor {
-  Segment seg{};
-  int index = 0;  // segment index
-  int tile = 0;   // k-tile within the segment
-  int tiles = 0;  // k-tiles of this segment
+  int index = 0;  // segment
+  int tile = 0;   // k-tile within the segment, over both passes
+  int tiles = 0;  // k-tiles of the segment, both passes
+  int pass = 0;   // k-tiles of one pass
 
   // Positions the cursor at global k-tile `kt` of the list (split-K starts mid-list).
   __device__ __forceinline__ void start(const Params& p, const SegmentList& l, int kt) {
-    index = 0;
-    for (;;) {
-      seg = l.get(p, index);
-      tiles = tiles_of<BK>(seg);
+    for (index = 0;; ++index) {
+      measure(l.get(p, index));
       if (kt < tiles || index + 1 >= l.count) break;
       kt -= tiles;
-      ++index;
     }
     tile = kt;
   }
   __device__ __forceinline__ void next(const Params& p, const SegmentList& l) {
     if (++tile < tiles || index + 1 >= l.count) return;
-    do {
-      seg = l.get(p, ++index);
-      tiles = tiles_of<BK>(seg);
-    } while (tiles == 0 && index + 1 < l.count);
+    do measure(l.get(p, ++index));
+    while (tiles == 0 && index + 1 < l.count);
     tile = 0;
+  }
+  __device__ __forceinline__ bool second_pass() const { return tile >= pass; }
+  __device__ __forceinline__ bool pass_begins() const { return tile == 0 || tile == pass; }
+  __device__ __forceinline__ int k0() const { return (second_pass() ? tile - pass : tile) * BK; }
+  // This pass's operands: the second pass reads a_lo / b_lo where set.
+  __device__ __forceinline__ const void* a(const Segment& s) const { return second_pass() && s.a_lo ? s.a_lo : s.a; }
+  __device__ __forceinline__ const void* b(const Segment& s) const { return second_pass() && s.b_lo ? s.b_lo : s.b; }
+
+ private:
+  __device__ __forceinline__ void measure(const Segment& s) {
+    tiles = tiles_of<BK>(s);
+    pass = (s.k + BK - 1) / BK;
   }
 };
 
@@ -259,26 +255,33 @@ __device__ __forceinline__ float row_norm_terms(const Params& p, int row, int co
 // pieces of a row, in holder order, through shared memory (sums[H][BM]); one float32 per row and
 // column tile goes to row_norm_partial. Deterministic: no atomics anywhere.
 template <int BM, int NT, int H>
-__device__ __forceinline__ void row_norm_finish(const Params& p, float* sums, int m0) {
+__device__ __forceinline__ void row_norm_finish(const Params& p, float* sums, int m0, int n_tile) {
   __syncthreads();
   for (int r = threadIdx.x; r < BM; r += NT) {
     float s = 0.f;
 #pragma unroll 4
     for (int h = 0; h < H; ++h) s += sums[h * BM + r];
-    if (m0 + r < p.m) p.row_norm_partial[static_cast<long long>(blockIdx.y) * p.m + m0 + r] = s;
+    if (m0 + r < p.m) p.row_norm_partial[static_cast<long long>(n_tile) * p.m + m0 + r] = s;
   }
 }
 
 // ---- block → tile -------------------------------------------------------------------------------------
-// blockIdx.x runs over row tiles; blockIdx.y over column tiles, so blocks launched together share
-// the same few W column tiles (each read once from DRAM, then from L2) and stream x.
+// Grouped rasterization: blockIdx.x runs down groups of 8 row tiles, column by column, so that a
+// wave of resident blocks covers a compact patch of C and reads each x and W tile of that patch
+// from DRAM about once (L2 holds the rest). Napkin math (M = K = N = 8192, bf16, 128×256 tiles,
+// 132 SMs): a wave is 8 row tiles × ~16 column tiles = 16 MiB of x + 66 MiB of W, against 128 MiB
+// of x + 8 MiB of W for plain row-major order — fewer bytes per wave than a 50 MiB L2 misses.
 struct TileCoord {
   int m_tile, n_tile, m0, n0;
 };
 template <int BM, int BN>
-__device__ __forceinline__ TileCoord tile_coord() {
-  return {static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.x) * BM,
-          static_cast<int>(blockIdx.y) * BN};
+__device__ __forceinline__ TileCoord tile_coord(const Params& p) {
+  constexpr int kGroup = 8;
+  const int m_tiles = (p.m + BM - 1) / BM, n_tiles = (p.n + BN - 1) / BN;
+  const int id = static_cast<int>(blockIdx.x), per_group = kGroup * n_tiles;
+  const int first = id / per_group * kGroup, rows = cmin(m_tiles - first, kGroup), in_group = id % per_group;
+  const int m_tile = first + in_group % rows, n_tile = in_group / rows;
+  return {m_tile, n_tile, m_tile * BM, n_tile * BN};
 }
 
 // ---- the mma.sync mainloop ------------------------------------------------------------------------------
@@ -316,39 +319,76 @@ __device__ __forceinline__ bool aligned16(const void* p, long long stride_bytes)
   return reinterpret_cast<uintptr_t>(p) % 16 == 0 && stride_bytes % 16 == 0;
 }
 
-// A K-major operand tile: ROWS rows (i0 …) × KB bytes of K starting at element k0.
+// Operand loaders. A thread copies the same chunks of every k-tile of a segment, so the row and
+// column arithmetic (and the gather of x rows) is done once per segment pass, and a k-tile costs a
+// pointer offset, a byte count and the copy per chunk: the warp schedulers issue the mma.sync
+// stream, not address math (at ~1 mma per 4 clocks per scheduler, every integer op counts).
+//
+// K-major: ROWS rows (i0 …) × KB bytes of K; chunk e is row e / C, 16-byte column chunk e % C.
 template <class S, int ROWS, int KB, int NT>
-__device__ __forceinline__ void load_kmajor(unsigned char* tile, const void* base, long long stride, int i0, int limit,
-                                            int lo, int hi, const int* gather, int k0, int k_len) {
-  constexpr int C = KB / 16, VE = 16 / static_cast<int>(sizeof(S));
-  const S* g = static_cast<const S*>(base);
-  const bool vec = aligned16(base, stride * static_cast<long long>(sizeof(S)));
-#pragma unroll
-  for (int e = threadIdx.x; e < ROWS * C; e += NT) {
-    const int row = e / C, c = e % C;
-    const int i = i0 + row, k = k0 + c * VE;
-    const bool ok = i < limit && i >= lo && i < hi;
-    const long long src_row = ok ? (gather ? gather[i] : i) : 0;
-    const int bytes = ok ? cmax(0, cmin(16, (k_len - k) * static_cast<int>(sizeof(S)))) : 0;
-    copy_chunk<S>(chunk_at<KB>(tile, row, c), g + src_row * stride + k, bytes, vec);
-  }
-}
+struct KMajorLoader {
+  static constexpr int C = KB / 16, VE = 16 / static_cast<int>(sizeof(S)), PER = (ROWS * C + NT - 1) / NT;
+  const S* src[PER];  // the chunk's row at k = 0, or null: a row this segment does not read
+  int k_len;
+  bool vec;
 
-// An MN-major operand tile: BK rows of K (k0 …) × COLS columns (j0 …) of the M or N dimension.
-template <class S, int COLS, int BK, int NT>
-__device__ __forceinline__ void load_mnmajor(unsigned char* tile, const void* base, long long stride, int j0, int limit,
-                                             int k0, int k_len) {
-  constexpr int ROW_BYTES = COLS * static_cast<int>(sizeof(S)), C = ROW_BYTES / 16, VE = 16 / static_cast<int>(sizeof(S));
-  const S* g = static_cast<const S*>(base);
-  const bool vec = aligned16(base, stride * static_cast<long long>(sizeof(S)));
+  __device__ __forceinline__ void init(const void* base, long long stride, int i0, int limit, int lo, int hi,
+                                       const int* gather, int k) {
+    const S* g = static_cast<const S*>(base);
+    k_len = k;
+    vec = aligned16(base, stride * static_cast<long long>(sizeof(S)));
 #pragma unroll
-  for (int e = threadIdx.x; e < BK * C; e += NT) {
-    const int row = e / C, c = e % C;
-    const int k = k0 + row, j = j0 + c * VE;
-    const int bytes = k < k_len ? cmax(0, cmin(16, (limit - j) * static_cast<int>(sizeof(S)))) : 0;
-    copy_chunk<S>(chunk_at<ROW_BYTES>(tile, row, c), g + static_cast<long long>(k < k_len ? k : 0) * stride + j, bytes, vec);
+    for (int j = 0; j < PER; ++j) {
+      const int e = threadIdx.x + j * NT, i = i0 + e / C;
+      const bool ok = e < ROWS * C && i < limit && i >= lo && i < hi;
+      src[j] = ok ? g + (gather ? gather[i] : i) * stride + (e % C) * VE : nullptr;
+    }
   }
-}
+  __device__ __forceinline__ void load(unsigned char* tile, int k0) const {
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int e = threadIdx.x + j * NT;
+      if (ROWS * C % NT != 0 && e >= ROWS * C) continue;
+      const int k = k0 + (e % C) * VE;
+      const int bytes = src[j] ? cmax(0, cmin(16, (k_len - k) * static_cast<int>(sizeof(S)))) : 0;
+      copy_chunk<S>(chunk_at<KB>(tile, e / C, e % C), bytes ? src[j] + k0 : nullptr, bytes, vec);
+    }
+  }
+};
+
+// MN-major: BK rows of K (k0 …) × COLS columns (j0 …); chunk e is k-row e / C, column chunk e % C.
+template <class S, int COLS, int BK, int NT>
+struct MNMajorLoader {
+  static constexpr int ROW_BYTES = COLS * static_cast<int>(sizeof(S)), C = ROW_BYTES / 16;
+  static constexpr int VE = 16 / static_cast<int>(sizeof(S)), PER = (BK * C + NT - 1) / NT;
+  const S* src[PER];  // the chunk at k = 0
+  int col_bytes[PER];  // valid bytes of its columns (edge of M / N)
+  long long stride;
+  int k_len;
+  bool vec;
+
+  __device__ __forceinline__ void init(const void* base, long long row_stride, int j0, int limit, int k) {
+    const S* g = static_cast<const S*>(base);
+    stride = row_stride;
+    k_len = k;
+    vec = aligned16(base, row_stride * static_cast<long long>(sizeof(S)));
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int e = threadIdx.x + j * NT, col = j0 + (e % C) * VE;
+      src[j] = g + static_cast<long long>(e / C) * row_stride + col;
+      col_bytes[j] = e < BK * C ? cmax(0, cmin(16, (limit - col) * static_cast<int>(sizeof(S)))) : 0;
+    }
+  }
+  __device__ __forceinline__ void load(unsigned char* tile, int k0) const {
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int e = threadIdx.x + j * NT;
+      if (BK * C % NT != 0 && e >= BK * C) continue;
+      const int bytes = k0 + e / C < k_len ? col_bytes[j] : 0;
+      copy_chunk<S>(chunk_at<ROW_BYTES>(tile, e / C, e % C), bytes ? src[j] + static_cast<long long>(k0) * stride : nullptr, bytes, vec);
+    }
+  }
+};
 
 template <class Mma, class Tile, Layout LA, Layout LB>
 struct MmaMainloop {
@@ -361,19 +401,35 @@ struct MmaMainloop {
   static constexpr int A_BYTES = Tile::BM * Tile::KB, STAGE_BYTES = Tile::STAGE_BYTES;
   static_assert(!Mma::kTf32 || (LA == Layout::KMajor && LB == Layout::KMajor), "TF32 operands must be K-major");
 
-  static __device__ __forceinline__ void load_stage(unsigned char* stage, const Params& p, const Segment& s, int tile,
-                                                    int m0, int n0) {
-    const SegmentTile<BK> t(s, tile);
-    if constexpr (LA == Layout::KMajor)
-      load_kmajor<S, Tile::BM, Tile::KB, NT>(stage, t.a, s.a_stride, m0, p.m, s.rows_lo, s.rows_hi,
-                                             s.gather ? p.row_index : nullptr, t.k0, s.k);
-    else
-      load_mnmajor<S, Tile::BM, BK, NT>(stage, t.a, s.a_stride, m0, p.m, t.k0, s.k);
-    if constexpr (LB == Layout::KMajor)
-      load_kmajor<S, Tile::BN, Tile::KB, NT>(stage + A_BYTES, t.b, s.b_stride, n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, t.k0, s.k);
-    else
-      load_mnmajor<S, Tile::BN, BK, NT>(stage + A_BYTES, t.b, s.b_stride, n0, cmin(p.n, s.cols_hi), t.k0, s.k);
-  }
+  using ALoader = std::conditional_t<LA == Layout::KMajor, KMajorLoader<S, Tile::BM, Tile::KB, NT>, MNMajorLoader<S, Tile::BM, BK, NT>>;
+  using BLoader = std::conditional_t<LB == Layout::KMajor, KMajorLoader<S, Tile::BN, Tile::KB, NT>, MNMajorLoader<S, Tile::BN, BK, NT>>;
+
+  // The producer side of the pipeline: walks the k-tiles and fills stages.
+  struct Producer {
+    Cursor<BK> cur;
+    ALoader a;
+    BLoader b;
+    bool fresh = true;  // no loaders set up yet (split-K may start mid-pass)
+
+    __device__ __forceinline__ void load(unsigned char* stage, const Params& p, const SegmentList& list, int m0, int n0) {
+      if (fresh || cur.pass_begins()) {
+        const Segment s = list.get(p, cur.index);
+        if constexpr (LA == Layout::KMajor)
+          a.init(cur.a(s), s.a_stride, m0, p.m, s.rows_lo, s.rows_hi, s.gather ? p.row_index : nullptr, s.k);
+        else
+          a.init(cur.a(s), s.a_stride, m0, p.m, s.k);
+        if constexpr (LB == Layout::KMajor)
+          b.init(cur.b(s), s.b_stride, n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, s.k);
+        else
+          b.init(cur.b(s), s.b_stride, n0, cmin(p.n, s.cols_hi), s.k);
+        fresh = false;
+      }
+      const int k0 = cur.k0();
+      a.load(stage, k0);
+      b.load(stage + A_BYTES, k0);
+      cur.next(p, list);
+    }
+  };
 
   // Fragments of k-step ks (32 bytes of K) for this warp (see the fragment layouts in
   // csrc/simt/README.md / the PTX ISA): A as m16 × k16 (4 registers), B as two n8 × k16 tiles per
@@ -427,7 +483,7 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
   using E = typename Mma::E;
   constexpr int BK = ML::BK, STAGES = Tile::STAGES;
   SIMT_DYNAMIC_SHARED(unsigned char, smem);
-  const TileCoord tc = tile_coord<Tile::BM, Tile::BN>();
+  const TileCoord tc = tile_coord<Tile::BM, Tile::BN>(p);
   const SegmentList list = segments_of(p, tc.m_tile);
   int total = 0;
   for (int i = 0; i < list.count; ++i) total += tiles_of<BK>(list.get(p, i));
@@ -447,14 +503,13 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
   // The pipeline: STAGES - 1 k-tiles in flight ahead of the one being multiplied. At iteration i,
   // groups 0 … i have landed after wait<STAGES - 2>; the load issued then refills the stage that
   // iteration i - 1 read, which every warp has left (the barrier).
-  Cursor<BK> cur;
-  if (kt_begin < kt_end) cur.start(p, list, kt_begin);
+  typename ML::Producer producer;
+  if (kt_begin < kt_end) producer.cur.start(p, list, kt_begin);
   int issued = kt_begin;
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (issued < kt_end) {
-      ML::load_stage(smem + s * ML::STAGE_BYTES, p, cur.seg, cur.tile, tc.m0, tc.n0);
-      cur.next(p, list);
+      producer.load(smem + s * ML::STAGE_BYTES, p, list, tc.m0, tc.n0);
       ++issued;
     }
     ptx::cp_async_commit();
@@ -464,8 +519,7 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
     __syncthreads();
     const int i = kt - kt_begin;
     if (issued < kt_end) {
-      ML::load_stage(smem + ((i + STAGES - 1) % STAGES) * ML::STAGE_BYTES, p, cur.seg, cur.tile, tc.m0, tc.n0);
-      cur.next(p, list);
+      producer.load(smem + ((i + STAGES - 1) % STAGES) * ML::STAGE_BYTES, p, list, tc.m0, tc.n0);
       ++issued;
     }
     ptx::cp_async_commit();
@@ -514,7 +568,7 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
         }
         sums[(wn * 4 + q) * Tile::BM + row_in_tile] = s;
       }
-    row_norm_finish<Tile::BM, Tile::NT, Tile::WARPS_N * 4>(p, sums, tc.m0);
+    row_norm_finish<Tile::BM, Tile::NT, Tile::WARPS_N * 4>(p, sums, tc.m0, tc.n_tile);
   } else {
     const bool split = gridDim.z > 1;
 #pragma unroll
@@ -641,7 +695,7 @@ template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm>
 __device__ __forceinline__ void fma_gemm(const Params& p) {
   constexpr int BK = Tile::BK, NT = Tile::NT, TM = Tile::TM, TN = Tile::TN;
   SIMT_DYNAMIC_SHARED(float, smem);
-  const TileCoord tc = tile_coord<Tile::BM, Tile::BN>();
+  const TileCoord tc = tile_coord<Tile::BM, Tile::BN>(p);
   const SegmentList list = segments_of(p, tc.m_tile);
   int total = 0;
   for (int i = 0; i < list.count; ++i) total += tiles_of<BK>(list.get(p, i));
@@ -661,17 +715,17 @@ __device__ __forceinline__ void fma_gemm(const Params& p) {
 
   FmaOperandLoad<E, LA, Tile::BM, NT> a_load;
   FmaOperandLoad<E, LB, Tile::BN, NT> b_load;
-  auto fetch = [&](const Segment& s, int tile) {
-    const SegmentTile<BK> t(s, tile);
-    a_load.fetch(t.a, s.a_stride, tc.m0, p.m, s.rows_lo, s.rows_hi, s.gather ? p.row_index : nullptr, t.k0, s.k);
-    b_load.fetch(t.b, s.b_stride, tc.n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, t.k0, s.k);
+  auto fetch = [&](const Cursor<BK>& c) {
+    const Segment s = list.get(p, c.index);
+    a_load.fetch(c.a(s), s.a_stride, tc.m0, p.m, s.rows_lo, s.rows_hi, s.gather ? p.row_index : nullptr, c.k0(), s.k);
+    b_load.fetch(c.b(s), s.b_stride, tc.n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, c.k0(), s.k);
   };
   auto buffer = [&](int b) { return smem + b * BK * (Tile::LDA + Tile::LDB); };
 
   Cursor<BK> cur;
   if (kt_begin < kt_end) {
     cur.start(p, list, kt_begin);
-    fetch(cur.seg, cur.tile);
+    fetch(cur);
     cur.next(p, list);
     a_load.template stash<Tile::LDA>(buffer(0));
     b_load.template stash<Tile::LDB>(buffer(0) + BK * Tile::LDA);
@@ -681,7 +735,7 @@ __device__ __forceinline__ void fma_gemm(const Params& p) {
     const int i = kt - kt_begin;
     const bool more = kt + 1 < kt_end;
     if (more) {
-      fetch(cur.seg, cur.tile);
+      fetch(cur);
       cur.next(p, list);
     }
     const float* As = buffer(i % 2);
@@ -739,7 +793,7 @@ __device__ __forceinline__ void fma_gemm(const Params& p) {
       }
       sums[tx * Tile::BM + row_of(a)] = s;
     }
-    row_norm_finish<Tile::BM, NT, 16>(p, sums, tc.m0);
+    row_norm_finish<Tile::BM, NT, 16>(p, sums, tc.m0, tc.n_tile);
   } else {
     const bool split = gridDim.z > 1;
 #pragma unroll
@@ -794,12 +848,16 @@ __global__ void __launch_bounds__(256) splitk_reduce_kernel(Params p, int splits
 namespace lk::cuda_ops::gemm {
 
 // The tile shapes the dispatcher chooses from (cuda/gemm.cu says when).
+// Shared-memory traffic per MMA is what separates them: a warp tile of 64×64 reads 8 ldmatrix.x4
+// (4 KiB) per 32 mma.sync (131 kFLOP), 64×32 reads 6 (3 KiB) per 16 (65 kFLOP): at the ~2.7 kFLOP/clk
+// an SM's mma.sync sustains, ~84 vs ~124 B/clk of its 128 B/clk shared-memory bandwidth.
+using WideTile = TileConfig<128, 256, 64, 2, 4, 4>;   // 8 warps of 64×64, 4 stages: 96 KiB
 using BigTile = TileConfig<128, 128, 64, 2, 4, 4>;    // 8 warps of 64×32, 4 stages: 64 KiB
 using SmallTile = TileConfig<64, 64, 64, 2, 2, 4>;    // 4 warps of 32×32, 4 stages: 32 KiB
 using SkinnyTile = TileConfig<128, 32, 64, 4, 1, 4>;  // 4 warps of 32×32 (n ≤ 32: the low-rank shrinks), 40 KiB
 using FmaLargeTile = FmaTile<128, 128>;
 using FmaSmallTile = FmaTile<64, 64>;
-enum class TileId : int { Big = 0, Small = 1, Skinny = 2 };
+enum class TileId : int { Big = 0, Small = 1, Skinny = 2, Wide = 3 };
 enum class FmaTileId : int { Large = 0, Small = 1 };
 
 struct Launch {
@@ -825,7 +883,7 @@ void launch_mma(const Params& p, const Launch& l) {
   static_assert(!kRowNorm || Tile::WARPS_N * 4 * Tile::BM * 4 <= smem, "row-norm sums fit in the pipeline's shared memory");
   auto* kernel = gemm_mma_kernel<Mma, Tile, LA, LB, kRowNorm>;
   opt_in_smem(kernel, smem, l.device);
-  simt_launch(kernel, dim3(l.m_tiles, l.n_tiles, l.splits), dim3(Tile::NT), smem, l.st, p);
+  simt_launch(kernel, dim3(l.m_tiles * l.n_tiles, 1, l.splits), dim3(Tile::NT), smem, l.st, p);
   LK_CUDA_CHECK_LAUNCH("gemm_mma_kernel launch");
 }
 
@@ -833,7 +891,7 @@ template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm>
 void launch_fma(const Params& p, const Launch& l) {
   constexpr int smem = Tile::SMEM_FLOATS * 4;
   static_assert(16 * Tile::BM <= Tile::SMEM_FLOATS, "row-norm sums fit in the tiles' shared memory");
-  simt_launch(gemm_fma_kernel<E, Tile, LA, LB, kRowNorm>, dim3(l.m_tiles, l.n_tiles, l.splits), dim3(Tile::NT), smem, l.st, p);
+  simt_launch(gemm_fma_kernel<E, Tile, LA, LB, kRowNorm>, dim3(l.m_tiles * l.n_tiles, 1, l.splits), dim3(Tile::NT), smem, l.st, p);
   LK_CUDA_CHECK_LAUNCH("gemm_fma_kernel launch");
 }
 
@@ -854,6 +912,7 @@ bool run_mma(TileId tile, Layout la, Layout lb, bool row_norm, const Params& p, 
       case variant_key(0, K, K, false): launch_mma<Mma, BigTile, K, K, false>(p, l); return true;
       case variant_key(1, K, K, false): launch_mma<Mma, SmallTile, K, K, false>(p, l); return true;
       case variant_key(2, K, K, false): launch_mma<Mma, SkinnyTile, K, K, false>(p, l); return true;
+      case variant_key(3, K, K, false): launch_mma<Mma, WideTile, K, K, false>(p, l); return true;
       default: return false;
     }
   } else {
@@ -866,6 +925,8 @@ bool run_mma(TileId tile, Layout la, Layout lb, bool row_norm, const Params& p, 
       case variant_key(2, K, N, false): launch_mma<Mma, SkinnyTile, K, N, false>(p, l); return true;
       case variant_key(1, N, N, false): launch_mma<Mma, SmallTile, N, N, false>(p, l); return true;
       case variant_key(2, N, N, false): launch_mma<Mma, SkinnyTile, N, N, false>(p, l); return true;
+      case variant_key(3, K, K, false): launch_mma<Mma, WideTile, K, K, false>(p, l); return true;
+      case variant_key(3, K, N, false): launch_mma<Mma, WideTile, K, N, false>(p, l); return true;
       case variant_key(0, K, N, true): launch_mma<Mma, BigTile, K, N, true>(p, l); return true;
       default: return false;
     }
