@@ -18,7 +18,11 @@
 //   Tensor cores (mma, M = 16 fills their m dimension) would remove that; not done here.
 // * x traffic: per 16-byte W load a lane reads M 16-byte x chunks, shared by its 4 W rows: M/4 ×
 //   the W bytes from L1 (4× at M = 16: ~17 TB/s of the ~33 TB/s the L1s deliver). x is read in its
-//   own dtype (half the bytes of staging it as float32 in shared memory, and no barriers).
+//   own dtype (half the bytes of staging it as float32 in shared memory, and no barriers). That
+//   only works if x stays in L1 (16·4096·2 = 128 KiB at M = 16, of ~250 KB): W and A, read once,
+//   are loaded with ld.global.cg (L2 only) so that their stream does not evict it. Measured on an
+//   H200 before that (W through L1, and a branch around every load for the element fallback):
+//   M = 16 took 94 µs for bfloat16 K = N = 4096, every x chunk a serialized L2 round trip.
 // * Reductions: a lane ends with M·4 partial sums; a reduce-scatter over the warp (each butterfly
 //   step keeps half of the values: 32 + 16 + 8 + 4 + 2 = 62 shuffles for 64 values instead of
 //   5·64) leaves each sum on one lane, which stores it. Fixed order: deterministic.
@@ -30,20 +34,25 @@
 //   [splits][m][r_max]. The GEMV sums them in slice order as it stages T (deterministic, no
 //   atomics, no third launch); their size is capped (kMaxShrinkPartials floats) because every GEMV
 //   block reads all of them.
-// * Split-K, GEMV: when N / 16 rows per block gives fewer than 2 blocks per SM (N ≲ 4224), K is
-//   split over blockIdx.y into float32 partials [splits][m][n] and a second kernel sums them in
-//   split order and applies the epilogue (column scale, bias, dtype). Partials cost
-//   2·4·M·splits·N bytes, ≤ 2·4·16/512/2 = 6% of W's bytes for 16-bit W (≥ 512 K per split).
+// * Split-K, GEMV: when N / 16 rows per block leaves SMs without a block (N < 16·132 = 2112), K is
+//   split over blockIdx.y (to ~2 blocks per SM) into float32 partials [splits][m][n] and a second
+//   kernel sums them in split order and applies the epilogue (column scale, bias, dtype). Partials
+//   cost 2·4·M·splits·N bytes, ≤ 2·4·16/512/2 = 6% of W's bytes for 16-bit W (≥ 512 K per split).
+//   A launch costs a few µs on its own: N = 4096 (256 blocks) is not split.
 // So decode is two launches (shrink, GEMV; three when N is small): ~2-3 µs for the shrink plus
 // ~8-11 µs of streaming for K = N = 4096.
 //
-// Loads are 16 bytes when the operand's base and row stride are 16-byte aligned; otherwise (odd K,
-// views) and at the end of a row, the same chunk is gathered element by element with zero fill.
+// Loads are 16 bytes, branch-free, when every operand's base and row stride are 16-byte aligned
+// and K is a multiple of the chunk (the kernels' VECTOR instances); otherwise (odd K, views) the
+// same chunks are gathered element by element with zero fill, by one row bucket (16) per dtype:
+// correct for any layout, not tuned.
 #include <algorithm>
 #include <climits>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "gemv.cuh"
 
@@ -92,7 +101,6 @@ struct ShrinkArgs {
   float* t;  // [gridDim.y][m][r_max]
   long long m;
   int k, r_max, k_per_split;
-  bool x_vec, a_vec;  // 16-byte loads allowed (x and mask / a: base and row stride aligned)
 };
 
 struct GemvArgs {
@@ -112,24 +120,37 @@ struct GemvArgs {
   long long y_stride;
   float* partial;  // [gridDim.y][m][n] when K is split over blockIdx.y, else null
   int m, k, n, k_per_split;
-  bool x_vec, w_vec;
 };
 
 #if defined(SIMT_DEVICE_PATH)
 // ---- device helpers --------------------------------------------------------------------------------
-// The kVec elements p[0 .. kVec) as raw storage, zero past `valid`: one 16-byte load when the
-// operand is aligned (`vector`) and the chunk is whole, element by element otherwise.
-template <class E>
-__device__ __forceinline__ uint4 load_chunk(const typename E::storage* p, int valid, bool vector) {
+// The kVec elements p[0 .. kVec) as raw storage, zero past `valid`. VECTOR (every operand's base
+// and row stride 16-byte aligned, K a multiple of kVec, so chunks are whole or past the end): one
+// predicated 16-byte load, no branch, so the compiler can issue a step's loads back to back.
+// Otherwise element by element. STREAMED operands (W, A: read once) bypass L1 (ld.global.cg) so
+// that they do not evict x, which every warp of the SM re-reads; x goes through the read-only
+// cache (__ldg).
+template <class E, bool VECTOR, bool STREAMED>
+__device__ __forceinline__ uint4 load_chunk(const typename E::storage* p, int valid) {
   using S = typename E::storage;
-  if (vector && valid >= kVec<E>) return *reinterpret_cast<const uint4*>(p);
-  union {
-    uint4 raw;
-    S elems[kVec<E>];
-  } c{};
+  if constexpr (VECTOR) {
+    const uint4* chunk = reinterpret_cast<const uint4*>(p);
+    if (valid <= 0) return uint4{};
+    if constexpr (!STREAMED) return __ldg(chunk);
+#if defined(SIMT_EMU)
+    return *chunk;  // the emulator has no cache operators
+#else
+    return __ldcg(chunk);
+#endif
+  } else {
+    union {
+      uint4 raw;
+      S elems[kVec<E>];
+    } c{};
 #pragma unroll
-  for (int v = 0; v < kVec<E>; ++v) c.elems[v] = v < valid ? p[v] : S(0);
-  return c.raw;
+    for (int v = 0; v < kVec<E>; ++v) c.elems[v] = v < valid ? p[v] : S(0);
+    return c.raw;
+  }
 }
 
 template <class E>
@@ -247,14 +268,14 @@ __device__ __forceinline__ void add_low_rank(const GemvArgs& p, float (&acc)[MB 
 }
 
 // The U 16-byte chunks of each of the warp's W rows at k = kb + (lane + 32·u)·kVec.
-template <class E, int U>
+template <class E, int U, bool VECTOR>
 __device__ __forceinline__ void load_w_step(const typename E::storage* const (&w_rows)[kRowsPerWarp], int kb, int k_end,
-                                            int lane, bool vector, uint4 (&chunks)[kRowsPerWarp][U]) {
+                                            int lane, uint4 (&chunks)[kRowsPerWarp][U]) {
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     const int k = kb + (lane + u * kWarpSize) * kVec<E>;
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) chunks[r][u] = load_chunk<E>(w_rows[r] + k, k_end - k, vector);
+    for (int r = 0; r < kRowsPerWarp; ++r) chunks[r][u] = load_chunk<E, VECTOR, true>(w_rows[r] + k, k_end - k);
   }
 }
 #endif  // SIMT_DEVICE_PATH
@@ -265,7 +286,7 @@ __device__ __forceinline__ void load_w_step(const typename E::storage* const (&w
 // of each of the warp's A rows per step; every load of a step is independent (MB·(2 + 4) in
 // flight). Rows without a rank in the warp's range skip their loads (warp-uniform branches), so
 // A's padding past a row's rank is never read.
-template <class E, int MB>
+template <class E, int MB, bool VECTOR>
 __global__ void __launch_bounds__(kShrinkThreads) gemv_shrink_kernel(ShrinkArgs p) {
 #if defined(SIMT_DEVICE_PATH)
   using S = typename E::storage;
@@ -288,10 +309,10 @@ __global__ void __launch_bounds__(kShrinkThreads) gemv_shrink_kernel(ShrinkArgs 
       if (rows[i].rank <= j0) continue;  // no rank of this warp's range in this row
       const long long row = row0 + i;
       float x[VEC];
-      unpack<E>(load_chunk<E>(static_cast<const S*>(p.x) + row * p.x_stride + k, valid, p.x_vec), x);
+      unpack<E>(load_chunk<E, VECTOR, false>(static_cast<const S*>(p.x) + row * p.x_stride + k, valid), x);
       if (p.mask) {
         float mask[VEC];
-        unpack<E>(load_chunk<E>(static_cast<const S*>(p.mask) + row * p.mask_stride + k, valid, p.x_vec), mask);
+        unpack<E>(load_chunk<E, VECTOR, false>(static_cast<const S*>(p.mask) + row * p.mask_stride + k, valid), mask);
 #pragma unroll
         for (int v = 0; v < VEC; ++v) x[v] *= mask[v];
       }
@@ -300,7 +321,7 @@ __global__ void __launch_bounds__(kShrinkThreads) gemv_shrink_kernel(ShrinkArgs 
       for (int r = 0; r < RJ; ++r) {
         if (j0 + r >= rows[i].rank) continue;
         float av[VEC];
-        unpack<E>(load_chunk<E>(a + static_cast<long long>(j0 + r) * p.a_stride, valid, p.a_vec), av);
+        unpack<E>(load_chunk<E, VECTOR, true>(a + static_cast<long long>(j0 + r) * p.a_stride, valid), av);
 #pragma unroll
         for (int v = 0; v < VEC; ++v) acc[i * RJ + r] = fmaf(x[v], av[v], acc[i * RJ + r]);
       }
@@ -325,7 +346,7 @@ __global__ void __launch_bounds__(kShrinkThreads) gemv_shrink_kernel(ShrinkArgs 
 // last row and are never stored) and the K range of split blockIdx.y; lanes stride K in 16-byte
 // chunks. Per step: issue the next step's 4·U W chunks, then convert the current ones and FMA them
 // with the matching x chunk of each of the m rows (L1 hits after the first warp).
-template <class E, int MB, int U>
+template <class E, int MB, int U, bool VECTOR>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
 #if defined(SIMT_DEVICE_PATH)
   using S = typename E::storage;
@@ -343,10 +364,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
 
   float acc[MB * R] = {};  // acc[i·R + r]: row i of x · W row n0 + r
   uint4 current[R][U], next[R][U];
-  load_w_step<E, U>(w_rows, k_begin, k_end, lane, p.w_vec, current);
+  load_w_step<E, U, VECTOR>(w_rows, k_begin, k_end, lane, current);
   for (int kb = k_begin; kb < k_end; kb += STEP) {
     const bool more = kb + STEP < k_end;
-    if (more) load_w_step<E, U>(w_rows, kb + STEP, k_end, lane, p.w_vec, next);
+    if (more) load_w_step<E, U, VECTOR>(w_rows, kb + STEP, k_end, lane, next);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int k = kb + (lane + u * kWarpSize) * VEC, valid = k_end - k;
@@ -357,7 +378,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
       for (int i = 0; i < MB; ++i) {
         if (i >= p.m) continue;
         float xv[VEC];
-        unpack<E>(load_chunk<E>(x + i * p.x_stride + k, valid, p.x_vec), xv);
+        unpack<E>(load_chunk<E, VECTOR, false>(x + i * p.x_stride + k, valid), xv);
 #pragma unroll
         for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -417,18 +438,24 @@ void with_element(DType dtype, const char* what, F&& fn) {
   throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): no kernel for dtype=" + dtype_name(dtype));
 }
 
-// Row buckets: the smallest of 1, 2, 4, 8, 16 that holds `rows` (rows past m skip their work).
-template <class F>
+// Row buckets: the smallest power of two ≥ `rows`, up to MAX (rows past m skip their work). Only
+// the buckets up to MAX are instantiated.
+template <int MAX, int BUCKET = 1, class F>
 void with_row_bucket(long long rows, F&& fn) {
-  if (rows <= 1) return fn(Rows<1>{});
-  if (rows <= 2) return fn(Rows<2>{});
-  if (rows <= 4) return fn(Rows<4>{});
-  if (rows <= 8) return fn(Rows<8>{});
-  return fn(Rows<16>{});
+  if constexpr (BUCKET < MAX) {
+    if (rows > BUCKET) return with_row_bucket<MAX, 2 * BUCKET>(rows, fn);
+  }
+  fn(Rows<BUCKET>{});
 }
 
-bool aligned16(const void* ptr, long long stride, DType dtype) {
-  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && (stride * static_cast<long long>(dtype_size(dtype))) % 16 == 0;
+// 16-byte loads: every listed operand's base and row stride (elements) 16-byte aligned, and K a
+// multiple of the chunk, so that a chunk is either whole or past the end of its row.
+bool vector_loads(DType dtype, long long k, std::initializer_list<std::pair<const void*, long long>> operands) {
+  const long long elem = static_cast<long long>(dtype_size(dtype)), vec = 16 / elem;
+  if (k % vec != 0) return false;
+  for (const auto& [ptr, stride] : operands)
+    if (ptr && (reinterpret_cast<uintptr_t>(ptr) % 16 != 0 || (stride * elem) % 16 != 0)) return false;
+  return true;
 }
 
 long long round_up(long long v, long long to) { return ceil_div(v, to) * to; }
@@ -441,11 +468,39 @@ void check_sizes(const char* what, long long k, long long n, long long r_max) {
                                             std::to_string(k) + ", n=" + std::to_string(n) + ", r=" + std::to_string(r_max) + ")");
 }
 
-// The smallest power of two ≥ min(m, kMaxShrinkRowsPerBlock).
+// The shrink's row bucket: the smallest power of two ≥ min(m, kMaxShrinkRowsPerBlock).
 long long shrink_rows_per_block(long long m) {
   long long rows = 1;
   while (rows < m && rows < kMaxShrinkRowsPerBlock) rows *= 2;
   return rows;
+}
+
+// The GEMV (+ the split reduce when K is split: when the rows alone leave SMs without a block,
+// K is split until there are ~2 blocks per SM).
+template <class E, int MB, bool VECTOR>
+void launch_gemv(GemvArgs a, int sm_count, int device, cudaStream_t st) {
+  constexpr int U = gemv_chunks_per_lane(MB);
+  constexpr long long kStep = static_cast<long long>(kWarpSize) * kVec<E> * U;
+  const long long blocks_n = ceil_div<long long>(a.n, kGemvRowsPerBlock);
+  long long splits = 1;
+  if (blocks_n < sm_count)
+    splits = std::max<long long>(1, std::min(ceil_div(2LL * sm_count, blocks_n), a.k / std::max<long long>(kStep, kMinGemvKPerSplit)));
+  const long long k_per_split = round_up(ceil_div<long long>(a.k, splits), kStep);
+  splits = k_per_split ? ceil_div<long long>(a.k, k_per_split) : 1;  // no empty slice
+  a.k_per_split = static_cast<int>(k_per_split);
+  std::unique_ptr<DeviceScratch> partial;
+  if (splits > 1) {
+    partial = std::make_unique<DeviceScratch>(device, static_cast<size_t>(splits * a.m * a.n) * sizeof(float));
+    a.partial = partial->as<float>();
+  }
+  simt_launch(gemv_kernel<E, MB, U, VECTOR>, dim3(static_cast<unsigned>(blocks_n), static_cast<unsigned>(splits)),
+              dim3(kGemvThreads), 0, st, a);
+  LK_CUDA_CHECK_LAUNCH("gemv_kernel launch");
+  if (splits > 1) {
+    simt_launch(gemv_split_reduce_kernel<E>, dim3(static_cast<unsigned>(ceil_div<long long>(a.n, kReduceThreads)),
+                static_cast<unsigned>(a.m)), dim3(kReduceThreads), 0, st, a, static_cast<int>(splits));
+    LK_CUDA_CHECK_LAUNCH("gemv_split_reduce_kernel launch");
+  }
 }
 
 }  // namespace
@@ -467,7 +522,9 @@ int gemv_shrink_splits(const GemvShrinkParams& p, int sm_count) {
 void gemv_shrink(const GemvShrinkParams& p, float* t_partials, int splits, cudaStream_t st) {
   if (p.m == 0 || p.r_max == 0) return;
   check_sizes("gemv_shrink", p.k, 0, p.r_max);
-  const long long rows_per_block = shrink_rows_per_block(p.m);
+  const bool vector = vector_loads(p.dtype, p.k, {{p.x, p.x_stride}, {p.mask, p.mask_stride}, {p.a, p.a_stride}, {p.a, p.a_group_stride}});
+  // Element loads: correct for any layout, not tuned (one row bucket).
+  const long long rows_per_block = vector ? shrink_rows_per_block(p.m) : kMaxShrinkRowsPerBlock;
   if (ceil_div(p.m, rows_per_block) > 65535 || splits < 1 || splits > 65535)
     throw Error(ErrorCode::Unsupported, "gemv_shrink (cuda): m=" + std::to_string(p.m) + " rows in " + std::to_string(splits) +
                                             " K slices exceed the launch grid");
@@ -489,15 +546,18 @@ void gemv_shrink(const GemvShrinkParams& p, float* t_partials, int splits, cudaS
   a.k = static_cast<int>(p.k);
   a.r_max = static_cast<int>(p.r_max);
   a.k_per_split = static_cast<int>(round_up(ceil_div<long long>(p.k, splits), step));
-  a.x_vec = aligned16(p.x, p.x_stride, p.dtype) && (!p.mask || aligned16(p.mask, p.mask_stride, p.dtype));
-  a.a_vec = aligned16(p.a, p.a_stride, p.dtype) && aligned16(p.a, p.a_group_stride, p.dtype);
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(p.r_max, kShrinkRanksPerBlock)), static_cast<unsigned>(splits),
                   static_cast<unsigned>(ceil_div(p.m, rows_per_block)));
   with_element(p.dtype, "gemv_shrink", [&](auto e) {
-    with_row_bucket(rows_per_block, [&](auto rows) {
-      simt_launch(gemv_shrink_kernel<decltype(e), decltype(rows)::value>, grid, dim3(kShrinkThreads), 0, st, a);
-      LK_CUDA_CHECK_LAUNCH("gemv_shrink_kernel launch");
-    });
+    using E = decltype(e);
+    if (!vector) {
+      simt_launch(gemv_shrink_kernel<E, kMaxShrinkRowsPerBlock, false>, grid, dim3(kShrinkThreads), 0, st, a);
+    } else {
+      with_row_bucket<kMaxShrinkRowsPerBlock>(rows_per_block, [&](auto rows) {
+        simt_launch(gemv_shrink_kernel<E, decltype(rows)::value, true>, grid, dim3(kShrinkThreads), 0, st, a);
+      });
+    }
+    LK_CUDA_CHECK_LAUNCH("gemv_shrink_kernel launch");
   });
 }
 
@@ -528,35 +588,13 @@ void gemv(const GemvParams& p, int device, cudaStream_t st) {
   a.m = static_cast<int>(p.m);
   a.k = static_cast<int>(p.k);
   a.n = static_cast<int>(p.n);
-  a.x_vec = aligned16(p.x, p.x_stride, p.dtype);
-  a.w_vec = aligned16(p.w, p.w_stride, p.dtype);
-  const long long blocks_n = ceil_div<long long>(p.n, kGemvRowsPerBlock);
+  const bool vector = vector_loads(p.dtype, p.k, {{p.x, p.x_stride}, {p.w, p.w_stride}});
   with_element(p.dtype, "gemv", [&](auto e) {
     using E = decltype(e);
-    with_row_bucket(p.m, [&](auto rows) {
-      constexpr int MB = decltype(rows)::value, U = gemv_chunks_per_lane(MB);
-      constexpr long long kStep = static_cast<long long>(kWarpSize) * kVec<E> * U;
-      // Split K when the rows alone give fewer than ~2 blocks per SM.
-      const long long fill = 2LL * props.sm_count;
-      long long splits = 1;
-      if (blocks_n < fill)
-        splits = std::max<long long>(1, std::min(ceil_div(fill, blocks_n), p.k / std::max<long long>(kStep, kMinGemvKPerSplit)));
-      const long long k_per_split = round_up(ceil_div(p.k, splits), kStep);
-      splits = k_per_split ? ceil_div(p.k, k_per_split) : 1;  // no empty slice
-      a.k_per_split = static_cast<int>(k_per_split);
-      std::unique_ptr<DeviceScratch> partial;
-      if (splits > 1) {
-        partial = std::make_unique<DeviceScratch>(device, static_cast<size_t>(splits * p.m * p.n) * sizeof(float));
-        a.partial = partial->as<float>();
-      }
-      simt_launch(gemv_kernel<E, MB, U>, dim3(static_cast<unsigned>(blocks_n), static_cast<unsigned>(splits)),
-                  dim3(kGemvThreads), 0, st, a);
-      LK_CUDA_CHECK_LAUNCH("gemv_kernel launch");
-      if (splits > 1) {
-        simt_launch(gemv_split_reduce_kernel<E>, dim3(static_cast<unsigned>(ceil_div<long long>(p.n, kReduceThreads)),
-                    static_cast<unsigned>(p.m)), dim3(kReduceThreads), 0, st, a, static_cast<int>(splits));
-        LK_CUDA_CHECK_LAUNCH("gemv_split_reduce_kernel launch");
-      }
+    if (!vector)  // element loads: correct for any layout, not tuned (one row bucket)
+      return launch_gemv<E, static_cast<int>(kGemvMaxRows), false>(a, props.sm_count, device, st);
+    with_row_bucket<static_cast<int>(kGemvMaxRows)>(p.m, [&](auto rows) {
+      launch_gemv<E, decltype(rows)::value, true>(a, props.sm_count, device, st);
     });
   });
 }

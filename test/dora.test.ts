@@ -41,8 +41,8 @@ function doraCases(): DoraCase[] {
     }
   }
   // Decode edges on CUDA (the GEMV applies the column scale, cuda/gemv.cu): M = 16 exactly with
-  // 16-byte loads and split-K (N ≤ 48, K ≥ 1024: the column scale in the split reduce), M = 17.
-  cases.push({ name: '', dtype: 'float32', lead: [16], k: 1024, n: 24, r: 16, bias: true, out: true, scale: 0.5, magnitudeF32: true, needInputGrad: false, large: false });
+  // 16-byte loads and split-K (N ≤ 16, K ≥ 1024: the column scale in the split reduce), M = 17.
+  cases.push({ name: '', dtype: 'float32', lead: [16], k: 1024, n: 16, r: 16, bias: true, out: true, scale: 0.5, magnitudeF32: true, needInputGrad: false, large: false });
   cases.push({ name: '', dtype: 'bfloat16', lead: [16], k: 264, n: 77, r: 33, bias: false, out: false, scale: 2, magnitudeF32: false, needInputGrad: true, large: false });
   cases.push({ name: '', dtype: 'float16', lead: [17], k: 45, n: 19, r: 7, bias: true, out: true, scale: 1, magnitudeF32: false, needInputGrad: true, large: false });
   // Past the CPU kernels' cache blocks (several K blocks, column tasks, 4-row norm tiles).

@@ -50,11 +50,11 @@ function forwardCases(): ForwardCase[] {
   cases.push({ name: '', dtype: 'float16', lead: [5], k: 4099, n: 1029, r: 8, bias: true, mask: false, out: true, scale: 1, allowTf32: false, large: true });
   cases.push({ name: '', dtype: 'float32', lead: [17], k: 64, n: 33, r: 0, bias: true, mask: false, out: true, scale: 1, allowTf32: false, large: false });
   // Decode (M ≤ 16: the CUDA GEMV, cuda/gemv.cu) edges: every row bucket up to M = 16 exactly and
-  // M = 17 (the tile GEMM); K a multiple of 8 (16-byte loads) or not (element loads); N = 1 and
-  // N ≤ 48 with K ≥ 1024 (split-K in the GEMV and in the shrink whatever the SM count); r = 128
-  // (four 32-rank slices of T); no adapter.
+  // M = 17 (the tile GEMM); K a multiple of 8 (16-byte loads) or not (element loads); N ≤ 16 with
+  // K ≥ 1024 (one block of rows: split-K in the GEMV, and in the shrink, on ≥ 2 SMs); r = 128 (four
+  // 32-rank slices of T); no adapter.
   const decode = { name: '', bias: true, mask: false, out: true, scale: 0.5, allowTf32: false, large: false };
-  cases.push({ ...decode, dtype: 'float32', lead: [16], k: 1024, n: 40, r: 16, mask: true });
+  cases.push({ ...decode, dtype: 'float32', lead: [16], k: 1024, n: 16, r: 16, mask: true });
   cases.push({ ...decode, dtype: 'bfloat16', lead: [4, 4], k: 520, n: 33, r: 128, out: false });
   cases.push({ ...decode, dtype: 'float16', lead: [17], k: 64, n: 33, r: 16 });
   cases.push({ ...decode, dtype: 'float32', lead: [1], k: 1100, n: 1, r: 16, mask: true, bias: false });
