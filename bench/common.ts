@@ -2,7 +2,14 @@
  * Shared benchmark plumbing: tinybench timing with a progress line, FLOP/byte accounting, the
  * PyTorch peer (timed in the same run, in a child process), the printed tables and JSON lines.
  * A benchmark never fails a test run and never asserts a speed. The runner (bench/run.ts, the
- * `lora-kernels bench` CLI) sets where results go and collects every row for its final table.
+ * `lora-kernels bench` CLI) sets the device, where results go, and collects every row for its
+ * final table.
+ *
+ * On the GPU (`--device cuda`) every op is timed twice (timeGpu): wall time per call with a device
+ * synchronize (what one blocking call costs), and CUDA events around a batch of back-to-back calls
+ * (the GPU's time per call when calls are queued, launch gaps included). The peer times torch with
+ * the same protocol and plan on the same GPU. Each GPU row compares one of our timings with a
+ * reference (torch, or another of ours) on the event time and states the issue's goal, if any.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -13,6 +20,9 @@ import { Bench } from 'tinybench';
 
 import { backends } from '../lib/index.js';
 import { packageRoot } from '../lib/loader.js';
+import { callNative } from '../lib/native.js';
+
+export type BenchDevice = 'cpu' | 'cuda';
 
 export interface Measurement {
   bench: string;
@@ -36,11 +46,29 @@ export interface SummaryRow extends Measurement {
   ratioToPeer: number | null;
 }
 
-/** One run of benchmarks: where JSON lines go (none: printed only), the rows so far, the progress line. */
-export const session: { resultsDir: string | undefined; rows: SummaryRow[]; stage: string } = {
+/**
+ * One run of benchmarks: the device, --quick, where JSON lines go (none: printed only), the rows
+ * so far (CPU measurements, GPU comparisons), the progress line, the peer's python (found once)
+ * and why the peer cannot run on a device (once known, it is not started again).
+ */
+export const session: {
+  device: BenchDevice;
+  quick: boolean;
+  resultsDir: string | undefined;
+  rows: SummaryRow[];
+  comparisons: GpuComparisonRow[];
+  stage: string;
+  python: string | undefined;
+  peerUnavailable: Map<BenchDevice, string>;
+} = {
+  device: 'cpu',
+  quick: false,
   resultsDir: undefined,
   rows: [],
+  comparisons: [],
   stage: '',
+  python: undefined,
+  peerUnavailable: new Map(),
 };
 
 /**
@@ -76,47 +104,200 @@ export async function timeOurs(label: string, fn: () => unknown, opts: { iterati
   return { msMedian: result.latency.p50, msMin: result.latency.min, runs: result.latency.samplesCount };
 }
 
+/**
+ * How GPU timings are taken, ours (timeGpu) and the peer's (torch_peer.py time_cuda) alike; sent
+ * to the peer with each task, hence the peer's snake_case. `iterations` wall samples at least and
+ * for `min_time_ms` at least, after `warmup` calls; then `event_repeats` batches of
+ * clamp(⌈event_batch_ms / wall median⌉, min_batch, max_batch) calls between two CUDA events.
+ */
+export interface GpuTimingPlan {
+  warmup: number;
+  iterations: number;
+  min_time_ms: number;
+  event_batch_ms: number;
+  min_batch: number;
+  max_batch: number;
+  event_repeats: number;
+}
+
+function gpuPlan(): GpuTimingPlan {
+  return session.quick
+    ? { warmup: 1, iterations: 2, min_time_ms: 0, event_batch_ms: 0, min_batch: 2, max_batch: 2, event_repeats: 1 }
+    : { warmup: 3, iterations: 20, min_time_ms: 100, event_batch_ms: 25, min_batch: 3, max_batch: 1000, event_repeats: 3 };
+}
+
+function eventBatch(plan: GpuTimingPlan, wallMs: number): number {
+  return Math.min(plan.max_batch, Math.max(plan.min_batch, Math.ceil(plan.event_batch_ms / wallMs)));
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1]!;
+}
+
+/** The CUDA device the GPU benchmarks run on ('cuda'). */
+const CUDA_DEVICE = 0;
+
+export interface GpuTiming {
+  /** Median wall time of one call followed by a device synchronize. */
+  wallMs: number;
+  wallMinMs: number;
+  runs: number;
+  /** CUDA-event time per call over `batch` back-to-back calls (median of the batches). */
+  eventMs: number;
+  batch: number;
+}
+
+/** Times `fn` (one op call on the CUDA device) by the GPU plan: wall with a synchronize, then CUDA events. */
+export async function timeGpu(label: string, fn: () => unknown): Promise<GpuTiming> {
+  const plan = gpuPlan();
+  const sync = () => callNative((m) => m.deviceSynchronize(CUDA_DEVICE));
+  const done = startProgress(label);
+  const bench = new Bench({ iterations: plan.iterations, time: plan.min_time_ms, warmupIterations: plan.warmup, warmupTime: 0, throws: true });
+  bench.add(label, () => {
+    fn();
+    sync();
+  });
+  await bench.run();  // throws: an op's own error (a LoraKernelsError) surfaces as it is
+  const result = bench.tasks[0]!.result;
+  if (result.state !== 'completed') throw new Error(`${label}: benchmark ${result.state}`);
+  const { latency } = result;
+  const batch = eventBatch(plan, latency.p50);
+  const perCall: number[] = [];
+  for (let i = 0; i < plan.event_repeats; i++) {
+    const start = callNative((m) => m.eventRecord(CUDA_DEVICE));
+    for (let j = 0; j < batch; j++) fn();
+    const stop = callNative((m) => m.eventRecord(CUDA_DEVICE));
+    sync();
+    perCall.push(callNative((m) => m.eventElapsedMs(start, stop)) / batch);
+  }
+  const eventMs = median(perCall);
+  done(`wall ${latency.p50.toFixed(3)} ms (median of ${latency.samplesCount}), events ${eventMs.toFixed(3)} ms per call (${plan.event_repeats} × ${batch} calls)`);
+  return { wallMs: latency.p50, wallMinMs: latency.min, runs: latency.samplesCount, eventMs, batch };
+}
+
+/**
+ * A GPU case's dimensions: as given, or with --quick each divided by 64 (at least 1): tiny shapes
+ * that run the plumbing in seconds, even on the emulated device. Their timings mean nothing.
+ */
+export function gpuDims<T extends Record<string, number>>(dims: T): T {
+  if (!session.quick) return dims;
+  return Object.fromEntries(Object.entries(dims).map(([key, v]) => [key, Math.max(1, Math.round(v / 64))])) as T;
+}
+
+/** One task for the torch peer; the runner adds the device (and on the GPU the timing plan). */
 export interface PeerTask {
   id: string;
-  op: string;
+  op: 'matmul' | 'lora_unfused' | 'lora_backward' | 'dora_peft' | 'multi_gather_bmm';
   dtype: string;
   shape: Record<string, number>;
+  /** CPU: timed samples after one warm-up call (default 10). */
   iterations?: number;
+  /** matmul on the GPU with float32: TF32 allowed (default false: cuBLAS's exact float32). */
+  allow_tf32?: boolean;
+  /** multi_gather_bmm: each row's adapter and each adapter's scale, the same as ours. */
+  ids?: number[];
+  scales?: number[];
 }
 
 export interface PeerResult {
   msMedian: number;
   msMin: number;
   runs: number;
+  /** GPU: CUDA-event time per call (the same protocol as timeGpu). */
+  eventMs?: number;
+  batch?: number;
+}
+
+/** What ran the peer: torch's version and threads; on the GPU also CUDA, cuBLAS and the GPU it saw. */
+export interface PeerEnv {
+  torch: string;
+  threads: number;
+  cuda?: string | null;
+  cublas?: string | null;
+  gpu?: string;
+  capability?: string;
+}
+
+export interface PeerRun {
+  results: Map<string, PeerResult>;
+  env: PeerEnv;
 }
 
 /**
- * Runs PyTorch (Debian's python3-torch through /usr/bin/python3) on the tasks. Returns undefined
- * with a note when torch is absent. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed for this
- * child only: they hold OpenBLAS to its AVX2 kernel, and the peer should run at its best.
+ * The peer's python: LORA_KERNELS_PYTHON, else the first python3 on PATH that has torch (found
+ * without importing it), else /usr/bin/python3 (Debian's python3-torch). Chosen once per run.
  */
-export function runTorchPeer(tasks: PeerTask[]): { results: Map<string, PeerResult>; version: string } | { note: string } {
-  const python = '/usr/bin/python3';
-  if (!fs.existsSync(python)) return { note: 'no /usr/bin/python3: peer skipped' };
+function peerPython(): string {
+  if (session.python) return session.python;
+  const name = process.platform === 'win32' ? 'python3.exe' : 'python3';
+  const hasTorch = (python: string) => spawnSync(python, ['-c', 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)'],
+    { stdio: 'ignore', timeout: 30_000 }).status === 0;
+  const onPath = (process.env['PATH'] ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, name)).filter((f) => fs.existsSync(f));
+  session.python = process.env['LORA_KERNELS_PYTHON'] || onPath.find(hasTorch) || '/usr/bin/python3';
+  return session.python;
+}
+
+/**
+ * Times torch on the tasks in a child python (bench/peers/torch_peer.py) on the session's device.
+ * Prints a note and returns undefined when it cannot run (no python, no torch, no CUDA in torch:
+ * remembered for the rest of the run). Time-boxed (LORA_KERNELS_PEER_TIMEOUT_S, default 600 s on
+ * the CPU, 120 s on the GPU): a peer that runs over is killed and the tasks it finished are kept.
+ * OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed for this child only: they hold OpenBLAS to its
+ * AVX2 kernel, and the peer should run at its best; so is LD_PRELOAD.
+ */
+export function runTorchPeer(tasks: PeerTask[]): PeerRun | undefined {
+  const device = session.device;
+  const unavailable = session.peerUnavailable.get(device);
+  if (unavailable) {
+    console.log(`note: ${unavailable}`);
+    return undefined;
+  }
+  const python = peerPython();
   const env = { ...process.env };
   delete env['OPENBLAS_CORETYPE'];
   delete env['OPENBLAS_L2_SIZE'];
+  delete env['LD_PRELOAD'];  // a sanitizer runtime preloaded for our addon (test:sanitize) is not for python
+  const timeoutS = Number(process.env['LORA_KERNELS_PEER_TIMEOUT_S'] ?? (device === 'cuda' ? 120 : 600));
+  const input = tasks.map((task) => ({ ...task, device, ...(device === 'cuda' ? { timing: gpuPlan() } : {}) }));
   const script = path.join(packageRoot(), 'bench/peers/torch_peer.py');
-  const done = startProgress(`torch peer (${tasks.length} task${tasks.length === 1 ? '' : 's'})`);
-  const run = spawnSync(python, [script], { input: JSON.stringify(tasks), env, encoding: 'utf8', maxBuffer: 1 << 24 });
-  done(run.status === 0 ? 'done' : 'failed');
-  if (run.status !== 0) {
-    const reason = /No module named 'torch'/.test(run.stderr) ? 'python3-torch is not installed' : run.stderr.trim().split('\n').pop();
-    return { note: `torch peer skipped: ${reason}` };
-  }
+  const done = startProgress(`torch peer (${tasks.length} task${tasks.length === 1 ? '' : 's'}, ${python})`);
+  const run = spawnSync(python, [script], {
+    input: JSON.stringify(input), env, encoding: 'utf8', maxBuffer: 1 << 24, timeout: timeoutS * 1000, killSignal: 'SIGKILL',
+  });
+  const failure = (run.error as NodeJS.ErrnoException | undefined)?.code;
+  const timedOut = failure === 'ETIMEDOUT';
+  done(timedOut ? `stopped after ${timeoutS} s` : run.status === 0 ? 'done' : 'failed');
+
+  let peerEnv: PeerEnv | undefined;
   const results = new Map<string, PeerResult>();
-  let version = '?';
-  for (const line of run.stdout.trim().split('\n')) {
-    const rec = JSON.parse(line) as { id?: string; ms_median?: number; ms_min?: number; runs?: number; torch?: string };
-    if (rec.torch) version = rec.torch;
-    if (rec.id && rec.ms_median !== undefined) results.set(rec.id, { msMedian: rec.ms_median, msMin: rec.ms_min!, runs: rec.runs! });
+  for (const line of (run.stdout ?? '').split('\n').filter((l) => l.startsWith('{'))) {
+    const rec = JSON.parse(line) as PeerEnv & { id?: string; error?: string; ms_median?: number; ms_min?: number; runs?: number; event_ms?: number; batch?: number };
+    if (rec.torch) peerEnv = rec;
+    else if (rec.error) console.log(`note: torch peer, ${rec.id}: ${rec.error}`);
+    else if (rec.id && rec.ms_median !== undefined) {
+      results.set(rec.id, { msMedian: rec.ms_median, msMin: rec.ms_min!, runs: rec.runs!, eventMs: rec.event_ms, batch: rec.batch });
+    }
   }
-  return { results, version };
+  const stderr = (run.stderr ?? '').trim();
+  if (timedOut) {
+    console.log(`note: torch peer stopped after ${timeoutS} s (LORA_KERNELS_PEER_TIMEOUT_S) with ${results.size} of ${tasks.length} tasks timed`);
+    return peerEnv && { results, env: peerEnv };
+  }
+  if (peerEnv) {
+    if (run.status !== 0) console.log(`note: torch peer failed after ${results.size} of ${tasks.length} tasks: ${stderr.split('\n').pop() || `exit ${run.status ?? run.signal}`}`);
+    return { results, env: peerEnv };
+  }
+
+  // It did not start, or cannot serve this device: say why, and do not start it again this run.
+  const environmental = failure === 'ENOENT' || run.status === 3 || /No module named 'torch'/.test(stderr);
+  const reason = failure === 'ENOENT' ? `${python} was not found (set LORA_KERNELS_PYTHON to a python with torch)`
+    : /No module named 'torch'/.test(stderr) ? `${python} has no torch (install it, or set LORA_KERNELS_PYTHON)`
+    : stderr.split('\n').pop() || `exit ${run.status ?? run.signal}`;
+  const note = `torch peer skipped: ${reason}`;
+  if (environmental) session.peerUnavailable.set(device, note);
+  console.log(`note: ${note}`);
+  return undefined;
 }
 
 function gitCommit(): string {
@@ -148,10 +329,15 @@ export function writeResults(bench: string, rows: (Measurement & Record<string, 
   session.rows.push(...rows.map((r) => ({
     ...r, gflops: gflops(r), gbps: gbps(r), peer: peer.label, ratioToPeer: typeof r[peer.key] === 'number' ? (r[peer.key] as number) : null,
   })));
+  appendJsonLines(bench, rows);
+}
+
+/** Appends rows to <resultsDir>/<name>.jsonl with the date, commit and machine (when the run has a results folder). */
+function appendJsonLines(name: string, rows: object[], extra: object = {}): void {
   if (!session.resultsDir) return;
   fs.mkdirSync(session.resultsDir, { recursive: true });
-  const file = path.join(session.resultsDir, `${bench.replace(/[^a-z0-9]+/gi, '_')}.jsonl`);
-  const common = { date: new Date().toISOString(), commit: gitCommit(), machine: machine() };
+  const file = path.join(session.resultsDir, `${name.replace(/[^a-z0-9]+/gi, '_')}.jsonl`);
+  const common = { date: new Date().toISOString(), commit: gitCommit(), machine: machine(), ...extra };
   fs.appendFileSync(file, rows.map((r) => JSON.stringify({ ...common, ...r })).join('\n') + '\n');
   console.log(`results appended to ${file}`);
 }
@@ -164,9 +350,107 @@ export function gbps(m: Measurement): number {
   return m.bytes / (m.msMedian * 1e6);
 }
 
-/** Prints rows as an aligned text table: text columns left-aligned, number columns right-aligned. */
-export function printTable(headers: string[], rows: (string | number)[][]): void {
-  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? formatNumber(c) : c)));
+/** One of our GPU timings with what it computed: FLOPs and compulsory bytes of the call. */
+export interface GpuMeasurement extends GpuTiming {
+  bench: string;
+  case: string;
+  impl: string;
+  dtype: string;
+  shape: Record<string, number>;
+  flops: number;
+  bytes: number;
+}
+
+/**
+ * A row of a GPU table: our measurement against a reference (torch in the same run, or another of
+ * our timings), compared on the CUDA-event time; `goal`: ours ≤ goal × the reference.
+ */
+export interface GpuComparison {
+  ours: GpuMeasurement;
+  vs: string;
+  /** Undefined when the peer did not time it (see the notes). */
+  ref: { wallMs: number; eventMs: number } | undefined;
+  goal?: number;
+}
+
+export interface GpuComparisonRow extends GpuMeasurement {
+  tflops: number;
+  gbps: number;
+  vs: string;
+  vsWallMs: number | null;
+  vsEventMs: number | null;
+  /** ours / reference, CUDA-event times (the goal's measure) and wall times. */
+  ratio: number | null;
+  ratioWall: number | null;
+  goal: string | null;
+  goalMet: boolean | null;
+}
+
+/** The peer's timing of task `id` as a reference row, when it has one. */
+export function peerRef(peer: PeerRun | undefined, id: string): GpuComparison['ref'] {
+  const res = peer?.results.get(id);
+  return res?.eventMs === undefined ? undefined : { wallMs: res.msMedian, eventMs: res.eventMs };
+}
+
+/** The GPU the benchmarks ran on, from backends(). */
+export function gpuDevice(): { name: string; computeCapability: string; emulated: boolean } {
+  const { cuda } = backends();
+  return { ...cuda.devices[CUDA_DEVICE]!, emulated: cuda.emulated };
+}
+
+function goalMet(row: GpuComparisonRow): string {
+  if (row.goalMet === null) return row.goal ? 'no reference' : '';
+  return row.goalMet ? 'met' : 'NOT MET';
+}
+
+/**
+ * Prints a bench's GPU table (after a line naming our GPU and the peer's torch, CUDA, cuBLAS and
+ * GPU), keeps its rows for the run's goal summary and appends them as JSON lines to
+ * <dir>/<bench>_cuda.jsonl. TFLOP/s and GB/s are ours, from the event time.
+ */
+export function reportGpu(bench: string, comparisons: GpuComparison[], peer: PeerRun | undefined): void {
+  const gpu = gpuDevice();
+  const peerText = peer
+    ? `torch ${peer.env.torch}, CUDA ${peer.env.cuda ?? '?'}, cuBLAS ${peer.env.cublas ?? '?'}, on ${peer.env.gpu} (compute capability ${peer.env.capability})`
+    : 'none (see the note above)';
+  console.log(`gpu: ${gpu.name}, compute capability ${gpu.computeCapability}${gpu.emulated ? ' (the SIMT emulator: timings mean nothing)' : ''}` +
+    `${session.quick ? '; --quick: tiny shapes, plumbing only' : ''}\npeer: ${peerText}`);
+  const rows: GpuComparisonRow[] = comparisons.map(({ ours, vs, ref, goal }) => {
+    const ratio = ref ? ours.eventMs / ref.eventMs : null;
+    return {
+      ...ours, tflops: ours.flops / (ours.eventMs * 1e9), gbps: ours.bytes / (ours.eventMs * 1e6), vs,
+      vsWallMs: ref?.wallMs ?? null, vsEventMs: ref?.eventMs ?? null, ratio, ratioWall: ref ? ours.wallMs / ref.wallMs : null,
+      goal: goal === undefined ? null : `≤ ${Number.isInteger(goal) ? goal.toFixed(1) : goal}× ${vs}`, goalMet: goal === undefined || ratio === null ? null : ratio <= goal,
+    };
+  });
+  // One of our timings compared with several references: its numbers once, on its first row.
+  const table = rows.map((r, i) => {
+    const first = i === 0 || comparisons[i - 1]!.ours !== comparisons[i]!.ours;
+    return [first ? r.case : '', first ? r.dtype : '', first ? r.impl : '', first ? r.wallMs : '', first ? r.eventMs : '',
+      first ? r.tflops : '', first ? r.gbps : '', r.vs, r.vsWallMs ?? NaN, r.vsEventMs ?? NaN, r.ratio ?? NaN, r.ratioWall ?? NaN, r.goal ?? '', goalMet(r)];
+  });
+  printTable(['case', 'dtype', 'impl', 'wall ms', 'event ms', 'TFLOP/s', 'GB/s', 'vs', 'vs wall ms', 'vs event ms', '× vs (event)', '× vs (wall)', 'goal', 'met'],
+    table, { significant: 3 });
+  session.comparisons.push(...rows);
+  appendJsonLines(`${bench}_cuda`, rows, { device: 'cuda', gpu, peer: peer?.env ?? null, quick: session.quick });
+}
+
+/** Prints the run's GPU rows that carry a goal, and how many were met. */
+export function printGoals(): void {
+  const goals = session.comparisons.filter((r) => r.goal);
+  printTable(['bench', 'case', 'dtype', 'impl', 'event ms', 'TFLOP/s', '× vs (event)', 'goal', 'met'],
+    goals.map((r) => [r.bench, r.case, r.dtype, r.impl, r.eventMs, r.tflops, r.ratio ?? NaN, r.goal!, goalMet(r)]), { significant: 3 });
+  const unjudged = goals.filter((r) => r.goalMet === null).length;
+  console.log(`${goals.filter((r) => r.goalMet).length} of ${goals.length} goals met${unjudged ? ` (${unjudged} without a reference timing)` : ''}`);
+}
+
+/**
+ * Prints rows as an aligned text table: text columns left-aligned, number columns right-aligned.
+ * `significant`: numbers below 10 with that many significant digits (GPU times are fractions of
+ * a millisecond), instead of two decimals.
+ */
+export function printTable(headers: string[], rows: (string | number)[][], opts: { significant?: number } = {}): void {
+  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? formatNumber(c, opts.significant) : c)));
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
   const numeric = headers.map((_, i) => rows.some((r) => typeof r[i] === 'number'));
   const line = (r: string[]) => r.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
@@ -175,9 +459,10 @@ export function printTable(headers: string[], rows: (string | number)[][]): void
   for (const r of cells) console.log(line(r));
 }
 
-function formatNumber(v: number): string {
+function formatNumber(v: number, significant?: number): string {
   if (!Number.isFinite(v)) return '—';
   if (Math.abs(v) >= 100) return v.toFixed(0);
   if (Math.abs(v) >= 10) return v.toFixed(1);
+  if (significant && v !== 0) return v.toPrecision(significant);
   return v.toFixed(2);
 }

@@ -2,7 +2,8 @@
 /**
  * `npx lora-kernels <command>`:
  *   info [--json]                      version, binary, build flags, CPU SIMD level, CUDA devices
- *   bench [op...] [--out DIR] [--list] the microbenchmarks with a progress line and a final table
+ *   bench [op...] [--device cpu|cuda] [--quick] [--out DIR] [--list]
+ *                                      the microbenchmarks with a progress line and a final table
  *   build [--cuda-archs LIST] [--no-cuda]
  *                                      builds the native binary from source in the package
  *                                      (CMake ≥ 3.19, a C++17 compiler; nvcc for CUDA)
@@ -18,8 +19,10 @@ import { packageRoot, packageVersion, platformTag } from './loader.js';
 const USAGE = `usage: lora-kernels <command>
 
   info [--json]                       version, binary in use, build flags, CPU SIMD level, CUDA devices
-  bench [op...] [--out DIR] [--list]  run the microbenchmarks (all, or the named ops); JSON lines go to
-                                      DIR (default: bench/results in a source checkout, else none)
+  bench [op...] [--device cpu|cuda] [--quick] [--out DIR] [--list]
+                                      run the microbenchmarks (all, or the named ops) beside PyTorch in the
+                                      same run; JSON lines go to DIR (default: bench/results in a source
+                                      checkout, else none)
   build [--cuda-archs LIST] [--no-cuda]
                                       build the native binary from source into <package>/build
                                       (CMake >= 3.19 and a C++17 compiler; nvcc for CUDA; LIST like "90"
@@ -78,8 +81,34 @@ function info(args: string[]): void {
   for (const [k, v] of lines) console.log(`${k.padEnd(width)}  ${v}`);
 }
 
+const BENCH_USAGE = `usage: lora-kernels bench [op...] [--device cpu|cuda] [--quick] [--out DIR] [--list]
+
+  op...              lora.forward, lora.forwardMulti, lora.doraForward, lora.backward (default: all)
+  --device cpu|cuda  cpu (default): the CPU case lists. cuda: the GPU case lists on the first CUDA
+                     device: per op the wall time per call (with a device synchronize) and the
+                     CUDA-event time per call over a batch of back-to-back calls, TFLOP/s and GB/s,
+                     torch on the same GPU timed the same way, the ratios and the goals met
+  --quick            with --device cuda: tiny shapes and 2 iterations, for plumbing tests only
+                     (the timings mean nothing; also runs on the emulated CUDA build; no JSON
+                     lines unless --out is given)
+  --out DIR          append JSON lines to DIR/<op>.jsonl (cuda: DIR/<op>_cuda.jsonl); default:
+                     bench/results in a source checkout, else none
+  --list             print the op names
+
+The torch peer runs in python: LORA_KERNELS_PYTHON, else the first python3 on PATH that has
+torch, else /usr/bin/python3; it is stopped after LORA_KERNELS_PEER_TIMEOUT_S seconds (default
+600 on the CPU, 120 on the GPU), and the run goes on without it when it is missing.
+`;
+
 async function bench(args: string[]): Promise<void> {
+  if (takeFlag(args, '--help') || takeFlag(args, '-h')) {
+    process.stdout.write(BENCH_USAGE);
+    return;
+  }
   const out = takeOption(args, '--out');
+  const device = takeOption(args, '--device') ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') fail(`bench: --device must be cpu or cuda, got ${device}`, 2);
+  const quick = takeFlag(args, '--quick');
   const { BENCHES, runBenchmarks } = await import('../bench/run.js');
   if (takeFlag(args, '--list')) {
     console.log(Object.keys(BENCHES).join('\n'));
@@ -88,11 +117,13 @@ async function bench(args: string[]): Promise<void> {
   const flag = args.find((a) => a.startsWith('-'));
   if (flag) fail(`bench: unknown option ${flag}`, 2);
   const root = packageRoot();
-  const resultsDir = out ? path.resolve(out) : fs.existsSync(path.join(root, '.git')) ? path.join(root, 'bench', 'results') : undefined;
+  // A --quick run's timings mean nothing: they go nowhere unless asked for.
+  const resultsDir = out ? path.resolve(out) : !quick && fs.existsSync(path.join(root, '.git')) ? path.join(root, 'bench', 'results') : undefined;
   if (!resultsDir) console.log('note: results are printed only; pass --out DIR to keep them as JSON lines');
   try {
-    await runBenchmarks(args, { resultsDir });
+    await runBenchmarks(args, { resultsDir, device, quick });
   } catch (error) {
+    if (error instanceof LoraKernelsError) throw error;  // main() prints it with its code
     fail((error as Error).message);
   }
 }

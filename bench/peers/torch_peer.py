@@ -1,82 +1,215 @@
-"""Times PyTorch peers for the benchmarks in the same run as ours.
+"""Times PyTorch peers for the benchmarks in the same run as ours, on the CPU or a CUDA GPU.
 
-Reads a JSON list of tasks on stdin: {"id", "op", "dtype", "shape": {...}, "iterations"}; prints one
-JSON object per task: {"id", "ms_median", "ms_min", "runs"}. Unknown ops are reported, not fatal.
-Run by bench/peers.ts with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from this process only.
+Reads a JSON list of tasks on stdin:
+  {"id", "op", "dtype", "device": "cpu" | "cuda", "shape": {"m", "k", "n", "r", "adapters"?},
+   "iterations", "allow_tf32"?, "ids"?, "scales"?, "timing"? (cuda: see time_cuda)}
+Prints JSON lines, flushed one by one (bench/common.ts keeps what came when it stops a slow peer):
+first the environment {"torch", "threads", and on cuda "cuda", "cublas", "gpu", "capability"},
+then per task {"id", "ms_median", "ms_min", "runs"} plus, on cuda, {"event_ms", "batch"}.
+A task that fails prints {"id", "error"} and the others go on. Exits with 3 when a cuda task
+is asked of a torch that has no usable CUDA device.
+Run by bench/common.ts (runTorchPeer) with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from
+this process only.
 """
+import ctypes
 import json
+import math
 import sys
 import time
 
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SCALE = 0.5
 
 
-def lora_tasks(shape, dtype):
-    g = torch.Generator().manual_seed(0)
-    m, k, n, r = shape["m"], shape["k"], shape["n"], shape["r"]
-    x = torch.randn(m, k, generator=g, dtype=dtype)
-    w = torch.randn(n, k, generator=g, dtype=dtype)
-    a = torch.randn(r, k, generator=g, dtype=dtype)
-    b = torch.randn(n, r, generator=g, dtype=dtype)
-    s = 0.5
-    magnitude = torch.rand(n, generator=g, dtype=dtype) + 0.5
+def set_tf32(allowed):
+    """TF32 for float32 matmuls: torch >= 2.9 has fp32_precision (allow_tf32 is deprecated there);
+    older versions refuse the unknown name with an AssertionError."""
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if allowed else "ieee"
+    except (AttributeError, AssertionError):
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+
+
+def cublas_version():
+    """torch has no API for the cuBLAS version: ask the libcublas it loaded (cublasGetProperty)."""
+    try:
+        ones = torch.ones(8, 8, device="cuda")
+        (ones @ ones).sum().item()  # loads cuBLAS
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "libcublas.so" in line})
+        lib = ctypes.CDLL(paths[0])
+        parts = []
+        for prop in (0, 1, 2):  # MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL
+            value = ctypes.c_int()
+            if lib.cublasGetProperty(prop, ctypes.byref(value)) != 0:
+                return None
+            parts.append(str(value.value))
+        return ".".join(parts)
+    except Exception:  # no /proc, a statically linked cuBLAS, an older library: the version stays unknown
+        return None
+
+
+def environment(use_cuda):
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    if use_cuda:
+        env.update(
+            cuda=torch.version.cuda,
+            cublas=cublas_version(),
+            gpu=torch.cuda.get_device_name(0),
+            capability="%d.%d" % torch.cuda.get_device_capability(0),
+        )
+    return env
+
+
+class Inputs:
+    """Seeded operands of one task on its device: x [m, k], w [n, k], a [r, k], b [n, r]."""
+
+    def __init__(self, task):
+        self.device = task.get("device", "cpu")
+        self.dtype = DTYPES[task["dtype"]]
+        self.shape = task["shape"]
+        self.task = task
+        self.generator = torch.Generator(device=self.device).manual_seed(0)
+        m, k, n, r = (self.shape[d] for d in "mknr")
+        self.x = self.randn(m, k)
+        self.w = self.randn(n, k)
+        self.a = self.randn(r, k)
+        self.b = self.randn(n, r)
+
+    def randn(self, *shape):
+        return torch.randn(*shape, generator=self.generator, dtype=self.dtype, device=self.device)
+
+
+def op_matmul(t):
+    return lambda: t.x @ t.w.T
+
+
+def op_lora_unfused(t):
+    return lambda: t.x @ t.w.T + SCALE * ((t.x @ t.a.T) @ t.b.T)
+
+
+def op_dora_peft(t):
+    # PEFT's DoRA forward: the row norm of W + s·B·A (detached), then (m / norm) ⊙ (base + LoRA).
+    magnitude = torch.rand(t.w.shape[0], generator=t.generator, dtype=t.dtype, device=t.device) + 0.5
 
     def dora_peft():
-        # PEFT's DoRA forward: the row norm of W + s·B·A (detached), then (m / norm) ⊙ (base + LoRA).
-        norm = torch.linalg.norm(w + s * (b @ a), dim=1)
-        return (magnitude / norm) * (x @ w.T + s * ((x @ a.T) @ b.T))
+        norm = torch.linalg.norm(t.w + SCALE * (t.b @ t.a), dim=1)
+        return (magnitude / norm) * (t.x @ t.w.T + SCALE * ((t.x @ t.a.T) @ t.b.T))
 
-    # LoRA backward with W frozen (requires_grad only on x, A, B): autograd's backward alone; the
-    # forward that records the graph runs in .setup, outside the timer.
-    xg, ag, bg = (t.clone().requires_grad_(True) for t in (x, a, b))
-    gy = torch.randn(m, n, generator=g, dtype=dtype)
-    graph = {}
-
-    def record_forward():
-        with torch.enable_grad():
-            xg.grad = ag.grad = bg.grad = None
-            graph["y"] = xg @ w.T + s * ((xg @ ag.T) @ bg.T)
-
-    def lora_backward():
-        graph["y"].backward(gy)
-
-    lora_backward.setup = record_forward
-    return {
-        "lora_backward": lora_backward,
-        "matmul": lambda: x @ w.T,
-        "lora_unfused": lambda: x @ w.T + s * ((x @ a.T) @ b.T),
-        "dora_peft": dora_peft,
-    }
+    return dora_peft
 
 
-def time_fn(fn, iterations):
-    setup = getattr(fn, "setup", lambda: None)  # untimed work before each call
-    setup()
+def op_lora_backward(t):
+    # LoRA backward with W frozen (requires_grad only on x, A, B): autograd's backward alone, i.e.
+    # gradInput = g·W + (s·g·B)·A, gradA, gradB. The forward records the graph once, outside the
+    # timer; retain_graph lets every timed call run the same backward, and autograd.grad returns
+    # the gradients instead of accumulating them into .grad.
+    xg, ag, bg = (v.clone().requires_grad_(True) for v in (t.x, t.a, t.b))
+    with torch.enable_grad():
+        y = xg @ t.w.T + SCALE * ((xg @ ag.T) @ bg.T)
+    gy = t.randn(*y.shape)
+    return lambda: torch.autograd.grad(y, (xg, ag, bg), gy, retain_graph=True)
+
+
+def op_multi_gather_bmm(t):
+    # Many adapters the plain-torch way: gather each row's A and B (A[ids]: [m, r, k], B[ids]:
+    # [m, n, r]), two bmm, the per-row scale, plus the shared base GEMM. The ids and scales come
+    # from the task: the same rows as ours.
+    adapters, r, k, n = t.shape["adapters"], t.shape["r"], t.shape["k"], t.shape["n"]
+    a = t.randn(adapters, r, k)
+    b = t.randn(adapters, n, r)
+    ids = torch.tensor(t.task["ids"], dtype=torch.long, device=t.device)
+    row_scales = torch.tensor(t.task["scales"], dtype=t.dtype, device=t.device)[ids].unsqueeze(1)
+
+    def gather_bmm():
+        low = torch.bmm(t.x.unsqueeze(1), a[ids].transpose(1, 2))  # [m, 1, r]
+        up = torch.bmm(low, b[ids].transpose(1, 2)).squeeze(1)  # [m, n]
+        return t.x @ t.w.T + row_scales * up
+
+    return gather_bmm
+
+
+OPS = {
+    "matmul": op_matmul,
+    "lora_unfused": op_lora_unfused,
+    "dora_peft": op_dora_peft,
+    "lora_backward": op_lora_backward,
+    "multi_gather_bmm": op_multi_gather_bmm,
+}
+
+
+def time_cpu(fn, iterations):
     fn()
     samples = []
     for _ in range(iterations):
-        setup()
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1e3)
     samples.sort()
-    return samples[len(samples) // 2], samples[0], len(samples)
+    return {"ms_median": samples[len(samples) // 2], "ms_min": samples[0], "runs": len(samples)}
+
+
+def time_cuda(fn, timing):
+    """The protocol of bench/common.ts timeGpu, with the plan it sends: warm-up calls; wall time
+    per call with torch.cuda.synchronize() (at least `iterations` samples and `min_time_ms`);
+    then CUDA events around `batch` back-to-back calls (enough for `event_batch_ms` at the wall
+    median, within [min_batch, max_batch]), `event_repeats` times: the median per call."""
+    for _ in range(timing["warmup"]):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    started = time.perf_counter()
+    while len(samples) < timing["iterations"] or (time.perf_counter() - started) * 1e3 < timing["min_time_ms"]:
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    samples.sort()
+    wall = samples[len(samples) // 2]
+    batch = min(timing["max_batch"], max(timing["min_batch"], math.ceil(timing["event_batch_ms"] / wall)))
+    per_call = []
+    for _ in range(timing["event_repeats"]):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(batch):
+            fn()
+        stop.record()
+        stop.synchronize()
+        per_call.append(start.elapsed_time(stop) / batch)
+    per_call.sort()
+    return {"ms_median": wall, "ms_min": samples[0], "runs": len(samples), "event_ms": per_call[len(per_call) // 2], "batch": batch}
+
+
+def run_task(task):
+    build = OPS.get(task["op"])
+    if build is None:
+        raise ValueError("unknown op " + task["op"])
+    if task.get("device", "cpu") == "cpu":
+        return time_cpu(build(Inputs(task)), task.get("iterations", 10))
+    set_tf32(task.get("allow_tf32", False))
+    try:
+        return time_cuda(build(Inputs(task)), task["timing"])
+    finally:
+        torch.cuda.empty_cache()  # the next task's operands may be larger
 
 
 def main():
     tasks = json.load(sys.stdin)
     torch.set_grad_enabled(False)
+    use_cuda = any(task.get("device", "cpu") == "cuda" for task in tasks)
+    if use_cuda and not torch.cuda.is_available():
+        print("torch %s has no usable CUDA device (torch.version.cuda = %s)" % (torch.__version__, torch.version.cuda), file=sys.stderr)
+        sys.exit(3)
+    print(json.dumps(environment(use_cuda)), flush=True)  # first, so a peer stopped later still names itself
     for task in tasks:
-        fns = lora_tasks(task["shape"], DTYPES[task["dtype"]])
-        fn = fns.get(task["op"])
-        if fn is None:
-            print(json.dumps({"id": task["id"], "error": "unknown op " + task["op"]}), flush=True)
+        try:
+            result = run_task(task)
+        except Exception as error:  # e.g. out of memory: report it, time the others
+            print(json.dumps({"id": task["id"], "error": "%s: %s" % (type(error).__name__, error)}), flush=True)
             continue
-        median, best, runs = time_fn(fn, task.get("iterations", 10))
-        print(json.dumps({"id": task["id"], "ms_median": median, "ms_min": best, "runs": runs}), flush=True)
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+        print(json.dumps({"id": task["id"], **result}), flush=True)
 
 
 if __name__ == "__main__":
