@@ -18,14 +18,11 @@
 namespace lk::cuda_ops {
 
 // ---- errors ----------------------------------------------------------------------------------
-[[noreturn]] inline void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
-  const ErrorCode code = e == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory
-                         : e == cudaErrorInvalidDevice  ? ErrorCode::Device
-                                                        : ErrorCode::Cuda;
-  std::string msg = std::string(what) + " failed: " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ") at " +
-                    file + ":" + std::to_string(line);
-  throw Error(code, msg);
-}
+// A failed CUDA call → lk::Error naming `what`, the CUDA error and the source line
+// (ERR_OUT_OF_MEMORY, ERR_DEVICE or ERR_CUDA). A sticky error (the context died: a kernel
+// faulted) is blamed on the ops enqueued since the last wait instead, like a failed wait
+// (cuda/runtime.cu).
+[[noreturn]] void throw_cuda(cudaError_t e, const char* what, const char* file, int line);
 
 }  // namespace lk::cuda_ops
 
@@ -104,20 +101,11 @@ inline DeviceProps device_props(int device) {
   return cache[device];
 }
 
-// Selects the device for the calling host thread; an index that does not exist is ERR_DEVICE.
-inline void use_device(int device) {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
-  if (device < 0 || device >= count)
-    throw Error(ErrorCode::Device, "CUDA device " + std::to_string(device) + " does not exist (" +
-                                       std::to_string(count) + " device(s) visible)");
-  LK_CUDA_CHECK(cudaSetDevice(device));
-}
-
 // ---- stream-ordered execution ----------------------------------------------------------------
 // Every CUDA op starts with begin_op: it makes `device` current for this host thread, records the
 // op's name (a fault inside one of its kernels is reported naming it at the next wait) and returns
 // the device's stream, on which the op enqueues all its work and returns without waiting.
+// `op` is kept, not copied: pass a string literal.
 cudaStream_t begin_op(int device, const char* op);
 
 // Device scratch for one op, from the caching allocator (core/gpu.h): returned to the cache when the

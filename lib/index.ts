@@ -12,6 +12,8 @@ import { loadAdapter, saveAdapter } from './formats/peft.js';
 
 export { backends, buildInfo } from './backends.js';
 export type { Backends, BuildInfo } from './backends.js';
+export { emptyCache, memoryStats, synchronize } from './cuda.js';
+export type { MemoryStats } from './cuda.js';
 export { DTYPES, FLOAT_DTYPES } from './dtype.js';
 export type { DType, TypedArray } from './dtype.js';
 export { LoraKernelsError } from './errors.js';

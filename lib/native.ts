@@ -8,6 +8,19 @@ import { type LoadedBinary, loadBinary, probeCudaInChild } from './loader.js';
 /** Opaque handle to device memory owned by the addon (a Napi::External). */
 export interface NativeDeviceBuffer { readonly __deviceBuffer: unique symbol }
 
+/** Opaque handle to a CUDA event recorded on a device's stream (freed by eventDestroy or the GC). */
+export interface NativeEvent { readonly __cudaEvent: unique symbol }
+
+/** A device's caching allocator (see lib/cuda.ts memoryStats). */
+export interface NativeMemoryStats {
+  allocatedBytes: number;
+  cachedBytes: number;
+  reservedBytes: number;
+  peakAllocatedBytes: number;
+  deviceAllocations: number;
+  cacheHits: number;
+}
+
 /** How a tensor crosses into C++: host data as a TypedArray, device data as a buffer handle. */
 export interface NativeTensor {
   dtype: number;
@@ -107,6 +120,23 @@ export interface NativeModule {
   copyToHost(buffer: NativeDeviceBuffer, destination: ArrayBufferView): void;
   copyOnDevice(destination: NativeDeviceBuffer, source: NativeDeviceBuffer): void;
   fillRandn(destination: ArrayBufferView, dtypeCode: number, seed: number): void;
+  /** Waits for everything enqueued on the device's stream; ERR_CUDA naming the ops on a fault. */
+  deviceSynchronize(device: number): void;
+  memoryStats(device: number): NativeMemoryStats;
+  emptyCache(device: number): void;
+  /** Records an event on the device's stream (benchmarks: the GPU time between two events). */
+  eventRecord(device: number): NativeEvent;
+  /** Waits for `stop`, then the milliseconds between the two events (same device). */
+  eventElapsedMs(start: NativeEvent, stop: NativeEvent): number;
+  /** Frees the event now (idempotent); otherwise the garbage collector does. */
+  eventDestroy(event: NativeEvent): void;
+  /**
+   * Test-only, not public API: an op whose kernel traps, which kills the device's CUDA context for
+   * the rest of the process (test/cuda_fault.test.ts runs it in processes of their own).
+   */
+  testKernelFault(device: number): void;
+  /** Test-only, not public API: testKernelFault as an async op (rejects when its work completes). */
+  testKernelFaultAsync(device: number): Promise<void>;
   loraForward(args: NativeLoraForward): void;
   loraForwardAsync(args: NativeLoraForward): Promise<void>;
   loraForwardMulti(args: NativeLoraForwardMulti): void;
@@ -125,9 +155,10 @@ export interface NativeModule {
 const NATIVE_EXPORTS: Record<keyof NativeModule, true> = {
   buildInfo: true, disableCuda: true,
   backends: true, deviceAlloc: true, deviceFree: true, copyToDevice: true, copyToHost: true, copyOnDevice: true,
-  fillRandn: true, loraForward: true, loraForwardAsync: true, loraForwardMulti: true, loraForwardMultiAsync: true,
-  doraForward: true, doraForwardAsync: true, doraBackward: true, doraBackwardAsync: true, loraBackward: true,
-  loraBackwardAsync: true,
+  fillRandn: true, deviceSynchronize: true, memoryStats: true, emptyCache: true, eventRecord: true, eventElapsedMs: true,
+  eventDestroy: true, testKernelFault: true, testKernelFaultAsync: true, loraForward: true, loraForwardAsync: true,
+  loraForwardMulti: true, loraForwardMultiAsync: true, doraForward: true, doraForwardAsync: true, doraBackward: true,
+  doraBackwardAsync: true, loraBackward: true, loraBackwardAsync: true,
 };
 
 let loaded: { addon: NativeModule; binary: LoadedBinary } | undefined;

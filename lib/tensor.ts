@@ -1,7 +1,9 @@
 /**
  * Tensors: a dtype, a row-major shape and storage on one device. Host tensors wrap a TypedArray
- * (zero-copy when it already has the dtype's storage type); device tensors own CUDA memory,
- * freed by dispose() (a finalizer in the addon is only a safety net).
+ * (zero-copy when it already has the dtype's storage type); device tensors own CUDA memory from
+ * the device's caching allocator, returned by dispose() (a finalizer in the addon is only a safety
+ * net). Uploads and device copies are queued on the device's stream like ops (the host data may
+ * be reused at once); reading device data back waits for the work queued before it (lib/cuda.ts).
  */
 import {
   DTYPE_CODE, DTYPES, type DType, dtypeSize, isDType, numbersToStorage, STORAGE, storageToFloat32, type TypedArray,
@@ -198,7 +200,11 @@ export class Tensor {
     return Tensor.upload(this.dtype, this.shape, host, index);
   }
 
-  /** A host copy of the stored elements (float16/bfloat16 bits in a Uint16Array, fp8 bits in a Uint8Array, ...). */
+  /**
+   * A host copy of the stored elements (float16/bfloat16 bits in a Uint16Array, fp8 bits in a
+   * Uint8Array, ...). For a device tensor, waits for the work queued on its device so far; a
+   * kernel fault in it is ERR_CUDA naming the op.
+   */
   toArray(): TypedArray {
     const storage = this.#live('Tensor.toArray');
     if (storage.kind === 'host') return storage.data.slice();
@@ -226,7 +232,10 @@ export class Tensor {
     return new Tensor(this.dtype, dims, this.#live('Tensor.reshape'));
   }
 
-  /** Frees device memory now (host tensors drop their reference). Idempotent. */
+  /**
+   * Frees device memory now, back to the caching allocator and without waiting for the GPU: an op
+   * queued on it still runs first (host tensors drop their reference). Idempotent.
+   */
   dispose(): void {
     const storage = this.#storage;
     this.#storage = undefined;

@@ -1,6 +1,7 @@
-// The addon's export table: build info, backends, device memory, random fill, and one
-// register_* per op.
+// The addon's export table: build info, backends, device memory, the device's stream (synchronize,
+// memory statistics, events), random fill, and one register_* per op.
 #include <cstring>
+#include <memory>
 #include <sstream>
 
 #include "build_info.h"
@@ -13,6 +14,10 @@
 
 namespace lk::binding {
 namespace {
+
+// Externals carry a type tag, so that an event handed where a device buffer is expected (or the
+// other way round) is ERR_ARGUMENT, not a pointer of the wrong type.
+constexpr napi_type_tag kEventTag = {0x6c6f72614b657673ull, 0x4576656e74000001ull};
 
 Napi::Array split_list(Napi::Env env, const std::string& text) {
   Napi::Array out = Napi::Array::New(env);
@@ -93,7 +98,8 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
 }
 
 DeviceBufferBox* box_arg(const Napi::Value& v, const char* name) {
-  if (!v.IsExternal()) throw Error(ErrorCode::Argument, std::string(name) + ": expected a device buffer");
+  if (!v.IsExternal() || !v.As<Napi::External<DeviceBufferBox>>().CheckTypeTag(&kDeviceBufferTag))
+    throw Error(ErrorCode::Argument, std::string(name) + ": expected a device buffer");
   return v.As<Napi::External<DeviceBufferBox>>().Data();
 }
 
@@ -120,7 +126,9 @@ Napi::Value device_alloc(const Napi::CallbackInfo& info) {
     const double bytes = info[1].As<Napi::Number>().DoubleValue();
     if (!(bytes >= 0) || bytes > 1.0e15) throw Error(ErrorCode::Argument, "deviceAlloc: invalid byte count");
     auto* box = new DeviceBufferBox{std::make_shared<DeviceMemory>(device, static_cast<size_t>(bytes))};
-    return Napi::External<DeviceBufferBox>::New(env, box, [](Napi::Env, DeviceBufferBox* b) { delete b; });
+    auto buffer = Napi::External<DeviceBufferBox>::New(env, box, [](Napi::Env, DeviceBufferBox* b) { delete b; });
+    buffer.TypeTag(&kDeviceBufferTag);
+    return buffer;
   });
 }
 
@@ -155,6 +163,102 @@ Napi::Value copy_on_device(const Napi::CallbackInfo& info) {
   });
 }
 
+int device_index_arg(const Napi::Value& v) {
+  if (!v.IsNumber()) throw Error(ErrorCode::Argument, "device: expected a CUDA device index");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d != static_cast<double>(static_cast<int>(d)))
+    throw Error(ErrorCode::Argument, "device: expected a CUDA device index, got " + std::to_string(d));
+  return static_cast<int>(d);
+}
+
+// deviceSynchronize(device): waits for everything enqueued on the device's stream.
+Napi::Value device_synchronize(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    gpu::synchronize(device_index_arg(info[0]));
+    return info.Env().Undefined();
+  });
+}
+
+// memoryStats(device) → the caching allocator's numbers (bytes as doubles: exact below 2^53).
+Napi::Value memory_stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const gpu::MemoryStats st = gpu::memory_stats(device_index_arg(info[0]));
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("allocatedBytes", static_cast<double>(st.allocated_bytes));
+    out.Set("cachedBytes", static_cast<double>(st.cached_bytes));
+    out.Set("reservedBytes", static_cast<double>(st.allocated_bytes + st.cached_bytes));
+    out.Set("peakAllocatedBytes", static_cast<double>(st.peak_allocated_bytes));
+    out.Set("deviceAllocations", static_cast<double>(st.device_allocations));
+    out.Set("cacheHits", static_cast<double>(st.cache_hits));
+    return out;
+  });
+}
+
+Napi::Value empty_cache(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    gpu::empty_cache(device_index_arg(info[0]));
+    return info.Env().Undefined();
+  });
+}
+
+// A CUDA event handle; eventDestroy() frees it now, the finalizer otherwise.
+struct EventBox {
+  gpu::Event* event = nullptr;
+  ~EventBox() { gpu::event_destroy(event); }
+};
+
+EventBox* event_arg(const Napi::Value& v, const char* name) {
+  if (!v.IsExternal() || !v.As<Napi::External<EventBox>>().CheckTypeTag(&kEventTag))
+    throw Error(ErrorCode::Argument, std::string(name) + ": expected an event from eventRecord");
+  EventBox* box = v.As<Napi::External<EventBox>>().Data();
+  if (!box->event) throw Error(ErrorCode::Disposed, std::string(name) + ": the event was destroyed");
+  return box;
+}
+
+// eventRecord(device) → an event enqueued on the device's stream (benchmarks time between two).
+Napi::Value event_record(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto box = std::make_unique<EventBox>();
+    box->event = gpu::event_record(device_index_arg(info[0]));
+    auto event = Napi::External<EventBox>::New(env, box.release(), [](Napi::Env, EventBox* b) { delete b; });
+    event.TypeTag(&kEventTag);
+    return event;
+  });
+}
+
+// eventElapsedMs(start, stop): waits for stop, then the milliseconds between the two.
+Napi::Value event_elapsed_ms(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const EventBox* start = event_arg(info[0], "start");
+    const EventBox* stop = event_arg(info[1], "stop");
+    return Napi::Number::New(env, gpu::event_elapsed_ms(start->event, stop->event));
+  });
+}
+
+Napi::Value event_destroy(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsExternal() || !info[0].As<Napi::External<EventBox>>().CheckTypeTag(&kEventTag))
+      throw Error(ErrorCode::Argument, "event: expected an event from eventRecord");
+    EventBox* box = info[0].As<Napi::External<EventBox>>().Data();
+    gpu::event_destroy(box->event);
+    box->event = nullptr;
+    return info.Env().Undefined();
+  });
+}
+
+// testKernelFault(device) / testKernelFaultAsync(device): test-only (test/cuda_fault.test.ts), an
+// op whose kernel traps, which kills the device's CUDA context for the rest of the process.
+Napi::Value test_kernel_fault(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const int device = device_index_arg(info[0]);
+    return run(env, async, Device{device}, KeepAlive{}, [device] { gpu::test_kernel_fault(device); });
+  });
+}
+
 // fillRandn(typedArray, dtypeCode, seed): host fill; device tensors are filled on the host and
 // copied so that the same seed gives the same values everywhere.
 Napi::Value fill_randn_entry(const Napi::CallbackInfo& info) {
@@ -184,6 +288,14 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("copyToHost", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return copy_host_device(info, false); }));
   exports.Set("copyOnDevice", Napi::Function::New(env, copy_on_device));
   exports.Set("fillRandn", Napi::Function::New(env, fill_randn_entry));
+  exports.Set("deviceSynchronize", Napi::Function::New(env, device_synchronize));
+  exports.Set("memoryStats", Napi::Function::New(env, memory_stats));
+  exports.Set("emptyCache", Napi::Function::New(env, empty_cache));
+  exports.Set("eventRecord", Napi::Function::New(env, event_record));
+  exports.Set("eventElapsedMs", Napi::Function::New(env, event_elapsed_ms));
+  exports.Set("eventDestroy", Napi::Function::New(env, event_destroy));
+  exports.Set("testKernelFault", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return test_kernel_fault(info, false); }));
+  exports.Set("testKernelFaultAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return test_kernel_fault(info, true); }));
   register_lora_linear(env, exports);
   register_lora_multi(env, exports);
   register_dora(env, exports);

@@ -10,6 +10,8 @@
 
 namespace lk::binding {
 
+const napi_type_tag kDeviceBufferTag = {0x6c6f72614b657673ull, 0x4275666665720001ull};
+
 DeviceMemory::DeviceMemory(int device_index, size_t size)
     : device(device_index), ptr(gpu::alloc(device_index, size)), bytes(size) {}
 
@@ -40,7 +42,7 @@ static std::string describe(const Napi::Value& v) {
   if (v.IsNumber()) return "a number";
   if (v.IsString()) return "a string";
   if (v.IsTypedArray()) return "a TypedArray";
-  if (v.IsExternal()) return "a device buffer";
+  if (v.IsExternal()) return "a native handle";
   if (v.IsObject()) return "an object";
   return "a value of another type";
 }
@@ -83,7 +85,7 @@ static TensorArg read_tensor(const Napi::Object& obj, const char* name, KeepAliv
     t.bytes = arr.ByteLength();
     t.device = Device{-1};
     keep.hold(data);
-  } else if (data.IsExternal()) {
+  } else if (data.IsExternal() && data.As<Napi::External<DeviceBufferBox>>().CheckTypeTag(&kDeviceBufferTag)) {
     auto* box = data.As<Napi::External<DeviceBufferBox>>().Data();
     if (!box || !box->memory) throw Error(ErrorCode::Disposed, std::string(name) + ": the tensor was disposed");
     t.data = box->memory->ptr;
@@ -146,24 +148,39 @@ using JobTsfn = Napi::TypedThreadSafeFunction<void, Job, settle>;
 struct Job {
   Napi::Promise::Deferred deferred;
   KeepAlive keep;
-  std::function<void()> work;
+  std::function<void()> work;  // CPU: run on the job thread
   Failure failure;
   JobTsfn tsfn;
+  bool on_device = false;      // CUDA: work was enqueued; `completion` says how it ended
+  gpu::Completion completion;
 };
+
+void reject(Napi::Env env, Napi::Promise::Deferred& deferred, const Failure& failure) {
+  Napi::Error err = Napi::Error::New(env, failure.message);
+  err.Set("code", Napi::String::New(env, error_code_name(failure.code)));
+  deferred.Reject(err.Value());
+}
 
 void settle(Napi::Env env, Napi::Function, void*, Job* job) {
   if (env != nullptr) {
-    if (job->failure.failed) {
-      Napi::Error err = Napi::Error::New(env, job->failure.message);
-      err.Set("code", Napi::String::New(env, error_code_name(job->failure.code)));
-      job->deferred.Reject(err.Value());
-    } else {
-      job->deferred.Resolve(env.Undefined());
-    }
+    if (job->on_device) job->failure = run_catching([job] { gpu::finish(job->completion); });
+    if (job->failure.failed) reject(env, job->deferred, job->failure);
+    else job->deferred.Resolve(env.Undefined());
     job->keep.release();
     delete job;
   }
   // env == nullptr: the environment (a terminated worker) is gone; its references die with it.
+}
+
+// A CUDA op's work has finished or failed: called on a CUDA driver thread (or, in the emulator,
+// at once), it only queues the job for the JS thread. No CUDA calls, nothing that can block.
+void device_work_done(void* user) {
+  Job* job = static_cast<Job*>(user);
+  JobTsfn tsfn = job->tsfn;
+  if (tsfn.NonBlockingCall(job) != napi_ok) {
+    // The environment is shutting down and will not settle the promise; drop the job.
+  }
+  tsfn.Release();
 }
 
 // Long kernels run here, on one dedicated thread, not on libuv's pool: a queue of 100 prefill
@@ -211,16 +228,31 @@ JobThread& job_thread() {
 
 }  // namespace
 
-Napi::Value run(Napi::Env env, bool async, KeepAlive keep, std::function<void()> work) {
+Napi::Value run(Napi::Env env, bool async, Device device, KeepAlive keep, std::function<void()> work) {
   if (!async) {
     Failure f = run_catching(work);
     if (f.failed) throw_js(env, f.code, f.message);
     return env.Undefined();
   }
-  auto* job = new Job{Napi::Promise::Deferred::New(env), std::move(keep), std::move(work), {}, {}};
-  job->tsfn = JobTsfn::New(env, "lora-kernels job", 0, 1);
+  auto* job = new Job{Napi::Promise::Deferred::New(env), std::move(keep), std::move(work), {}, {}, device.is_cuda(), {}};
   Napi::Promise promise = job->deferred.Promise();
-  job_thread().submit(job);
+  if (device.is_cpu()) {
+    job->tsfn = JobTsfn::New(env, "lora-kernels job", 0, 1);
+    job_thread().submit(job);
+    return promise;
+  }
+  // CUDA: enqueue now, in call order; the stream callback settles the promise later.
+  job->failure = run_catching(job->work);
+  job->work = nullptr;
+  if (!job->failure.failed) {
+    job->tsfn = JobTsfn::New(env, "lora-kernels CUDA completion", 0, 1);
+    job->failure = run_catching([job, device] { gpu::notify_when_done(job->completion, device.index, device_work_done, job); });
+    if (!job->failure.failed) return promise;
+    job->tsfn.Release();  // the callback was not registered
+  }
+  reject(env, job->deferred, job->failure);
+  job->keep.release();
+  delete job;
   return promise;
 }
 

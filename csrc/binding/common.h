@@ -16,8 +16,10 @@
 
 namespace lk::binding {
 
-// Device memory owned by a JS tensor. Shared: an in-flight async op keeps it alive after
-// dispose(), so a dispose() racing a running kernel never frees memory under it.
+// Device memory owned by a JS tensor, from the caching allocator. Shared: an in-flight async op
+// keeps it alive after dispose() until its promise settles. (Freeing it earlier would be safe too:
+// the block goes back to the cache, and its next owner's work is ordered after the kernel on the
+// device's stream.)
 struct DeviceMemory {
   int device;
   void* ptr;
@@ -28,10 +30,11 @@ struct DeviceMemory {
   DeviceMemory& operator=(const DeviceMemory&) = delete;
 };
 
-// What a JS device buffer (a Napi::External) points at; dispose() empties it.
+// What a JS device buffer (a Napi::External tagged kDeviceBufferTag) points at; dispose() empties it.
 struct DeviceBufferBox {
   std::shared_ptr<DeviceMemory> memory;
 };
+extern const napi_type_tag kDeviceBufferTag;
 
 // JS objects (and device memory) that must outlive an async job.
 class KeepAlive {
@@ -70,9 +73,14 @@ bool bool_arg(const Napi::Object& obj, const char* name, bool fallback);
 // Throws a JS Error carrying `code` (the TS layer turns it into LoraKernelsError).
 [[noreturn]] void throw_js(Napi::Env env, ErrorCode code, const std::string& message);
 
-// Runs `work` now (sync) or on the job thread, returning a Promise (async). Any lk::Error or
-// std::exception thrown by work becomes a JS error / rejection with a code; never an abort.
-Napi::Value run(Napi::Env env, bool async, KeepAlive keep, std::function<void()> work);
+// Runs an op on `device`. Any lk::Error or std::exception thrown by work becomes a JS error /
+// rejection with a code; never an abort.
+//   CPU:  `work` runs now (sync), or on the job thread, returning a Promise (async).
+//   CUDA: `work` only enqueues on the device's stream, so it runs now, on the calling thread, in
+//         both forms: stream order is call order, whether sync and async calls are mixed or not.
+//         The sync form returns without waiting; the async form's Promise settles when the device
+//         has finished that work (a stream callback, no thread waits), `keep` alive until then.
+Napi::Value run(Napi::Env env, bool async, Device device, KeepAlive keep, std::function<void()> work);
 
 // Wraps a callback so that lk::Error thrown while reading arguments becomes a JS exception.
 Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body);

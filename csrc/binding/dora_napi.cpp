@@ -82,7 +82,7 @@ Napi::Value dora_forward_entry(const Napi::CallbackInfo& info, bool async) {
     p.magnitude = o.magnitude.data;
     p.magnitude_dtype = o.magnitude.dtype;
     const Device device = o.x.device;
-    return run(env, async, std::move(keep), [p, device] { dora_forward(p, device); });
+    return run(env, async, device, std::move(keep), [p, device] { dora_forward(p, device); });
   });
 }
 
@@ -116,7 +116,7 @@ Napi::Value dora_backward_entry(const Napi::CallbackInfo& info, bool async) {
     p.magnitude_dtype = o.magnitude.dtype;
     p.grad_magnitude = grad_m.data;
     const Device device = o.x.device;
-    return run(env, async, std::move(keep), [p, device] { dora_backward(p, device); });
+    return run(env, async, device, std::move(keep), [p, device] { dora_backward(p, device); });
   });
 }
 

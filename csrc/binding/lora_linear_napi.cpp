@@ -53,7 +53,7 @@ Napi::Value lora_forward_entry(const Napi::CallbackInfo& info, bool async) {
     p.y = y.data; p.y_stride = n;
     p.allow_tf32 = bool_arg(d, "allowTf32", false);
     const Device device = x.device;
-    return run(env, async, std::move(keep), [p, device] { lora_forward(p, device); });
+    return run(env, async, device, std::move(keep), [p, device] { lora_forward(p, device); });
   });
 }
 
@@ -96,7 +96,7 @@ Napi::Value lora_backward_entry(const Napi::CallbackInfo& info, bool async) {
     p.grad_a = grad_a.data; p.grad_a_stride = k;
     p.grad_b = grad_b.data; p.grad_b_stride = r;
     const Device device = x.device;
-    return run(env, async, std::move(keep), [p, device] { lora_backward(p, device); });
+    return run(env, async, device, std::move(keep), [p, device] { lora_backward(p, device); });
   });
 }
 

@@ -54,7 +54,7 @@ Napi::Value lora_forward_multi_entry(const Napi::CallbackInfo& info, bool async)
     p.adapter_ids = static_cast<const int32_t*>(ids.data);
     p.y = y.data; p.y_stride = n;
     const Device device = x.device;
-    return run(env, async, std::move(keep), [p, device] { lora_forward_multi(p, device); });
+    return run(env, async, device, std::move(keep), [p, device] { lora_forward_multi(p, device); });
   });
 }
 
