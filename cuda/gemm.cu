@@ -19,7 +19,7 @@
 namespace lk::cuda_ops::gemm {
 namespace {
 
-thread_local std::string plan_text;
+thread_local std::string plans;
 
 // sumsq[i] = Σ_t row_norm_partial[t][i] over the column tiles t, in order.
 __global__ void __launch_bounds__(256) row_norm_reduce_kernel(Params p, int column_tiles) {
@@ -44,8 +44,15 @@ const char* layout_name(Layout la, Layout lb) {
 
 }  // namespace
 
-const char* last_plan() { return plan_text.c_str(); }
+void note_plan(const std::string& what) { plans += (plans.empty() ? "" : "; ") + what; }
 
+std::string take_plans() {
+  std::string taken;
+  taken.swap(plans);
+  return taken;
+}
+
+// y = epilogue(Σ_z partials) in the dtype.
 void splitk_reduce(DType dtype, const Params& p, int splits, cudaStream_t st) {
   switch (dtype) {
     case DType::Float32: return launch_splitk_reduce<F32>(p, splits, st);
@@ -118,11 +125,16 @@ void run(const Problem& pr, int device, cudaStream_t st) {
 
   const Launch l{static_cast<int>(m_tiles), static_cast<int>(n_tiles), splits, st, device};
   bool launched = false;
-  switch (pr.dtype) {
-    case DType::Float32: launched = run_f32(mma, tile, pr.a_layout, pr.b_layout, row_norm, p, l); break;
-    case DType::Float16: launched = run_f16(mma, tile, pr.a_layout, pr.b_layout, row_norm, p, l); break;
-    case DType::BFloat16: launched = run_bf16(mma, tile, pr.a_layout, pr.b_layout, row_norm, p, l); break;
-    default: break;
+  const Layout la = pr.a_layout, lb = pr.b_layout;
+  if (mma) {
+    const TileId t = static_cast<TileId>(tile);
+    if (pr.dtype == DType::Float16) launched = run_mma_f16(t, la, lb, row_norm, p, l);
+    else if (pr.dtype == DType::BFloat16) launched = run_mma_bf16(t, la, lb, row_norm, p, l);
+    else launched = run_mma_tf32(t, la, lb, row_norm, p, l);
+  } else {
+    const FmaTileId t = static_cast<FmaTileId>(tile);
+    if (pr.dtype == DType::Float32) launched = run_fma_f32(t, la, lb, row_norm, p, l);
+    else launched = run_fma_half(pr.dtype, t, la, lb, row_norm, p, l);
   }
   if (!launched)
     unsupported(pr, std::string("no kernel for ") + (mma ? "mma.sync" : "fma") + " tile " + std::to_string(bm) + "x" +
@@ -133,9 +145,9 @@ void run(const Problem& pr, int device, cudaStream_t st) {
                 static_cast<int>(n_tiles));
     LK_CUDA_CHECK_LAUNCH("row_norm_reduce_kernel launch");
   }
-  plan_text = std::string(mma ? (pr.dtype == DType::Float32 ? "mma.sync tf32 " : "mma.sync ") : "fma ") + dtype_name(pr.dtype) +
+  note_plan(std::string(mma ? (pr.dtype == DType::Float32 ? "mma.sync tf32 " : "mma.sync ") : "fma ") + dtype_name(pr.dtype) +
               " " + std::to_string(bm) + "x" + std::to_string(bn) + " " + layout_name(pr.a_layout, pr.b_layout) +
-              (splits > 1 ? " split-k " + std::to_string(splits) : "") + (row_norm ? " row-norm" : "");
+              (splits > 1 ? " split-k " + std::to_string(splits) : "") + (row_norm ? " row-norm" : ""));
 }
 
 }  // namespace lk::cuda_ops::gemm

@@ -25,6 +25,7 @@
 // result is deterministic.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "core/dtype.h"
 #include "simt/simt.h"
@@ -111,8 +112,10 @@ constexpr int kTileListRows = 128;
 // a combination no kernel covers, ERR_CUDA for a failed launch).
 void run(const Problem& p, int device, cudaStream_t st);
 
-// The kernels the last run() on this host thread picked, e.g. "mma.sync bf16 128x128x32 s4 KK split 1";
-// for benchmark tables.
-const char* last_plan();
+// What the ops launched on this host thread since the last take_plans(): one entry per engine run
+// (or GEMV launch), e.g. "mma.sync bfloat16 128x256 KK; mma.sync bfloat16 128x32 KK split-k 2".
+// For benchmark tables and tests that check which path ran.
+void note_plan(const std::string& what);
+std::string take_plans();
 
 }  // namespace lk::cuda_ops::gemm

@@ -954,10 +954,13 @@ void launch_splitk_reduce(const Params& p, int splits, cudaStream_t st) {
   LK_CUDA_CHECK_LAUNCH("splitk_reduce_kernel launch");
 }
 
-// Per element type, in cuda/gemm_<type>.cu.
-bool run_f16(bool mma, int tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
-bool run_bf16(bool mma, int tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
-bool run_f32(bool mma, int tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
-void splitk_reduce(DType dtype, const Params& p, int splits, cudaStream_t st);
+// Per mainloop and element type, each in its own translation unit so that they compile in
+// parallel (and a mutant of the mma.sync mainloop recompiles one): cuda/gemm_mma_f16.cu,
+// gemm_mma_bf16.cu, gemm_mma_tf32.cu, gemm_fma_f32.cu, gemm_fma_f16.cu (float16 and bfloat16 on sm_75).
+bool run_mma_f16(TileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+bool run_mma_bf16(TileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+bool run_mma_tf32(TileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+bool run_fma_f32(FmaTileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+bool run_fma_half(DType dtype, FmaTileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
 
 }  // namespace lk::cuda_ops::gemm

@@ -1,106 +1,129 @@
 // `npm run test:mutants`: shows that the emulated-CUDA oracle has teeth.
 //
-// Makes mutated COPIES of cuda/lora_linear.cu (the real file is only read) in build-mutants/:
-// barriers removed (each a real shared-memory race) and off-by-one bounds checks. Each copy is
-// compiled by g++ against csrc/simt (fibers backend) with ASan + UBSan, linked with the standalone
-// driver test/simt/lora_forward_oracle.cpp (runs lk::cuda_ops::lora_forward on odd shapes covering
-// every kernel path and compares with a float64 reference), and run once per SIMT_EMU_SCHED
-// (forward, reverse, shuffle). A mutant is KILLED when at least one run fails (wrong results, a
-// sanitizer report, an emulator abort); the unmutated copy, built the same way, must pass every
-// run. Prints a table; exits non-zero if the original fails or any mutant survives.
+// Makes mutated COPIES of the GEMM engine's kernels, cuda/gemm_kernels.cuh (the real file is only
+// read), in build-mutants/<id>/: a removed cp.async wait, wrong pipeline stage indices, off-by-one
+// edge predicates, removed barriers, an unswizzled shared-memory write, the dropout mask applied one
+// k-tile late, an epilogue that writes one row too many. Each mutant recompiles the one translation
+// unit that holds the mutated code (a copy of cuda/gemm_mma_bf16.cu or gemm_fma_f32.cu next to the
+// copied header, so that its #include "gemm_kernels.cuh" finds the mutant), by g++ against csrc/simt with
+// ASan + UBSan, and links it with the other CUDA sources (compiled once) and the standalone driver
+// test/simt/engine_oracle.cpp (lora.forward, lora.backward, DoRA's norms and per-tile segment lists
+// on odd shapes that reach every tile, layout and split-K path with SIMT_EMU_WORKERS=2, compared
+// with float64 references). Every variant runs once per SIMT_EMU_SCHED (forward, reverse,
+// shuffle). A mutant is KILLED when at least one run fails (wrong results, a sanitizer report, an
+// emulator abort); the unmutated build must pass every run. Prints a table; exits non-zero if the
+// original fails or any mutant survives.
 //
-// A mutant is found by a textual anchor that must match exactly once; if cuda/lora_linear.cu
-// changes so that an anchor no longer matches, this script fails loudly: update the anchor.
+// A mutant is found by a textual anchor that must match exactly once; if the kernels change so
+// that an anchor no longer matches, this script fails loudly: update the anchor.
 //
 //   node scripts/mutants.mjs [--only=id,id] [--list]
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const SOURCE = 'cuda/lora_linear.cu';
-const DRIVER = 'test/simt/lora_forward_oracle.cpp';
+const SOURCE = 'cuda/gemm_kernels.cuh';
+const DRIVER = 'test/simt/engine_oracle.cpp';
+// The CUDA sources the driver links: every op the oracle calls, not lora_multi.cu (its host code
+// needs the CPU kernels' adapter grouping, and the oracle builds per-tile segment lists itself).
+const CUDA_SOURCES = readdirSync(join(root, 'cuda')).filter((f) => f.endsWith('.cu') && f !== 'lora_multi.cu').sort();
 const OUT = join(root, 'build-mutants');
 const SCHEDULES = ['forward', 'reverse', 'shuffle'];
 const RUN_TIMEOUT_MS = 120_000;
 
 // anchor: a RegExp that matches exactly once; its match is replaced by `replace` ($1… allowed).
-// Barrier mutants keep the line count (the barrier becomes a comment), so reports keep line numbers.
-const GONE = '/* MUTANT: __syncthreads() removed */';
+// tu: the translation unit holding the mutated code that the oracle runs (bf16: the mma.sync
+// mainloop, float32: the FMA one). Barrier mutants keep the line count, so reports keep line numbers.
+const GONE = '/* MUTANT: removed */';
 const MUTANTS = [
   {
-    id: 'sync-epilogue-stage',
-    what: 'lora_epilogue: barrier between staging the T / B rank slice in smem and reading it (RAW)',
-    anchor: /(Bt\[col \* LDR \+ rr\] = [^;]*;\s*\}\s*)__syncthreads\(\);/,
+    id: 'cp-async-wait',
+    what: 'mma mainloop: the cp.async wait before a stage is read is removed (its copies have not landed)',
+    anchor: /ptx::cp_async_wait<STAGES - 2>\(\);/,
+    replace: GONE,
+    tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'stage-read',
+    what: 'mma mainloop: iteration i multiplies stage (i + 1) % STAGES instead of i % STAGES',
+    anchor: /smem \+ \(i % STAGES\) \* ML::STAGE_BYTES/,
+    replace: 'smem + ((i + 1) % STAGES) * ML::STAGE_BYTES',
+    tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'stage-refill',
+    what: 'mma mainloop: the load refills stage (i + STAGES - 2) % STAGES, one still waiting to be read',
+    anchor: /\(\(i \+ STAGES - 1\) % STAGES\)/,
+    replace: '((i + STAGES - 2) % STAGES)',
+    tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'sync-stage',
+    what: 'mma mainloop: the barrier after the wait is removed (a warp reads a stage before every thread\'s copies landed)',
+    anchor: /(ptx::cp_async_wait<STAGES - 2>\(\);\s*)__syncthreads\(\);/,
     replace: `$1${GONE}`,
+    tu: 'gemm_mma_bf16.cu',
   },
   {
-    id: 'sync-epilogue-reuse',
-    what: 'lora_epilogue: barrier before the next rank slice overwrites Ts / Bt (WAR, r > 16)',
-    anchor: /(fmaf\(tv\[i\], bv\[j\], c\[i\]\[j\]\);\s*\}\s*)__syncthreads\(\);/,
-    replace: `$1${GONE}`,
-  },
-  {
-    id: 'sync-sgemm-load',
-    what: 'lora_sgemm_kernel main loop: barrier after the x / W tile load (RAW)',
-    anchor: /(load_tile_t<BN, [^;]*;\s*)__syncthreads\(\);/,
-    replace: `$1${GONE}`,
-  },
-  {
-    id: 'sync-sgemm-reuse',
-    what: 'lora_sgemm_kernel main loop: barrier before the next tile load overwrites As / Bs (WAR)',
-    anchor: /(fmaf\(av\[i\], bv\[j\], c\[i\]\[j\]\);\s*\}\s*)__syncthreads\(\);/,
-    replace: `$1${GONE}`,
-  },
-  {
-    id: 'sync-wmma-load',
-    what: 'wmma_gemm_body main loop: barrier after the x / W tile load (RAW)',
-    anchor: /(load_tile_raw<BN, [^;]*;\s*)__syncthreads\(\);/,
-    replace: `$1${GONE}`,
-  },
-  {
-    id: 'sync-wmma-stage-c',
-    what: 'wmma_gemm_body: barrier between staging the accumulators in smem and reading them',
-    anchor: /(wmma::mem_row_major\);\s*)__syncthreads\(\);/,
-    replace: `$1${GONE}`,
-  },
-  {
-    id: 'sync-wmma-epilogue',
-    what: 'wmma_gemm_body: barrier before the epilogue reuses the staged accumulators\' smem (WAR)',
-    anchor: /(c\[i\]\[j\] = Cs\[[^;]*;\s*)__syncthreads\(\);/,
-    replace: `$1${GONE}`,
-  },
-  {
-    id: 'sync-down-load',
-    what: 'lora_down_kernel: barrier after staging the x ⊙ mask / A slices (RAW)',
-    anchor: /(As\[row \* LD \+ kk\] = [^;]*;\s*\}\s*)__syncthreads\(\);/,
-    replace: `$1${GONE}`,
-  },
-  {
-    id: 'oob-store-row',
-    what: 'lora_epilogue: row guard of the y store `gm < p.m` → `gm <= p.m` (writes row m)',
-    anchor: /if \(gm < p\.m\)( y\[gm \* p\.y_stride \+ gn\])/,
-    replace: 'if (gm <= p.m)$1',
-  },
-  {
-    id: 'oob-load-row-vec',
-    what: 'load_tile_raw: row guard of the 16-byte load `gr < rows` → `gr <= rows` (reads row m)',
-    anchor: /(S\* dst = s \+ r \* LD \+ c;\s*if \(gr )<( rows && vec && gk \+ VEC <= k\))/,
+    id: 'edge-row',
+    what: 'K-major loader: row guard `i < limit` → `i <= limit` (reads row m)',
+    anchor: /(const bool ok = e < ROWS \* C && i )<( limit)/,
     replace: '$1<=$2',
+    tu: 'gemm_mma_bf16.cu',
   },
   {
-    id: 'k-edge-load',
-    what: 'load_tile_raw: k guard of the scalar edge load `gk + v < k` → `gk + v <= k` (one column too many)',
-    anchor: /(dst\[v\] = \(gr < rows && gk \+ v )<( k\))/,
-    replace: '$1<=$2',
+    id: 'edge-k',
+    what: 'K-major loader: the K edge keeps one element too many (k_len - k + 1)',
+    anchor: /\(k_len - k\) \* static_cast<int>\(sizeof\(S\)\)/,
+    replace: '(k_len - k + 1) * static_cast<int>(sizeof(S))',
+    tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'edge-mn',
+    what: 'MN-major loader: the column edge keeps one element too many (limit - col + 1)',
+    anchor: /\(limit - col\) \* static_cast<int>\(sizeof\(S\)\)/,
+    replace: '(limit - col + 1) * static_cast<int>(sizeof(S))',
+    tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'swizzle-write',
+    what: 'K-major loader: chunks land unswizzled while ldmatrix reads the swizzled addresses',
+    anchor: /copy_chunk<S>\(chunk_at<KB>\(tile, e \/ C, e % C\),/,
+    replace: 'copy_chunk<S>(tile + (e / C) * KB + (e % C) * 16,',
+    tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'mask-late',
+    what: 'backward: the dropout mask is applied one k-tile into g·W instead of after dT·A',
+    anchor: /(if \(p\.acc_mask && kt < seg0_tiles && \(kt == seg0_tiles - 1 \|\| kt == kt_end - 1\)\) \{\n#pragma unroll\n      for \(int mf)/,
+    replace: 'if (p.acc_mask && kt <= seg0_tiles && (kt == seg0_tiles || kt == kt_end - 1)) {\n#pragma unroll\n      for (int mf',
+    tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'sync-fma',
+    what: 'FMA mainloop: the barrier after stashing the next k-tile is removed (read/write race on the buffers)',
+    anchor: /(b_load\.template stash<Tile::LDB>\(next \+ BK \* Tile::LDA\);\s*\}\s*)__syncthreads\(\);/,
+    replace: `$1${GONE}`,
+    tu: 'gemm_fma_f32.cu',
+  },
+  {
+    id: 'sync-row-norm',
+    what: 'row-norm epilogue: the barrier before the per-row sums are added is removed',
+    anchor: /(__device__ __forceinline__ void row_norm_finish\(const Params& p, float\* sums, int m0, int n_tile\) \{\s*)__syncthreads\(\);/,
+    replace: `$1${GONE}`,
+    tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'epilogue-row',
+    what: 'store epilogue: row guard `row >= m` → `row > m` (writes row m)',
+    anchor: /if \(row >= m \|\| col >= n\) return;/,
+    replace: 'if (row > m || col >= n) return;',
+    tu: 'gemm_mma_bf16.cu',
   },
 ];
-// Not in the list: lora_down_kernel's T store `gm < p.m` → `gm <= p.m`. Its stray row lands in the
-// scratch buffer's 25% headroom (cuda/common.cuh scratch()), where ASan cannot see it, or, with
-// split-K, on row 0 of the next split, which is wrong only when that block happens to finish
-// first: killed or not depends on how the OS runs the two emulator workers, so it would be flaky.
 
 const args = process.argv.slice(2);
 if (args.includes('--list')) {
@@ -167,7 +190,7 @@ for (const m of selected) {
   const hits = [...original.matchAll(new RegExp(m.anchor.source, 'g'))].length;
   if (hits !== 1) {
     fail(`mutant ${m.id}: its anchor ${m.anchor} matches ${hits} times in ${SOURCE} (exactly 1 expected). ` +
-      'The kernel changed: update the anchor in scripts/mutants.mjs (keep the mutation a real race / off-by-one).');
+      'The kernel changed: update the anchor in scripts/mutants.mjs (keep the mutation a real bug).');
   }
   const text = original.replace(m.anchor, m.replace);
   if (text === original) fail(`mutant ${m.id}: the replacement changed nothing`);
@@ -177,31 +200,36 @@ for (const m of selected) {
 mkdirSync(OUT, { recursive: true });
 const t0 = Date.now();
 const width = availableParallelism();
-const driverObj = join(OUT, 'oracle.o');
-const jobs = [() => compile([...FLAGS, '-c', join(root, DRIVER), '-o', driverObj], 'driver')];
-for (const v of variants) {
-  const stem = v.id === '(original)' ? 'original' : v.id;
-  v.cu = join(OUT, `${stem}.cu`);
-  v.obj = join(OUT, `${stem}.o`);
-  v.exe = join(OUT, stem);
+const object = (name) => join(OUT, 'common', `${basename(name)}.o`);
+mkdirSync(join(OUT, 'common'), { recursive: true });
+const jobs = [() => compile([...FLAGS, '-c', join(root, DRIVER), '-o', object(DRIVER)], 'driver')];
+for (const cu of CUDA_SOURCES) jobs.push(() => compile([...FLAGS, '-x', 'c++', '-c', join(root, 'cuda', cu), '-o', object(cu)], cu));
+for (const v of variants.slice(1)) {
+  const dir = join(OUT, v.id);
+  mkdirSync(dir, { recursive: true });
   // #line: compiler and sanitizer reports name the real file (barrier mutants keep line numbers).
-  writeFileSync(v.cu, `#line 1 "${join(root, SOURCE)}"\n${v.text}`);
-  jobs.push(() => compile([...FLAGS, '-x', 'c++', '-c', v.cu, '-o', v.obj], v.id));
+  writeFileSync(join(dir, 'gemm_kernels.cuh'), `#line 1 "${join(root, SOURCE)}"\n${v.text}`);
+  writeFileSync(join(dir, v.tu), `#line 1 "${join(root, 'cuda', v.tu)}"\n${readFileSync(join(root, 'cuda', v.tu), 'utf8')}`);
+  v.obj = join(dir, `${v.tu}.o`);
+  jobs.push(() => compile([...FLAGS, '-x', 'c++', '-c', join(dir, v.tu), '-o', v.obj], v.id));
 }
-console.log(`mutants: compiling the driver, the original and ${variants.length - 1} mutants (${CXX}, ASan + UBSan, ${width} at a time)`);
+console.log(`mutants: compiling the driver, ${CUDA_SOURCES.length} CUDA sources and ${variants.length - 1} mutants (${CXX}, ASan + UBSan, ${width} at a time)`);
 const compiled = await pool(jobs, width);
 for (const c of compiled) {
   if (!c.ok) fail(`compiling ${c.label} failed:\n${c.log}`);
 }
 for (const v of variants) {
-  const link = spawnSync(CXX, [...FLAGS, v.obj, driverObj, ...LIBS, '-o', v.exe], { cwd: root, encoding: 'utf8' });
+  const stem = v.id === '(original)' ? 'original' : v.id;
+  v.exe = join(OUT, `${stem}.exe`);
+  const objects = [object(DRIVER), ...CUDA_SOURCES.map((cu) => (v.tu === cu ? v.obj : object(cu)))];
+  const link = spawnSync(CXX, [...FLAGS, ...objects, ...LIBS, '-o', v.exe], { cwd: root, encoding: 'utf8' });
   if (link.status !== 0) fail(`linking ${v.id} failed:\n${link.stdout}${link.stderr}`);
 }
 const tCompiled = Date.now();
 
 // ---- run every variant in every schedule ------------------------------------------------------------
-// SIMT_EMU_WORKERS=2: the emulated device reports 2 SMs, which fixes the tile sizes lora_forward
-// picks (the driver's shapes are chosen so that both tile sizes run), on any machine.
+// SIMT_EMU_WORKERS=2: the emulated device reports 2 SMs, which fixes the tiles and splits the
+// engine picks (the driver's shapes are chosen so that every path runs), on any machine.
 function classify(res) {
   const text = `${res.stdout ?? ''}\n${res.stderr ?? ''}`;
   if (res.error?.code === 'ETIMEDOUT') return 'timeout';
