@@ -146,12 +146,17 @@ export interface GpuTiming {
   /** CUDA-event time per call over `batch` back-to-back calls (median of the batches). */
   eventMs: number;
   batch: number;
+  /** The kernels one call launched (native takeOpPlans): which mainloop, tile and split ran. */
+  kernels: string;
 }
 
 /** Times `fn` (one op call on the CUDA device) by the GPU plan: wall with a synchronize, then CUDA events. */
 export async function timeGpu(label: string, fn: () => unknown): Promise<GpuTiming> {
   const plan = gpuPlan();
   const sync = () => callNative((m) => m.deviceSynchronize(CUDA_DEVICE));
+  callNative((m) => m.takeOpPlans());
+  fn();
+  const kernels = callNative((m) => m.takeOpPlans());
   const done = startProgress(label);
   const bench = new Bench({ iterations: plan.iterations, time: plan.min_time_ms, warmupIterations: plan.warmup, warmupTime: 0, throws: true });
   bench.add(label, () => {
@@ -173,7 +178,7 @@ export async function timeGpu(label: string, fn: () => unknown): Promise<GpuTimi
   }
   const eventMs = median(perCall);
   done(`wall ${latency.p50.toFixed(3)} ms (median of ${latency.samplesCount}), events ${eventMs.toFixed(3)} ms per call (${plan.event_repeats} × ${batch} calls)`);
-  return { wallMs: latency.p50, wallMinMs: latency.min, runs: latency.samplesCount, eventMs, batch };
+  return { wallMs: latency.p50, wallMinMs: latency.min, runs: latency.samplesCount, eventMs, batch, kernels };
 }
 
 /**
@@ -431,6 +436,8 @@ export function reportGpu(bench: string, comparisons: GpuComparison[], peer: Pee
   });
   printTable(['case', 'dtype', 'impl', 'wall ms', 'event ms', 'TFLOP/s', 'GB/s', 'vs', 'vs wall ms', 'vs event ms', '× vs (event)', '× vs (wall)', 'goal', 'met'],
     table, { significant: 3 });
+  const kernels = new Map(rows.map((r) => [`${r.case} ${r.dtype} ${r.impl}`, r.kernels]));
+  for (const [row, plan] of kernels) console.log(`kernels: ${row}: ${plan}`);
   session.comparisons.push(...rows);
   appendJsonLines(`${bench}_cuda`, rows, { device: 'cuda', gpu, peer: peer?.env ?? null, quick: session.quick });
 }

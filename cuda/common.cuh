@@ -108,6 +108,10 @@ inline DeviceProps device_props(int device) {
 // `op` is kept, not copied: pass a string literal.
 cudaStream_t begin_op(int device, const char* op);
 
+// Adds to this thread's description of its current op (see gpu::last_op_plan): the engine and the
+// GEMV say which mainloop, tile and split they launched.
+void note_plan(const std::string& kernels);
+
 // Device scratch for one op, from the caching allocator (core/gpu.h): returned to the cache when the
 // op's host code leaves its scope. Stream order makes that safe while its kernels still run: the
 // next user of the block is enqueued on the same stream, after them.

@@ -19,7 +19,6 @@
 namespace lk::cuda_ops::gemm {
 namespace {
 
-thread_local std::string plans;
 
 // sumsq[i] = Σ_t row_norm_partial[t][i] over the column tiles t, in order.
 __global__ void __launch_bounds__(256) row_norm_reduce_kernel(Params p, int column_tiles) {
@@ -43,14 +42,6 @@ const char* layout_name(Layout la, Layout lb) {
 }
 
 }  // namespace
-
-void note_plan(const std::string& what) { plans += (plans.empty() ? "" : "; ") + what; }
-
-std::string take_plans() {
-  std::string taken;
-  taken.swap(plans);
-  return taken;
-}
 
 // y = epilogue(Σ_z partials) in the dtype.
 void splitk_reduce(DType dtype, const Params& p, int splits, cudaStream_t st) {

@@ -25,7 +25,6 @@
 // result is deterministic.
 #pragma once
 #include <cstdint>
-#include <string>
 
 #include "core/dtype.h"
 #include "simt/simt.h"
@@ -108,14 +107,11 @@ struct Problem {
 // Row tiles of tile_segments (the multi-adapter lists are built for this many rows per tile).
 constexpr int kTileListRows = 128;
 
-// Enqueues the GEMM on `st`. Throws lk::Error (ERR_UNSUPPORTED for sizes beyond the launch grid or
-// a combination no kernel covers, ERR_CUDA for a failed launch).
+// Enqueues the GEMM on `st` and notes its kernels in the op's plan (e.g. "mma.sync bfloat16
+// 128x256 KK", "… split-k 3"; see note_plan in cuda/common.cuh). Throws lk::Error (ERR_UNSUPPORTED
+// for sizes beyond the launch grid or a combination no kernel covers, ERR_CUDA for a failed launch).
 void run(const Problem& p, int device, cudaStream_t st);
 
-// What the ops launched on this host thread since the last take_plans(): one entry per engine run
-// (or GEMV launch), e.g. "mma.sync bfloat16 128x256 KK; mma.sync bfloat16 128x32 KK split-k 2".
-// For benchmark tables and tests that check which path ran.
-void note_plan(const std::string& what);
-std::string take_plans();
+
 
 }  // namespace lk::cuda_ops::gemm

@@ -559,6 +559,8 @@ void gemv_shrink(const GemvShrinkParams& p, float* t_partials, int splits, cudaS
     }
     LK_CUDA_CHECK_LAUNCH("gemv_shrink_kernel launch");
   });
+  note_plan(std::string("gemv shrink ") + dtype_name(p.dtype) + (vector ? "" : " element loads") +
+            (splits > 1 ? " split-k " + std::to_string(splits) : ""));
 }
 
 void gemv(const GemvParams& p, int device, cudaStream_t st) {
@@ -597,6 +599,7 @@ void gemv(const GemvParams& p, int device, cudaStream_t st) {
       launch_gemv<E, decltype(rows)::value, true>(a, props.sm_count, device, st);
     });
   });
+  note_plan(std::string("gemv ") + dtype_name(p.dtype) + " m=" + std::to_string(p.m) + (vector ? "" : " element loads"));
 }
 
 void lora_forward_decode(const LoraForwardParams& p, int device, cudaStream_t st) {

@@ -91,7 +91,9 @@ void lora_forward_multi(const LoraMultiParams& p, int device) {
   for (gemm::Segment& s : main_segments)
     if (!s.a) s.a = dev;
   std::vector<unsigned char> host(total - off_shrink);
-  auto put = [&](size_t offset, const void* src, size_t bytes) { std::memcpy(host.data() + offset - off_shrink, src, bytes); };
+  auto put = [&](size_t offset, const void* src, size_t bytes) {
+    if (bytes) std::memcpy(host.data() + offset - off_shrink, src, bytes);  // an empty list has no data()
+  };
   put(off_shrink, shrink_segments.data(), shrink_segments.size() * seg_bytes);
   put(off_main, main_segments.data(), main_segments.size() * seg_bytes);
   put(off_shrink_begin, shrink_begin.data(), shrink_begin.size() * sizeof(int));

@@ -588,13 +588,21 @@ void test_kernel_fault(int device) {
 namespace lk::cuda_ops {
 namespace {
 thread_local int op_device = -1;  // the device of this thread's last begin_op: throw_cuda blames its ops
+thread_local std::deque<std::string> op_plans;  // "op: kernels; kernels" of this thread's recent ops
 }  // namespace
 
 cudaStream_t begin_op(int device, const char* op) {
   gpu::DeviceState& d = gpu::enter(device, op);
   d.log.record(op);
   op_device = device;
+  if (op_plans.size() == 8) op_plans.pop_front();  // nobody is reading them: keep a few
+  op_plans.push_back(std::string(op) + ":");
   return d.stream;
+}
+
+void note_plan(const std::string& kernels) {
+  if (op_plans.empty()) op_plans.emplace_back("(no op):");
+  op_plans.back() += (op_plans.back().back() == ':' ? " " : "; ") + kernels;
 }
 
 void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
@@ -613,3 +621,14 @@ DeviceScratch::DeviceScratch(int device, size_t bytes) : device_(device), ptr_(g
 DeviceScratch::~DeviceScratch() { gpu::release(device_, ptr_); }
 
 }  // namespace lk::cuda_ops
+
+namespace lk::gpu {
+
+std::string take_op_plans() {
+  std::string text;
+  for (const std::string& op : cuda_ops::op_plans) text += (text.empty() ? "" : " | ") + op;
+  cuda_ops::op_plans.clear();
+  return text;
+}
+
+}  // namespace lk::gpu

@@ -134,6 +134,12 @@ export interface NativeModule {
    * Test-only, not public API: an op whose kernel traps, which kills the device's CUDA context for
    * the rest of the process (test/cuda_fault.test.ts runs it in processes of their own).
    */
+  /**
+   * The CUDA ops this thread enqueued since the last call (at most 8) and the kernels each chose:
+   * "lora.forward: mma.sync bfloat16 128x32 KK; mma.sync bfloat16 128x256 KK"; ops joined by " | ".
+   * For benchmark rows and tests that check which path ran.
+   */
+  takeOpPlans(): string;
   testKernelFault(device: number): void;
   /** Test-only, not public API: testKernelFault as an async op (rejects when its work completes). */
   testKernelFaultAsync(device: number): Promise<void>;
@@ -156,7 +162,7 @@ const NATIVE_EXPORTS: Record<keyof NativeModule, true> = {
   buildInfo: true, disableCuda: true,
   backends: true, deviceAlloc: true, deviceFree: true, copyToDevice: true, copyToHost: true, copyOnDevice: true,
   fillRandn: true, deviceSynchronize: true, memoryStats: true, emptyCache: true, eventRecord: true, eventElapsedMs: true,
-  eventDestroy: true, testKernelFault: true, testKernelFaultAsync: true, loraForward: true, loraForwardAsync: true,
+  eventDestroy: true, takeOpPlans: true, testKernelFault: true, testKernelFaultAsync: true, loraForward: true, loraForwardAsync: true,
   loraForwardMulti: true, loraForwardMultiAsync: true, doraForward: true, doraForwardAsync: true, doraBackward: true,
   doraBackwardAsync: true, loraBackward: true, loraBackwardAsync: true,
 };

@@ -1,7 +1,10 @@
 // `npm run test:emulated` (`npm run build:emulated` stops after the build): builds the emulated-CUDA addon (cuda/*.cu compiled by g++ against
 // csrc/simt) and runs the same vitest case lists on its `cuda` device, once per fiber schedule
 // (forward, reverse, shuffle): a kernel whose result depends on the order of threads between
-// barriers — a race — fails at least one of them.
+// barriers — a race — fails at least one of them. The emulated device reports SIMT_EMU_WORKERS SMs,
+// which decides the GEMM engine's tiles and splits: it is pinned to 2 (what CI has anyway), the
+// count test/gemm_engine.test.ts's shapes are chosen for. That suite then runs once more as a
+// Turing GPU (SIMT_EMU_CC=7.5): the FMA mainloop for every dtype.
 // Before the suites, build-emu/ptx_golden (test/simt/ptx_golden.cu, built with the addon) replays
 // the H200 recordings in test/fixtures/gpu-golden/ through the emulated ptx:: wrappers
 // (csrc/simt/simt_ptx.h: mma.sync, ldmatrix, cp.async) and checks the emulator's cp.async and
@@ -42,12 +45,12 @@ if (process.argv.includes('--build-only')) process.exit(0);
   const ok = lines.filter((l) => l.startsWith('ok ')).length;
   console.log(`${ok} checks ok; ${lines.find((l) => l.startsWith('ptx_golden: ') && l.includes('recorded cases')) ?? ''}`);
 }
+const vitest = join(dirname(require.resolve('vitest/package.json')), 'vitest.mjs');
+const emulated = { LORA_KERNELS_ADDON: join(root, 'build-emu/Release/lora_kernels.node'), LK_TEST_DEVICES: 'cuda', SIMT_EMU_WORKERS: '2' };
 const schedules = (process.env.SIMT_EMU_SCHEDULES ?? 'forward,reverse,shuffle').split(',');
 for (const schedule of schedules) {
   console.log(`\n== emulated CUDA, SIMT_EMU_SCHED=${schedule}`);
-  run([join(dirname(require.resolve('vitest/package.json')), 'vitest.mjs'), 'run'], {
-    LORA_KERNELS_ADDON: join(root, 'build-emu/Release/lora_kernels.node'),
-    LK_TEST_DEVICES: 'cuda',
-    SIMT_EMU_SCHED: schedule,
-  });
+  run([vitest, 'run'], { ...emulated, SIMT_EMU_SCHED: schedule });
 }
+console.log('\n== emulated CUDA as sm_75 (SIMT_EMU_CC=7.5): the GEMM engine\'s FMA mainloop for every dtype');
+run([vitest, 'run', 'test/gemm_engine.test.ts', 'test/lora_linear.test.ts', 'test/lora_backward.test.ts'], { ...emulated, SIMT_EMU_CC: '7.5' });

@@ -9,12 +9,28 @@
  * K edges inside a k-tile and rows that are not 16-byte aligned. With SIMT_EMU_CC=7.5 the same
  * cases run the sm_75 path (FMA for every dtype); test-emulated.mjs runs that too.
  */
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { type Device, type DType, lora, reference, Tensor } from '../lib/index.js';
+import { backends, type Device, type DType, lora, reference, Tensor } from '../lib/index.js';
+import { native } from '../lib/native.js';
 import { poisoned, testDevices } from './helpers/devices.js';
 
 const onDevice = (t: Tensor, device: Device) => (device === 'cpu' ? t : t.to(device));
+
+// The kernels an op chose (native takeOpPlans, taken before and after it) must be the case's path
+// where the choice is known: the emulated device as an sm_80 with 2 SMs. Elsewhere (a GPU,
+// SIMT_EMU_CC=7.5) the same case checks its result only.
+const pinnedPaths = (() => {
+  const cuda = backends().cuda;
+  return cuda.available && cuda.emulated && cuda.devices[0]?.computeCapability === '8.0' && process.env['SIMT_EMU_WORKERS'] === '2';
+})();
+function expectPath<T>(device: Device, kernels: readonly string[], op: () => T): T {
+  native().takeOpPlans();
+  const result = op();
+  const plan = native().takeOpPlans();
+  if (device !== 'cpu' && pinnedPaths) for (const k of kernels) expect(plan, `the op's kernels: ${plan}`).toContain(k);
+  return result;
+}
 
 /** Inverted dropout with p = 0.25: entries 0 or 4/3 (exact in every dtype). */
 function dropoutMask(shape: number[], dtype: DType, device: Device, seed: number): Tensor {
@@ -22,21 +38,23 @@ function dropoutMask(shape: number[], dtype: DType, device: Device, seed: number
   return onDevice(Tensor.from(Array.from(keep, (z) => (z > -0.6745 ? 4 / 3 : 0)), shape, { dtype }), device);
 }
 
-interface ForwardCase { path: string; dtype: DType; m: number; k: number; n: number; r: number; mask?: boolean; tf32?: boolean }
-const FORWARD: ForwardCase[] = [
-  { path: 'mma 128x256 KK, T as hi + lo', dtype: 'bfloat16', m: 300, k: 200, n: 300, r: 16 },
-  { path: 'mma 128x128 KK, 9 row tiles (two raster groups), dropout', dtype: 'float16', m: 1100, k: 40, n: 140, r: 5, mask: true },
-  { path: 'mma 64x64 KK split-K (K = 3001)', dtype: 'float16', m: 33, k: 3001, n: 40, r: 4 },
-  { path: 'TF32 mma 128x128 KK', dtype: 'float32', m: 200, k: 90, n: 140, r: 3, tf32: true },
-  { path: 'FMA 128x128 KK, rows not 16-byte aligned', dtype: 'float32', m: 200, k: 51, n: 150, r: 9 },
-  { path: 'FMA 64x64 split-K', dtype: 'float32', m: 20, k: 2050, n: 30, r: 2, mask: true },
+interface Case { path: string; kernels: string[]; dtype: DType; m: number; k: number; n: number; r: number; mask?: boolean; tf32?: boolean }
+const FORWARD: Case[] = [
+  { path: 'mma 128x256 KK, T as hi + lo', kernels: ['mma.sync bfloat16 128x32 KK', 'mma.sync bfloat16 128x256 KK'], dtype: 'bfloat16', m: 300, k: 200, n: 300, r: 16 },
+  { path: 'mma 128x128 KK, 9 row tiles (two raster groups), dropout', kernels: ['mma.sync float16 128x128 KK'], dtype: 'float16', m: 1100, k: 40, n: 120, r: 5, mask: true },
+  { path: 'mma 64x64 KK split-K (K = 3001)', kernels: ['mma.sync float16 128x32 KK split-k 2', 'mma.sync float16 64x64 KK split-k 2'], dtype: 'float16', m: 33, k: 3001, n: 40, r: 4 },
+  { path: 'TF32 mma 128x128 KK', kernels: ['mma.sync tf32 float32 128x32 KK', 'mma.sync tf32 float32 128x128 KK'], dtype: 'float32', m: 200, k: 90, n: 140, r: 3, tf32: true },
+  { path: 'FMA 128x128 KK, rows not 16-byte aligned', kernels: ['fma float32 64x64 KK', 'fma float32 128x128 KK'], dtype: 'float32', m: 200, k: 51, n: 150, r: 9 },
+  { path: 'FMA 64x64 split-K', kernels: ['fma float32 64x64 KK split-k 2'], dtype: 'float32', m: 20, k: 2050, n: 30, r: 2, mask: true },
 ];
 
-interface BackwardCase { path: string; dtype: DType; m: number; k: number; n: number; r: number; mask: boolean }
-const BACKWARD: BackwardCase[] = [
-  { path: 'gradInput mma 128x128 KN with the mask between segments, dT 128x32 KN, gradA/gradB NN', dtype: 'bfloat16', m: 150, k: 170, n: 90, r: 20, mask: true },
-  { path: 'gradA / gradB NN split-K over 700 rows', dtype: 'float16', m: 700, k: 60, n: 50, r: 8, mask: false },
-  { path: 'FMA KN and NN', dtype: 'float32', m: 130, k: 70, n: 90, r: 6, mask: true },
+const BACKWARD: Case[] = [
+  { path: 'gradInput mma 128x128 KN with the mask between segments, dT 128x32 KN, gradA/gradB NN',
+    kernels: ['mma.sync bfloat16 128x32 KN', 'mma.sync bfloat16 128x32 NN split-k 2', 'mma.sync bfloat16 64x64 NN', 'mma.sync bfloat16 128x128 KN'],
+    dtype: 'bfloat16', m: 150, k: 170, n: 90, r: 20, mask: true },
+  { path: 'gradA / gradB NN split-K over 700 rows', kernels: ['mma.sync float16 128x32 NN split-k 2', 'mma.sync float16 64x64 NN split-k 2'],
+    dtype: 'float16', m: 700, k: 60, n: 50, r: 8 },
+  { path: 'FMA KN and NN', kernels: ['fma float32 64x64 KN', 'fma float32 64x64 NN', 'fma float32 128x128 KN'], dtype: 'float32', m: 130, k: 70, n: 90, r: 6, mask: true },
 ];
 
 describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
@@ -51,7 +69,8 @@ describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
       dropoutMask: c.mask ? dropoutMask([c.m, c.k], c.dtype, device, 6) : undefined,
       scale: 0.75,
     };
-    const y = lora.forward({ ...inputs, allowTf32: c.tf32, out: poisoned([c.m, c.n], c.dtype, device) });
+    const out = poisoned([c.m, c.n], c.dtype, device);
+    const y = expectPath(device, c.kernels, () => lora.forward({ ...inputs, allowTf32: c.tf32, out }));
     reference.assertClose(y, reference.lora.forward(inputs), { dtype: c.tf32 && device !== 'cpu' ? 'tf32' : c.dtype });
   });
 
@@ -71,7 +90,7 @@ describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
       gradA: poisoned([c.r, c.k], c.dtype, device),
       gradB: poisoned([c.n, c.r], c.dtype, device),
     };
-    const grads = lora.backward({ ...inputs, out });
+    const grads = expectPath(device, c.kernels, () => lora.backward({ ...inputs, out }));
     const expected = reference.lora.backward(inputs);
     reference.assertClose(grads.gradInput!, expected.gradInput!, { dtype: c.dtype, label: 'gradInput' });
     reference.assertClose(grads.gradA, expected.gradA, { dtype: c.dtype, label: 'gradA' });
@@ -100,7 +119,9 @@ describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
       scales: onDevice(Tensor.from(Float32Array.from({ length: adapters }, (_, l) => 0.5 + l / 8), [adapters]), device),
       adapterIds: onDevice(Tensor.from(Int32Array.from({ length: m }, (_, i) => (i % 11 === 3 ? -1 : (i * 7) % adapters)), [m]), device),
     };
-    const y = lora.forwardMulti({ ...inputs, out: poisoned([m, n], dtype, device) });
+    const out = poisoned([m, n], dtype, device);
+    const kernels = dtype === 'float32' ? ['fma float32 128x128 KK'] : ['mma.sync bfloat16 128x32 KK', 'mma.sync bfloat16 128x128 KK'];
+    const y = expectPath(device, kernels, () => lora.forwardMulti({ ...inputs, out }));
     reference.assertClose(y, reference.lora.forwardMulti(inputs), { dtype });
   });
 
@@ -115,7 +136,9 @@ describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
       magnitude: Tensor.randn([300], { dtype: 'float32', device, seed: 35 }),
       scale: 0.5,
     };
-    const y = lora.doraForward({ ...inputs, out: poisoned([40, 300], dtype, device) });
+    const out = poisoned([40, 300], dtype, device);
+    const kernels = [dtype === 'float32' ? 'fma float32 128x128 KN row-norm' : 'mma.sync float16 128x128 KN row-norm'];
+    const y = expectPath(device, kernels, () => lora.doraForward({ ...inputs, out }));
     reference.assertClose(y, reference.lora.doraForward(inputs), { dtype });
   });
 });

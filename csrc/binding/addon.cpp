@@ -294,6 +294,9 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("eventRecord", Napi::Function::New(env, event_record));
   exports.Set("eventElapsedMs", Napi::Function::New(env, event_elapsed_ms));
   exports.Set("eventDestroy", Napi::Function::New(env, event_destroy));
+  exports.Set("takeOpPlans", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::String::New(info.Env(), lk::gpu::take_op_plans());
+  }));
   exports.Set("testKernelFault", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return test_kernel_fault(info, false); }));
   exports.Set("testKernelFaultAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return test_kernel_fault(info, true); }));
   register_lora_linear(env, exports);

@@ -82,6 +82,13 @@ struct Completion {
 void notify_when_done(Completion& completion, int device, void (*ready)(void* user), void* user);
 void finish(const Completion& completion);
 
+// The CUDA ops this host thread enqueued since the last call (at most the last 8) and the kernels
+// each chose, e.g. "lora.dora: mma.sync bfloat16 128x128 KN row-norm | lora.doraForward: mma.sync
+// bfloat16 128x32 KK; mma.sync bfloat16 128x256 KK"; empty when none. Ops enqueue on the calling
+// thread, so taking it before and after a call names what that call ran: benchmark rows and tests
+// report it. Never touches the driver.
+std::string take_op_plans();
+
 // Test hook (the native export testKernelFault, not public API): enqueues a kernel that traps,
 // which kills the device's CUDA context for the rest of the process.
 void test_kernel_fault(int device);

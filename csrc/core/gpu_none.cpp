@@ -31,6 +31,8 @@ double event_elapsed_ms(const Event*, const Event*) { unavailable(); }
 void event_destroy(Event*) noexcept {}  // no event can exist here
 void notify_when_done(Completion&, int, void (*)(void*), void*) { unavailable(); }
 void finish(const Completion&) {}  // never reached: notify_when_done throws
+std::string take_op_plans() { return {}; }
+
 void test_kernel_fault(int) { unavailable(); }
 
 }  // namespace lk::gpu

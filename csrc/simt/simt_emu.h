@@ -81,6 +81,9 @@
 #if defined(SIMT_EMU_BACKEND_FIBERS)
 #include <boost/context/detail/fcontext.hpp>
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 // ------------------------------------------------------------------------------ qualifiers
 #undef __global__
@@ -270,6 +273,16 @@ class Barrier {
 };
 #endif
 
+// Fiber stacks go back to the OS; under ASan their shadow is cleared first, or the poison of the
+// fibers' last frames outlives the mapping and a later user of the addresses (V8) gets a false
+// stack-buffer-underflow report.
+inline void unmap_stacks(char* stacks, size_t len) {
+#if defined(__SANITIZE_ADDRESS__)
+  ASAN_UNPOISON_MEMORY_REGION(stacks, len);
+#endif
+  munmap(stacks, len);
+}
+
 struct Block {
   const Launch* L = nullptr;
   std::vector<Thread> threads;
@@ -285,7 +298,7 @@ struct Block {
   size_t stacks_len = 0, stack_size = 0;
   boost::context::detail::fcontext_t scheduler = nullptr;
   ~Block() {
-    if (stacks) munmap(stacks, stacks_len);
+    if (stacks) unmap_stacks(stacks, stacks_len);
   }
 #else
   std::unique_ptr<Barrier> barrier;
@@ -423,7 +436,7 @@ inline void prepare(Block& B, const Launch& L) {
   B.size_dynamic_smem(L.smem);
   const size_t ss = stack_bytes();
   if (B.threads.size() < L.nthreads || B.stack_size != ss) {
-    if (B.stacks) munmap(B.stacks, B.stacks_len);
+    if (B.stacks) unmap_stacks(B.stacks, B.stacks_len);
     B.threads.resize(L.nthreads);
     B.stack_size = ss;
     B.stacks_len = ss * L.nthreads;
