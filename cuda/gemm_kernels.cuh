@@ -302,11 +302,12 @@ __device__ __forceinline__ unsigned char* chunk_at(unsigned char* tile, int row,
 }
 
 // One 16-byte chunk of a shared tile from global memory: `bytes` valid bytes at src (0 … 16), the
-// rest zero. cp.async when the operand's rows are 16-byte aligned; element copies otherwise.
+// rest zero. cp.async when the operand's rows are 16-byte aligned; element copies otherwise. With
+// no valid bytes nothing is read, but cp.async still gets a global address: the operand's base.
 template <class S>
 __device__ __forceinline__ void copy_chunk(unsigned char* dst, const S* src, int bytes, bool vec) {
   if (vec) {
-    ptx::cp_async_16(dst, bytes > 0 ? static_cast<const void*>(src) : static_cast<const void*>(dst), bytes);
+    ptx::cp_async_16(dst, src, bytes);
     return;
   }
   S* d = reinterpret_cast<S*>(dst);
@@ -329,14 +330,16 @@ template <class S, int ROWS, int KB, int NT>
 struct KMajorLoader {
   static constexpr int C = KB / 16, VE = 16 / static_cast<int>(sizeof(S)), PER = (ROWS * C + NT - 1) / NT;
   const S* src[PER];  // the chunk's row at k = 0, or null: a row this segment does not read
+  const S* base;      // the operand (an address for copies that read nothing)
   int k_len;
   bool vec;
 
-  __device__ __forceinline__ void init(const void* base, long long stride, int i0, int limit, int lo, int hi,
+  __device__ __forceinline__ void init(const void* operand, long long stride, int i0, int limit, int lo, int hi,
                                        const int* gather, int k) {
-    const S* g = static_cast<const S*>(base);
+    const S* g = static_cast<const S*>(operand);
+    base = g;
     k_len = k;
-    vec = aligned16(base, stride * static_cast<long long>(sizeof(S)));
+    vec = aligned16(operand, stride * static_cast<long long>(sizeof(S)));
 #pragma unroll
     for (int j = 0; j < PER; ++j) {
       const int e = threadIdx.x + j * NT, i = i0 + e / C;
@@ -351,7 +354,7 @@ struct KMajorLoader {
       if (ROWS * C % NT != 0 && e >= ROWS * C) continue;
       const int k = k0 + (e % C) * VE;
       const int bytes = src[j] ? cmax(0, cmin(16, (k_len - k) * static_cast<int>(sizeof(S)))) : 0;
-      copy_chunk<S>(chunk_at<KB>(tile, e / C, e % C), bytes ? src[j] + k0 : nullptr, bytes, vec);
+      copy_chunk<S>(chunk_at<KB>(tile, e / C, e % C), bytes ? src[j] + k0 : base, bytes, vec);
     }
   }
 };
@@ -363,15 +366,17 @@ struct MNMajorLoader {
   static constexpr int VE = 16 / static_cast<int>(sizeof(S)), PER = (BK * C + NT - 1) / NT;
   const S* src[PER];  // the chunk at k = 0
   int col_bytes[PER];  // valid bytes of its columns (edge of M / N)
+  const S* base;       // the operand (an address for copies that read nothing)
   long long stride;
   int k_len;
   bool vec;
 
-  __device__ __forceinline__ void init(const void* base, long long row_stride, int j0, int limit, int k) {
-    const S* g = static_cast<const S*>(base);
+  __device__ __forceinline__ void init(const void* operand, long long row_stride, int j0, int limit, int k) {
+    const S* g = static_cast<const S*>(operand);
+    base = g;
     stride = row_stride;
     k_len = k;
-    vec = aligned16(base, row_stride * static_cast<long long>(sizeof(S)));
+    vec = aligned16(operand, row_stride * static_cast<long long>(sizeof(S)));
 #pragma unroll
     for (int j = 0; j < PER; ++j) {
       const int e = threadIdx.x + j * NT, col = j0 + (e % C) * VE;
@@ -385,7 +390,7 @@ struct MNMajorLoader {
       const int e = threadIdx.x + j * NT;
       if (BK * C % NT != 0 && e >= BK * C) continue;
       const int bytes = k0 + e / C < k_len ? col_bytes[j] : 0;
-      copy_chunk<S>(chunk_at<ROW_BYTES>(tile, e / C, e % C), bytes ? src[j] + static_cast<long long>(k0) * stride : nullptr, bytes, vec);
+      copy_chunk<S>(chunk_at<ROW_BYTES>(tile, e / C, e % C), bytes ? src[j] + static_cast<long long>(k0) * stride : base, bytes, vec);
     }
   }
 };
