@@ -8,22 +8,29 @@
 //  1. Per MR-row panel (one task = a fixed group of consecutive panels): widen the panel's g rows
 //     and x rows to float32, and while they are in L1/L2
 //       dT_panel = g_panel·(scale·B)            (dot tiles against a float32 scale·Bᵀ [r, n])
-//       T_panel  = xm_panel·Aᵀ                  (dot tiles against a float32 A [r, k])
+//       T_panel  = xm_panel·Aᵀ                  (dot tiles against A's [r, k] rows)
 //       gradBᵀ_group += T_panelᵀ·g_panel        [r, n]   (outer-product accumulation)
 //       gradA_group  += dT_panelᵀ·xm_panel      [r, k]
-//     and pack g_panel into the MR-row panels of the big GEMM. gradA/gradB partial sums live per
-//     group (a fixed split of the rows, independent of threads and scheduling) and are summed in
-//     group order at the end: the result is deterministic.
+//     and pack g_panel and dT_panel into MR-row panels (the left operands of the big GEMM and of
+//     its epilogue). gradA/gradB partial sums live per group (a fixed split of the rows,
+//     independent of threads and scheduling) and are summed in group order at the end: the
+//     result is deterministic.
 //  2. gradInput = g·W as one packed GEMM (reduction over n; W [n, k] rows are already contiguous
 //     along the output columns, so its NR-wide micro-panels are plain widened copies, no
 //     transpose) whose epilogue adds mask ⊙ (dT·A) to each finished MR×NR tile while it is in L1
-//     and stores gradInput once.
+//     (dT·A as an r-step run of the micro-kernel on the dT panel and an NR-column panel of A) and
+//     stores gradInput once.
 //
 // Napkin math (m=512, K=N=4096, r=16, float32): the big GEMM is 2·m·n·k = 17.2 GFLOP (~75 ms at
 // the 2-core peak, ~88 ms at the ~195 GFLOP/s the micro-kernel sustains in the forward); the five
 // low-rank products are 5·2·m·r·(n or k) = 0.34 GFLOP (2%), done on data already in cache:
 // phase 1 reads g and x (8 MiB each) once, phase 2 reads W (64 MiB) once while packing it.
 // Unfused, the same math reads g three times, x twice and writes/re-reads gradInput once more.
+// Measured on 2 Zen4 cores (CPU time of one thread, by leaving parts out; ~174 ms in all): the
+// micro-kernel ~158 ms (109 GFLOP/s, 93% of the FMA peak), packing W ~8.5 ms (a copy, but every
+// line comes from DRAM at the ~9.5 GB/s one core gets; software prefetching of the next panel,
+// or packing it a few rows per micro-kernel call, measured no gain), phase 1's products ~4.5 ms,
+// the epilogue ~1.5 ms. Both cores: ~88 ms, i.e. the GEMM plus ~9 ms.
 #include <algorithm>
 #include <cstring>
 
@@ -39,16 +46,26 @@ namespace {
 constexpr int kMR = kGemmMR;
 constexpr int kNR = kGemmNR;
 
-// Block sizes of the big GEMM: as in the forward (packed_gemm.h; measured in lora_linear.cpp).
+// Block sizes of the big GEMM: K blocks and column tasks as in the forward (packed_gemm.h;
+// measured in lora_linear.cpp); row panels per sweep below.
 // Row groups with their own gradA/gradB partial sums: 8·r·(n + k) floats (4 MiB at r=16,
 // n=k=4096), enough tasks to balance phase 1 over the cores.
 constexpr int64_t kGroups = 8;
 // Columns per step of the outer-product accumulation: an MR×512 float32 block of g or xm
 // (12 KiB) stays in L1 while the r accumulator rows pass over it.
 constexpr int64_t kOuterCols = 512;
+// Row panels per sweep over a packed W micro-panel. Up to this many (576 rows), one sweep covers
+// all row panels of a task: each micro-panel is used right after it is packed, so a single
+// buffer, hot in L1/L2, holds it, and the sweep's K-block slice of packed g (96·MR·KC·4 B =
+// 576 KiB) stays in the 1 MiB L2 next to the 64 KiB micro-panel. Measured at M=512 on Zen4
+// against the forward's 64-panel sweeps, whose micro-panels of a K block are all kept (1 MiB per
+// task) for the later sweep and so are written to lines that left the L2 long ago: ~1% less CPU
+// time (172 vs 174 ms on one thread). More rows are split into equal sweeps that keep every
+// micro-panel, as the forward does.
+constexpr int64_t kSweepPanels = 96;
 
-enum class CallerBuffer { ScaledBt, A, DT, Partials, PackedLeft, Count };
-enum class TaskBuffer { GradRows, XRows, MaskedRows, LowRank, PackedRight, Partial, Count };
+enum class CallerBuffer { ScaledBt, APanels, DT, Partials, PackedLeft, Count };
+enum class TaskBuffer { GradRows, XRows, MaskedRows, LowRank, DTRows, PackedRight, Partial, Count };
 
 // acc[t][c] (+)= Σ_{i<rows} coef[i·ldc + t0 + t]·vals[i·ldv + c] for TB ranks t and c < len: one
 // vector of vals feeds TB FMAs.
@@ -87,20 +104,23 @@ void outer_accumulate(const float* coef, int64_t ldc, int64_t r, int64_t rows, c
 // What phase 1 and phase 2 share for one call.
 struct Prepared {
   const float* scaled_bt;  // [r, n]: scale·Bᵀ
-  const float* a;          // [r, k]
+  const float* a_panels;   // A in r-row micro-panels (the epilogue's right operand): columns j.. at j·r
   float* partials;         // kGroups × ([r, n] gradBᵀ/scale, then [r, k] gradA)
   int64_t partial_stride;  // r·(n + k)
 };
 
-// Phase 1 for row panels [q0, q1) of the chunk starting at row0; dt holds the chunk's dT rows.
+// Phase 1 for row panels [q0, q1) of the chunk starting at row0; dt receives the chunk's dT in
+// MR-row panels (the epilogue's left operand).
 template <DType T>
 void low_rank_panels(const LoraBackwardParams& p, const Prepared& prep, int64_t row0, int64_t rows, int64_t q0,
-                     int64_t q1, float* dt, float* partial, bool first_of_group, const KBlocks* kb,
+                     int64_t q1, const PackedLeft& dt, float* partial, bool first_of_group, const KBlocks* kb,
                      const PackedLeft* left) {
   const int64_t n = p.n, k = p.k, r = p.r;
+  const KBlocks dt_blocks{1, r, r};
   float* g = scratch(TaskBuffer::GradRows, kMR * n);
   float* x = scratch(TaskBuffer::XRows, kMR * k);
   float* t = scratch(TaskBuffer::LowRank, kMR * r);
+  float* dt_rows = scratch(TaskBuffer::DTRows, kMR * r);
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t i0 = q * kMR, count = std::min<int64_t>(kMR, rows - i0), row = row0 + i0;
     widen_rows<T>(static_cast<const Elem<T>*>(p.grad_output) + row * p.grad_output_stride, p.grad_output_stride,
@@ -112,78 +132,92 @@ void low_rank_panels(const LoraBackwardParams& p, const Prepared& prep, int64_t 
       multiply_by_mask_rows<T>(p.dropout_mask, p.mask_stride, row, count, k, x, k, masked, k);
       xm = masked;
     }
-    float* dt_rows = dt + i0 * r;
     rows_dot<DType::Float32>(g, n, count, prep.scaled_bt, n, 0, r, n, dt_rows, r, false);
-    rows_dot<DType::Float32>(xm, k, count, prep.a, k, 0, r, k, t, r, false);
+    rows_dot<T>(xm, k, count, p.a, p.a_stride, 0, r, k, t, r, false);
     const bool overwrite = first_of_group && q == q0;
     outer_accumulate(t, r, r, count, g, n, n, partial, overwrite);
     outer_accumulate(dt_rows, r, r, count, xm, k, k, partial + r * n, overwrite);
+    pack_left_rows(dt_rows, r, count, dt_blocks, dt, q);
     if (left) pack_left_rows(g, n, count, *kb, *left, q);
   }
 }
 
-// dst[kk·NR + jj] = W[c0 + kk][j + jj] for kk < kc, jj < valid (zero beyond): W's rows already
-// run along the output columns, so a micro-panel is kc widened row segments.
+// One NR-wide micro-panel of a row-major matrix whose rows run along gradInput's columns (W [n, k],
+// A [r, k]): rows [row0, row0 + count), columns [col, col + valid).
+struct RowPanel {
+  int64_t row0 = 0, count = 0, col = 0, valid = 0;
+};
+
+// dst[kk·NR + jj] = src[row0 + kk][col + jj] for kk < count, jj < valid (zero beyond): the rows
+// already run along the output columns, so a micro-panel is `count` widened row segments.
 template <DType T>
-void pack_weight_rows(const LoraBackwardParams& p, int64_t c0, int64_t kc, int64_t j, int64_t valid, float* dst) {
-  for (int64_t kk = 0; kk < kc; ++kk) {
-    const int64_t src = (c0 + kk) * p.weight_stride + j;
+void pack_row_panel(const void* src, int64_t ld, const RowPanel& panel, float* dst) {
+  for (int64_t kk = 0; kk < panel.count; ++kk) {
+    const int64_t from = (panel.row0 + kk) * ld + panel.col;
     float* d = dst + kk * kNR;
-    if (valid == kNR) {
-      for (int v = 0; v < kGemmNV; ++v) vstore(d + v * kLanes, vload_as_float<T>(p.weight, src + v * kLanes));
+    if (panel.valid == kNR) {
+      for (int v = 0; v < kGemmNV; ++v) vstore(d + v * kLanes, vload_as_float<T>(src, from + v * kLanes));
     } else {
       int64_t jj = 0;
-      for (; jj < valid; ++jj) d[jj] = load_as_float<T>(p.weight, src + jj);
+      for (; jj < panel.valid; ++jj) d[jj] = load_as_float<T>(src, from + jj);
       for (; jj < kNR; ++jj) d[jj] = 0.0f;
     }
   }
 }
 
-// The epilogue of one finished tile of g·W (float32 in c, row stride ldc): adds
+// The epilogue of one finished MR×NR tile of g·W (float32 in c, row stride ldc): adds
 // mask ⊙ (dT·A) and stores gradInput rows [row, row + rows) × columns [col, col + cols).
+// dT·A is an r-step run of the GEMM's micro-kernel on the packed dT panel and A micro-panel
+// (r·MR·NR FMAs: 6% of the tile's last K block, 0.4% of all its FMAs). Row by row against A's
+// [r, k] rows instead, one broadcast and one load per FMA, with the r rows 16 KiB apart in the
+// same few L1 sets, it took ~3.8 ms of one thread's ~176 ms (now ~1.5).
 template <DType T>
-void finish_tile(const LoraBackwardParams& p, const Prepared& prep, const float* c, int64_t ldc, const float* dt,
-                 int64_t row, int rows, int64_t col, int cols) {
-  const int64_t r = p.r;
+void finish_tile(const LoraBackwardParams& p, const float* c, int64_t ldc, const float* dt_panel,
+                 const float* a_panel, int64_t row, int rows, int64_t col, int cols) {
+  Vec acc[kMR][kGemmNV];
+  gemm_micro_accumulate(p.r, dt_panel, a_panel, acc);
+  alignas(64) float low[kMR * kNR];
+  for (int i = 0; i < kMR; ++i)
+    for (int v = 0; v < kGemmNV; ++v) vstore(low + i * kNR + v * kLanes, acc[i][v]);
   for (int i = 0; i < rows; ++i) {
-    const float* d = dt + i * r;
+    const float* li = low + i * kNR;
     const float* ci = c + i * ldc;
     const int64_t out = (row + i) * p.grad_input_stride + col, mask = (row + i) * p.mask_stride + col;
     int j = 0;
     for (; j + kLanes <= cols; j += kLanes) {
-      Vec low = vzero();
-      for (int64_t t = 0; t < r; ++t) low = vfma(vset1(d[t]), vload(prep.a + t * p.k + col + j), low);
-      if (p.dropout_mask) low = vmul(low, vload_as_float<T>(p.dropout_mask, mask + j));
-      vstore_from_float<T>(p.grad_input, out + j, vadd(vload(ci + j), low));
+      Vec v = vload(li + j);
+      if (p.dropout_mask) v = vmul(v, vload_as_float<T>(p.dropout_mask, mask + j));
+      vstore_from_float<T>(p.grad_input, out + j, vadd(vload(ci + j), v));
     }
     for (; j < cols; ++j) {
-      float low = 0.0f;
-      for (int64_t t = 0; t < r; ++t) low += d[t] * prep.a[t * p.k + col + j];
-      if (p.dropout_mask) low *= load_as_float<T>(p.dropout_mask, mask + j);
-      store_from_float<T>(p.grad_input, out + j, ci[j] + low);
+      float v = li[j];
+      if (p.dropout_mask) v *= load_as_float<T>(p.dropout_mask, mask + j);
+      store_from_float<T>(p.grad_input, out + j, ci[j] + v);
     }
   }
 }
 
 // Phase 2 for row panels [q0, q1) and output columns [j0, j1): the loop nest of the forward's
-// multiply_block (K blocks, MC-row blocks, NR-column micro-panels packed on the first sweep,
-// MR-row micro-panels), reducing over n.
+// multiply_block (K blocks, sweeps of row panels, NR-column micro-panels packed on the first
+// sweep, MR-row micro-panels), reducing over n.
 template <DType T>
 void input_grad_block(const LoraBackwardParams& p, const Prepared& prep, int64_t row0, int64_t rows, const KBlocks& kb,
-                      const PackedLeft& left, const float* dt, int64_t q0, int64_t q1, int64_t j0, int64_t j1) {
+                      const PackedLeft& left, const PackedLeft& dt, int64_t q0, int64_t q1, int64_t j0, int64_t j1) {
+  const KBlocks dt_blocks{1, p.r, p.r};
   const int64_t cols = j1 - j0, cols_pad = round_up(cols, kNR);
-  float* right = scratch(TaskBuffer::PackedRight, cols_pad * kb.width);
+  const int64_t sweeps = ceil_div(q1 - q0, kSweepPanels);
+  float* right = scratch(TaskBuffer::PackedRight, (sweeps == 1 ? kNR : cols_pad) * kb.width);
   constexpr bool kInPlace = T == DType::Float32;  // float32 gradInput holds the partial sums itself
   float* partial = kInPlace ? nullptr : scratch(TaskBuffer::Partial, (q1 - q0) * kMR * cols_pad);
   for (int64_t b = 0; b < kb.count; ++b) {
     const int64_t c0 = kb.begin(b), kc = kb.end(b) - c0;
     const bool last = b + 1 == kb.count;
-    for (int64_t qb = q0; qb < q1; qb += kMCPanels) {
-      const int64_t qe = std::min(q1, qb + kMCPanels);
+    for (int64_t s = 0; s < sweeps; ++s) {
+      const int64_t qb = q0 + s * (q1 - q0) / sweeps, qe = q0 + (s + 1) * (q1 - q0) / sweeps;
       for (int64_t j = j0; j < j1; j += kNR) {
-        float* right_panel = right + (j - j0) * kc;
+        float* right_panel = sweeps == 1 ? right : right + (j - j0) * kc;
         const int valid = static_cast<int>(std::min<int64_t>(kNR, j1 - j));
-        if (qb == q0) pack_weight_rows<T>(p, c0, kc, j, valid, right_panel);
+        if (s == 0) pack_row_panel<T>(p.weight, p.weight_stride, RowPanel{c0, kc, j, valid}, right_panel);
         for (int64_t q = qb; q < qe; ++q) {
           const int64_t i = q * kMR;
           const int count = static_cast<int>(std::min<int64_t>(kMR, rows - i));
@@ -197,7 +231,9 @@ void input_grad_block(const LoraBackwardParams& p, const Prepared& prep, int64_t
           }
           target.accumulate = b > 0;
           gemm_micro_kernel<T>(kc, left.panel(kb, b, q), right_panel, count, valid, target);
-          if (last) finish_tile<T>(p, prep, target.c, target.ldc, dt + i * p.r, row0 + i, count, j, valid);
+          if (last)
+            finish_tile<T>(p, target.c, target.ldc, dt.panel(dt_blocks, 0, q), prep.a_panels + j * p.r,
+                           row0 + i, count, j, valid);
         }
       }
     }
@@ -211,10 +247,11 @@ void backward(const LoraBackwardParams& p) {
   float* scaled_bt = scratch(CallerBuffer::ScaledBt, r * n);
   for (int64_t j = 0; j < n; ++j)
     for (int64_t t = 0; t < r; ++t) scaled_bt[t * n + j] = p.scale * load_as_float<T>(p.b, j * p.b_stride + t);
-  float* a = scratch(CallerBuffer::A, r * k);
-  widen_rows<T>(p.a, p.a_stride, r, k, a, k);
+  float* a_panels = scratch(CallerBuffer::APanels, round_up(k, kNR) * r);
+  for (int64_t j = 0; j < k; j += kNR)
+    pack_row_panel<T>(p.a, p.a_stride, RowPanel{0, r, j, std::min<int64_t>(kNR, k - j)}, a_panels + j * r);
   const int64_t partial_stride = r * (n + k);
-  const Prepared prep{scaled_bt, a, scratch(CallerBuffer::Partials, kGroups * partial_stride), partial_stride};
+  const Prepared prep{scaled_bt, a_panels, scratch(CallerBuffer::Partials, kGroups * partial_stride), partial_stride};
 
   const bool input_grad = p.grad_input != nullptr;
   const KBlocks kb = split_k(n, kTargetKC);
@@ -222,7 +259,7 @@ void backward(const LoraBackwardParams& p) {
   const int64_t groups = std::min(kGroups, ceil_div(std::min(m, chunk_rows), kMR));
   for (int64_t row0 = 0; row0 < m; row0 += chunk_rows) {
     const int64_t rows = std::min(chunk_rows, m - row0), panels = ceil_div(rows, kMR);
-    float* dt = scratch(CallerBuffer::DT, panels * kMR * r);
+    const PackedLeft dt{scratch(CallerBuffer::DT, panels * kMR * r), panels * kMR};
     PackedLeft left{nullptr, panels * kMR};
     if (input_grad) left.data = scratch(CallerBuffer::PackedLeft, panels * kMR * n);
     // Group g of this chunk: panels [g·panels/groups, (g+1)·panels/groups) — never empty in the
