@@ -27,6 +27,7 @@
 
 #include "core/gpu.h"
 #include "core/half.h"
+#include "common.cuh"
 #include "core/status.h"
 #include "dora.cuh"
 #include "gemm.cuh"
