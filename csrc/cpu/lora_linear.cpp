@@ -14,8 +14,10 @@
 //    Napkin math, m=1, K=N=4096 float32: 64 MiB of W at ~16-35 GB/s (one vs two cores streaming)
 //    ≈ 2-4 ms; 2·K·N = 34 MFLOP is nothing next to it; the low-rank part adds r·(K+N) values
 //    = 0.5 MiB (0.8%). Measured: 2.2-2.5 ms with W not in cache (~28 GB/s), 0.8 ms bfloat16/float16 hot.
-//  * larger m (prefill): BLIS-style. Phase 1 packs [x | T] for all rows of a chunk into MR-row
-//    panels (float32, converted from float16/bfloat16 on the way in), phase 2 gives each thread
+//  * larger m (prefill): BLIS-style (the driver is cpu/lora_gemm.h, shared with quant.matmul's
+//    prefill, which dequantizes its weight panels while packing them). Phase 1 packs [x | T] for
+//    all rows of a chunk into MR-row panels (float32, converted from float16/bfloat16 on the way
+//    in), phase 2 gives each thread
 //    column blocks of W: per K block it packs KC×NR micro-panels of [W | B]ᵀ (transposed,
 //    converted on the way in) and runs the MR×NR micro-kernel over them.
 //    Napkin math, m=512, K=N=4096, r=16, float32: 2·m·N·(K+r) = 17.3 GFLOP. Peak is 2 cores ×
@@ -28,32 +30,23 @@
 #include "core/parallel.h"
 #include "cpu/dispatch/kernels.h"
 #include "cpu/gemm_microkernel.h"
+#include "cpu/lora_gemm.h"
 #include "cpu/packed_gemm.h"
 #include "cpu/vec.h"
 
 namespace lk::cpu::LK_SIMD_NS {
 namespace {
 
-constexpr int kMR = kGemmMR;
 constexpr int kNR = kGemmNR;
 
 // Buffers owned by the thread that called lora_forward (shared read-only with the workers for the
 // duration of the call) and buffers used inside one task. Separate, because the calling thread
 // also runs tasks.
-enum class CallerBuffer { XRows, MaskedRows, LowRank, Bias, PackedLeft, Count };
-enum class TaskBuffer { Rows, MaskedRows, PackedRight, Partial, Tile, Count };
+enum class CallerBuffer { XRows, MaskedRows, LowRank, Bias, Count };
+enum class TaskBuffer { Tile, Count };
 
 float* caller_buffer(CallerBuffer which, int64_t count) { return scratch(which, count); }
 float* task_buffer(TaskBuffer which, int64_t count) { return scratch(which, count); }
-
-// T rows: t[i][0..r) = scale·Σ_k xm[i][k]·A[t][k] for the given rows of (x ⊙ mask).
-template <DType T>
-void low_rank_rows(const LoraForwardParams& p, const float* xm, int64_t ldxm, int64_t rows, int64_t t0, int64_t t1,
-                   float* t, int64_t ldt) {
-  rows_dot<T>(xm, ldxm, rows, p.a, p.a_stride, t0, t1, p.k, t + t0, ldt, false);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = t0; j < t1; ++j) t[i * ldt + j] *= p.scale;
-}
 
 // y row segment = column_scale ⊙ values + bias, in y's dtype (either may be null).
 template <DType T>
@@ -114,107 +107,20 @@ void forward_streaming(const LoraForwardParams& p) {
   });
 }
 
-// ---- larger m: packed BLIS-style GEMM over the augmented K --------------------------------------
-// Phase 1 for one MR-row panel: widen its rows of x (float32, row stride K + r), compute the
-// panel's T into the r trailing columns, then interleave every K block into the packed layout.
+// ---- larger m: packed BLIS-style GEMM over the augmented K (cpu/lora_gemm.h) ------------------
+// The right operand: columns [c0, c1) of [W | B] rows j .. j + NR (valid of them real) as one
+// NR-wide micro-panel of kc rows, transposed and widened on the way in.
 template <DType T>
-void pack_left_panel(const LoraForwardParams& p, int64_t row0, int64_t rows, const KBlocks& kb, const PackedLeft& left,
-                     int64_t panel) {
-  const int64_t k = p.k, ld = kb.total;
-  float* aug = task_buffer(TaskBuffer::Rows, kMR * ld);
-  widen_rows<T>(static_cast<const Elem<T>*>(p.x) + row0 * p.x_stride, p.x_stride, rows, k, aug, ld);
-  if (p.r > 0) {
-    const float* xm = aug;
-    int64_t ldxm = ld;
-    if (p.dropout_mask) {
-      float* masked = task_buffer(TaskBuffer::MaskedRows, kMR * k);
-      multiply_by_mask_rows<T>(p.dropout_mask, p.mask_stride, row0, rows, k, aug, ld, masked, k);
-      xm = masked;
-      ldxm = k;
-    }
-    low_rank_rows<T>(p, xm, ldxm, rows, 0, p.r, aug + k, ld);
-  }
-  pack_left_rows(aug, ld, rows, kb, left, panel);
-}
-
-// Packs columns [c0, c1) of [W | B] rows j .. j + NR (valid of them real) as one NR-wide
-// micro-panel of kc rows.
-template <DType T>
-void pack_right_panel(const LoraForwardParams& p, int64_t j, int64_t valid, int64_t c0, int64_t c1, float* dst) {
-  if (c0 < p.k) pack_transposed<T>(p.weight, p.weight_stride, j, valid, c0, std::min(c1, p.k) - c0, dst);
-  if (c1 > p.k) {
-    const int64_t from = std::max(c0, p.k);
-    pack_transposed<T>(p.b, p.b_stride, j, valid, from - p.k, c1 - from, dst + (from - c0) * kNR);
-  }
-}
-
-// Phase 2 for row panels [q0, q1) of the chunk and columns [j0, j1): K blocks outer, then MC-row
-// blocks of x, NR-column micro-panels, MR-row micro-panels. Each weight micro-panel is packed
-// right before its first sweep (the first MC block) and reused by the later MC blocks, so the
-// DRAM reads of packing are spread between micro-kernel calls instead of coming in one burst.
-// (Software-prefetching the next micro-panel's weight rows during a sweep measured no gain.)
-template <DType T>
-void multiply_block(const LoraForwardParams& p, int64_t row0, int64_t rows, const KBlocks& kb, const PackedLeft& left,
-                    const float* bias, int64_t q0, int64_t q1, int64_t j0, int64_t j1) {
-  const int64_t cols = j1 - j0, cols_pad = round_up(cols, kNR);
-  float* right = task_buffer(TaskBuffer::PackedRight, cols_pad * kb.width);
-  // float32 y accumulates in place; half types keep partial sums in a float32 tile.
-  constexpr bool kInPlace = T == DType::Float32;
-  float* partial = kInPlace ? nullptr : task_buffer(TaskBuffer::Partial, (q1 - q0) * kMR * cols_pad);
-
-  for (int64_t b = 0; b < kb.count; ++b) {
-    const int64_t c0 = kb.begin(b), c1 = kb.end(b), kc = c1 - c0;
-    const bool last = b + 1 == kb.count;
-    for (int64_t qb = q0; qb < q1; qb += kMCPanels) {
-      const int64_t qe = std::min(q1, qb + kMCPanels);
-      const bool first_sweep = qb == q0;
-      for (int64_t j = j0; j < j1; j += kNR) {
-        float* right_panel = right + (j - j0) * kc;
-        const int64_t valid = std::min<int64_t>(kNR, j1 - j);
-        if (first_sweep) pack_right_panel<T>(p, j, valid, c0, c1, right_panel);
-        for (int64_t q = qb; q < qe; ++q) {
-          const int64_t i = q * kMR;  // row within the chunk
-          const int row_count = static_cast<int>(std::min<int64_t>(kMR, rows - i));
-          const int64_t y_offset = (row0 + i) * p.y_stride + j;
-          TileTarget target;
-          if (kInPlace) {
-            target.c = static_cast<float*>(p.y) + y_offset;
-            target.ldc = p.y_stride;
-          } else {
-            target.c = partial + (i - q0 * kMR) * cols_pad + (j - j0);
-            target.ldc = cols_pad;
-          }
-          target.accumulate = b > 0;
-          if (last) {
-            target.y = element_at<T>(p.y, y_offset);
-            target.ldy = p.y_stride;
-            target.bias = bias ? bias + j : nullptr;
-            target.column_scale = p.column_scale ? p.column_scale + j : nullptr;
-          }
-          gemm_micro_kernel<T>(kc, left.panel(kb, b, q), right_panel, row_count, static_cast<int>(valid), target);
-        }
-      }
+struct WeightAndLoraB {
+  const LoraForwardParams& p;
+  void operator()(int64_t j, int64_t valid, int64_t c0, int64_t c1, float* dst) const {
+    if (c0 < p.k) pack_transposed<T>(p.weight, p.weight_stride, j, valid, c0, std::min(c1, p.k) - c0, dst);
+    if (c1 > p.k) {
+      const int64_t from = std::max(c0, p.k);
+      pack_transposed<T>(p.b, p.b_stride, j, valid, from - p.k, c1 - from, dst + (from - c0) * kNR);
     }
   }
-}
-
-template <DType T>
-void forward_packed(const LoraForwardParams& p) {
-  // The K + r augmented columns in equal blocks near kTargetKC.
-  const KBlocks kb = split_k(p.k + p.r, kTargetKC);
-  const float* bias = widen_bias(p);
-  const int64_t chunk_rows = std::max<int64_t>(kMR, kPackedLeftBytes / (kb.total * 4) / kMR * kMR);
-  for (int64_t row0 = 0; row0 < p.m; row0 += chunk_rows) {
-    const int64_t rows = std::min(chunk_rows, p.m - row0), panels = ceil_div(rows, kMR);
-    const PackedLeft left{caller_buffer(CallerBuffer::PackedLeft, panels * kMR * kb.total), panels * kMR};
-    parallel_for(panels, [&](int64_t panel, int) {
-      pack_left_panel<T>(p, row0 + panel * kMR, std::min<int64_t>(kMR, rows - panel * kMR), kb, left, panel);
-    });
-    parallel_panels_by_columns(panels, p.n, kMaxNC, [&](int64_t q0, int64_t q1, int64_t j0, int64_t j1) {
-      multiply_block<T>(p, row0, rows, kb, left, bias, q0, q1, j0, j1);
-    });
-  }
-}
+};
 
 }  // namespace
 
@@ -222,7 +128,7 @@ void lora_forward(const LoraForwardParams& p) {
   with_float_dtype(p.dtype, [&](auto tag) {
     constexpr DType T = decltype(tag)::value;
     if (p.m <= kSmallRows) forward_streaming<T>(p);
-    else forward_packed<T>(p);
+    else lora_forward_packed<T>(p, WeightAndLoraB<T>{p}, widen_bias(p));
   });
 }
 
