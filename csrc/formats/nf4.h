@@ -19,6 +19,7 @@ namespace lk::nf4 {
 
 constexpr int kCodes = 16;
 constexpr int kNestedBlock = 256;  // double quantization: absmax values per nested block
+constexpr int kNestedCodes = 256;  // entries of the nested (dynamic) map
 constexpr int kMinBlock = 32, kMaxBlock = 4096;
 
 // The 16 code values, ascending; exact float32 values (the decimals are their shortest forms).
@@ -39,5 +40,53 @@ LK_HOST_DEVICE inline int nibble(const uint8_t* packed, int64_t e) {
 
 LK_HOST_DEVICE inline int64_t packed_bytes(int64_t elements) { return (elements + 1) / 2; }
 LK_HOST_DEVICE inline int64_t blocks(int64_t elements, int64_t block_size) { return (elements + block_size - 1) / block_size; }
+
+// ---- quantizing: the rules both backends follow, so that the CPU and CUDA kernels write the same
+// bytes (and bitsandbytes' bytes for the same input).
+//   * absmax[b] = max |x| over block b (a fmaxf fold: NaN inputs are ignored), float32; the tail
+//     block has n·k mod block_size elements. An all-zero block stores absmax 0.
+//   * code = encode(x · inverse_absmax(absmax)): the product with the reciprocal, never a division.
+//     An all-zero block multiplies by 0 and gets code 7 (0.0) for every element: bytes 0x77.
+//   * packing: element 2j in the high nibble of byte j; an odd element count leaves the last low
+//     nibble 0.
+//   * double quantization: offset = mean(absmax) summed in a fixed order, in double:
+//       S_j = Σ absmax[i] for i in nested block j = [256·j, 256·j + 256), ascending, from 0.0
+//       offset = float(Σ_j S_j (ascending j, from 0.0) / blocks)       (one rounding to float32)
+//     then per nested block j: d_i = absmax[i] − offset (float32), nested_absmax[j] = max |d_i|
+//     (fmaxf fold), absmax_code[i] = encode_nested(nested_code, d_i · inverse_absmax(nested_absmax[j])).
+// 1/absmax as the encoder multiplies by it (IEEE division, no fast-math reciprocal); 0 for an
+// all-zero block, so that 0·x stays 0 instead of 0·∞ = NaN.
+LK_HOST_DEVICE inline float inverse_absmax(float absmax) { return absmax > 0.0f ? 1.0f / absmax : 0.0f; }
+
+// The midpoints between neighbouring codes as float32 (the literals of bitsandbytes' decision tree).
+LK_HOST_DEVICE inline float midpoint(int i) {
+  constexpr float kMidpoints[kCodes - 1] = {
+      -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+      -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
+      0.1202552504837513f, 0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
+      0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f};
+  return kMidpoints[i];
+}
+
+// The nearest code of a scaled value: the number of midpoints strictly below it, so that a value
+// exactly on a midpoint goes to the LOWER code (bitsandbytes compares with `>`); NaN gives 0.
+LK_HOST_DEVICE inline int encode(float v) {
+  int code = 0;
+  for (int i = 0; i < kCodes - 1; ++i) code += v > midpoint(i) ? 1 : 0;
+  return code;
+}
+
+// Double quantization's 8-bit encoder over a sorted map of 256 float32 values (bitsandbytes' signed
+// dynamic map): the number of midpoints (map[i] + map[i + 1])·0.5f (float32 arithmetic) strictly
+// below v. Same midpoint rule as encode(); NaN gives 0.
+LK_HOST_DEVICE inline int encode_nested(const float* map, float v) {
+  int lo = 0, hi = kNestedCodes - 1;  // the answer is in [lo, hi]
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (v > (map[mid] + map[mid + 1]) * 0.5f) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
 }  // namespace lk::nf4
