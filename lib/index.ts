@@ -9,6 +9,12 @@ import { doraBackward, doraBackwardAsync, doraForward, doraForwardAsync } from '
 import * as referenceOps from './reference/index.js';
 import { read as safetensorsRead, write as safetensorsWrite, writeFile as safetensorsWriteFile } from './formats/safetensors.js';
 import { loadAdapter, saveAdapter } from './formats/peft.js';
+import { loadNf4 } from './formats/bnb.js';
+import {
+  disposeQuantized, nf4Dequantize, nf4DequantizeAsync, nf4Quantize, nf4QuantizeAsync, quantizedTo, ternaryDequantize,
+  ternaryDequantizeAsync, ternaryFromI2S, ternaryQuantize, ternaryQuantizeAsync, ternaryToI2S,
+} from './ops/quant.js';
+import { matmul, matmulAsync, matmulBackward, matmulBackwardAsync } from './ops/quant_matmul.js';
 
 export { backends, buildInfo } from './backends.js';
 export type { Backends, BuildInfo } from './backends.js';
@@ -23,12 +29,35 @@ export type { Device } from './tensor.js';
 export type { LoraBackwardArgs, LoraForwardArgs, LoraGradients } from './ops/lora_linear.js';
 export type { LoraForwardMultiArgs } from './ops/lora_multi.js';
 export type { DoraBackwardArgs, DoraForwardArgs, DoraGradients } from './ops/dora.js';
+export type {
+  DequantizeOptions, FromI2SOptions, Nf4NestedAbsmax, Nf4QuantizeOptions, Nf4Tensor, QuantDType, QuantizedTensor,
+  TernaryQuantizeOptions, TernaryTensor,
+} from './ops/quant.js';
+export type { QuantMatmulArgs, QuantMatmulBackwardArgs, QuantMatmulGradients } from './ops/quant_matmul.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
 export type { SafetensorsReadOptions, SafetensorsTensors } from './formats/safetensors.js';
 export type { PeftAdapter, PeftLayer, PeftLoadOptions, PeftLoraConfig, PeftLoraConfigFields, PeftSaveArgs } from './formats/peft.js';
 
 /** LoRA linear layers. */
 export const lora = { forward, forwardAsync, backward, backwardAsync, forwardMulti, forwardMultiAsync, doraForward, doraForwardAsync, doraBackward, doraBackwardAsync };
+
+/**
+ * Quantized base weights with a low-rank correction: NF4 (bitsandbytes' bytes) and 1.58-bit
+ * ternary (BitNet b1.58), and the fused `quant.matmul` / `quant.matmulBackward` over them.
+ */
+export const quant = {
+  nf4: { quantize: nf4Quantize, quantizeAsync: nf4QuantizeAsync, dequantize: nf4Dequantize, dequantizeAsync: nf4DequantizeAsync },
+  ternary: {
+    quantize: ternaryQuantize, quantizeAsync: ternaryQuantizeAsync, dequantize: ternaryDequantize,
+    dequantizeAsync: ternaryDequantizeAsync, toI2S: ternaryToI2S, fromI2S: ternaryFromI2S,
+  },
+  matmul, matmulAsync, matmulBackward, matmulBackwardAsync,
+  to: quantizedTo,
+  dispose: disposeQuantized,
+};
+
+/** bitsandbytes 4-bit checkpoints: `loadNf4(tensors, prefix)`. */
+export const bnb = { loadNf4 };
 
 /** float64 references of every op and the tolerance table (`reference.assertClose`). */
 export const reference = referenceOps;

@@ -110,6 +110,79 @@ export interface NativeLoraForwardMulti {
   out: NativeTensor;
 }
 
+/**
+ * A quantized [n, k] weight (csrc/ops/quant.h QuantWeight): format 0 = NF4 (packed ⌈n·k/2⌉ bytes,
+ * blockSize, float32 absmax per block or its double-quantized parts), 1 = ternary (packed
+ * [n, ⌈k/4⌉] bytes, one float32 scale).
+ */
+export interface NativeQuantWeight {
+  format: 0 | 1;
+  n: number;
+  k: number;
+  packed: NativeTensor;
+  blockSize?: number;
+  absmax?: NativeTensor;
+  absmaxCode?: NativeTensor;
+  nestedAbsmax?: NativeTensor;
+  nestedCode?: NativeTensor;
+  offset?: number;
+  scale?: number;
+}
+
+export interface NativeNf4Quantize {
+  w: NativeTensor;
+  blockSize: number;
+  doubleQuant: boolean;
+  packed: NativeTensor;
+  absmax: NativeTensor;
+  absmaxCode?: NativeTensor;
+  nestedAbsmax?: NativeTensor;
+  /** Input: the dynamic map, float32 [256]. */
+  nestedCode?: NativeTensor;
+  /** float32 [1]: the mean of the absmax values. */
+  offset?: NativeTensor;
+}
+
+export interface NativeTernaryQuantize {
+  w: NativeTensor;
+  eps: number;
+  packed: NativeTensor;
+  /** float32 [1] */
+  scale: NativeTensor;
+}
+
+export interface NativeDequantize {
+  weight: NativeQuantWeight;
+  out: NativeTensor;
+}
+
+export interface NativeQuantMatmul {
+  x: NativeTensor;
+  weight: NativeQuantWeight;
+  bias?: NativeTensor;
+  a?: NativeTensor;
+  b?: NativeTensor;
+  scale: number;
+  gate: number;
+  gatePerOutput?: NativeTensor;
+  out: NativeTensor;
+}
+
+export interface NativeQuantMatmulBackward {
+  gradOutput: NativeTensor;
+  x: NativeTensor;
+  weight: NativeQuantWeight;
+  a: NativeTensor;
+  b: NativeTensor;
+  scale: number;
+  gate: number;
+  gatePerOutput?: NativeTensor;
+  gradInput?: NativeTensor;
+  gradA: NativeTensor;
+  gradB: NativeTensor;
+  gradGate?: NativeTensor;
+}
+
 export interface NativeModule {
   buildInfo(): NativeBuildInfo;
   disableCuda(reason: string): void;
@@ -153,6 +226,16 @@ export interface NativeModule {
   doraBackwardAsync(args: NativeDoraBackward): Promise<void>;
   loraBackward(args: NativeLoraBackward): void;
   loraBackwardAsync(args: NativeLoraBackward): Promise<void>;
+  nf4Quantize(args: NativeNf4Quantize): void;
+  nf4QuantizeAsync(args: NativeNf4Quantize): Promise<void>;
+  ternaryQuantize(args: NativeTernaryQuantize): void;
+  ternaryQuantizeAsync(args: NativeTernaryQuantize): Promise<void>;
+  quantDequantize(args: NativeDequantize): void;
+  quantDequantizeAsync(args: NativeDequantize): Promise<void>;
+  quantMatmul(args: NativeQuantMatmul): void;
+  quantMatmulAsync(args: NativeQuantMatmul): Promise<void>;
+  quantMatmulBackward(args: NativeQuantMatmulBackward): void;
+  quantMatmulBackwardAsync(args: NativeQuantMatmulBackward): Promise<void>;
 }
 
 // Every export of the contract, checked at load: the compiler keeps this list complete, and a
@@ -164,7 +247,9 @@ const NATIVE_EXPORTS: Record<keyof NativeModule, true> = {
   fillRandn: true, deviceSynchronize: true, memoryStats: true, emptyCache: true, eventRecord: true, eventElapsedMs: true,
   eventDestroy: true, takeOpPlans: true, testKernelFault: true, testKernelFaultAsync: true, loraForward: true, loraForwardAsync: true,
   loraForwardMulti: true, loraForwardMultiAsync: true, doraForward: true, doraForwardAsync: true, doraBackward: true,
-  doraBackwardAsync: true, loraBackward: true, loraBackwardAsync: true,
+  doraBackwardAsync: true, loraBackward: true, loraBackwardAsync: true, nf4Quantize: true, nf4QuantizeAsync: true,
+  ternaryQuantize: true, ternaryQuantizeAsync: true, quantDequantize: true, quantDequantizeAsync: true, quantMatmul: true,
+  quantMatmulAsync: true, quantMatmulBackward: true, quantMatmulBackwardAsync: true,
 };
 
 let loaded: { addon: NativeModule; binary: LoadedBinary } | undefined;

@@ -302,6 +302,8 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   register_lora_linear(env, exports);
   register_lora_multi(env, exports);
   register_dora(env, exports);
+  register_quant(env, exports);
+  register_quant_matmul(env, exports);
   return exports;
 }
 

@@ -88,5 +88,7 @@ Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body);
 void register_lora_linear(Napi::Env env, Napi::Object exports);
 void register_lora_multi(Napi::Env env, Napi::Object exports);
 void register_dora(Napi::Env env, Napi::Object exports);
+void register_quant(Napi::Env env, Napi::Object exports);
+void register_quant_matmul(Napi::Env env, Napi::Object exports);
 
 }  // namespace lk::binding

@@ -134,8 +134,8 @@ void outer_accumulate_ranks(const float* coef, int64_t ldc, int64_t t0, int64_t 
 }
 
 // acc [r, len] (+)= coefᵀ·vals for coef [rows, r] and vals [rows, len] (row strides ldc, ldv).
-void outer_accumulate(const float* coef, int64_t ldc, int64_t r, int64_t rows, const float* vals, int64_t ldv,
-                      int64_t len, float* acc, bool overwrite) {
+inline void outer_accumulate(const float* coef, int64_t ldc, int64_t r, int64_t rows, const float* vals, int64_t ldv,
+                             int64_t len, float* acc, bool overwrite) {
   for (int64_t c0 = 0; c0 < len; c0 += kOuterCols) {
     const int64_t c1 = std::min(len, c0 + kOuterCols);
     int64_t t = 0;

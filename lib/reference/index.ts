@@ -2,6 +2,8 @@
 import { backward, forward } from './lora_linear.js';
 import { forwardMulti } from './lora_multi.js';
 import { doraBackward, doraForward, doraWeightNorm } from './dora.js';
+import { dequantize, nf4Absmax, nf4Quantize, ternaryQuantize } from './quant.js';
+import { matmul, matmulBackward } from './quant_matmul.js';
 
 export { assertClose, compareClose, TOLERANCES } from './tolerance.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './tolerance.js';
@@ -9,4 +11,18 @@ export type { ReferenceLoraBackwardArgs, ReferenceLoraForwardArgs, ReferenceLora
 export type { ReferenceLoraForwardMultiArgs } from './lora_multi.js';
 export type { RefInput, ReferenceDoraBackwardArgs, ReferenceDoraForwardArgs, ReferenceDoraGradients, ReferenceDoraWeightNormArgs } from './dora.js';
 
+export type { ReferenceQuantMatmulArgs, ReferenceQuantMatmulBackwardArgs, ReferenceQuantMatmulGradients } from './quant_matmul.js';
+
 export const lora = { forward, backward, forwardMulti, doraForward, doraBackward, doraWeightNorm };
+
+/**
+ * quant.*: quantizers that produce the kernels' bytes exactly, dequantize (the float32 values that
+ * define it, as float64), and float64 matmul / matmulBackward on the dequantized weight.
+ */
+export const quant = {
+  nf4: { quantize: nf4Quantize, dequantize, absmax: nf4Absmax },
+  ternary: { quantize: ternaryQuantize, dequantize },
+  dequantize,
+  matmul,
+  matmulBackward,
+};

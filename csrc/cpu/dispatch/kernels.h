@@ -4,13 +4,20 @@
 #include "ops/lora_linear.h"
 #include "ops/lora_multi.h"
 #include "ops/dora.h"
+#include "ops/quant.h"
+#include "ops/quant_matmul.h"
 
 #define LK_CPU_KERNEL_LIST(X) \
   X(lora_forward, (const LoraForwardParams& p), (p)) \
   X(lora_forward_multi, (const LoraMultiParams& p, const AdapterSegments& s), (p, s)) \
   X(dora_norms, (const DoraNormParams& p), (p)) \
   X(dora_columns, (const DoraColumnParams& p), (p)) \
-  X(lora_backward, (const LoraBackwardParams& p), (p))
+  X(lora_backward, (const LoraBackwardParams& p), (p)) \
+  X(nf4_quantize, (const Nf4QuantizeParams& p), (p)) \
+  X(ternary_quantize, (const TernaryQuantizeParams& p), (p)) \
+  X(dequantize, (const DequantizeParams& p), (p)) \
+  X(quant_matmul, (const QuantMatmulParams& p), (p)) \
+  X(quant_matmul_backward, (const QuantMatmulBackwardParams& p), (p))
 
 #define LK_CPU_DECLARE_IN(level)                                   \
   namespace lk::cpu::level {                                       \

@@ -1,0 +1,284 @@
+// Decoding packed quantized weights (NF4, ternary; csrc/formats) into float32 vectors, for the
+// quantize / dequantize kernels (csrc/cpu/quant.cpp) and quant.matmul (csrc/cpu/quant_matmul.cpp).
+//
+// One trick serves both formats at every SIMD level: zero-extend kLanes packed bytes into the
+// kLanes 32-bit lanes of an integer vector, shift, and look the codes up in a 16-entry float table
+// by the lanes' low 4 bits (AVX-512: one vpermps; AVX2: two vpermps and a blend on bit 3; NEON: a
+// 64-byte tbl). The table holds code values, so a shifted byte needs no masking:
+//   NF4, 2 codes per byte:     high nibble  = table[byte >> 4], low nibble = table[byte] (low 4 bits)
+//   ternary, 4 codes per byte: code s       = table[byte >> 2s] with table[i] = value(i & 3)
+// The result is "planes": for NF4, kLanes even elements and kLanes odd ones; for ternary, four
+// vectors of elements 4l + s. The matmul's decode GEMV consumes planes as they are (x permuted
+// once to match); everything else interleaves them back to natural order (vzip).
+//
+// Include only from csrc/cpu/*.cpp (inside no namespace); everything lands in lk::cpu::LK_SIMD_NS.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/vec.h"
+#include "formats/nf4.h"
+#include "formats/ternary.h"
+#include "ops/quant.h"
+
+namespace lk::cpu::LK_SIMD_NS {
+
+#if defined(LK_SIMD_AVX512)
+
+using IVec = __m512i;
+struct Table16 {
+  __m512 values;
+};
+inline Table16 make_table16(const float* v) { return {_mm512_loadu_ps(v)}; }
+inline IVec load_byte_lanes(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+template <int S>
+inline IVec shift_right(IVec v) { return _mm512_srli_epi32(v, S); }
+inline Vec lookup16(const Table16& t, IVec idx) { return _mm512_permutexvar_ps(idx, t.values); }
+inline IVec iset1(int32_t v) { return _mm512_set1_epi32(v); }
+inline IVec iadd(IVec a, IVec b) { return _mm512_add_epi32(a, b); }
+inline IVec select_greater(Vec v, Vec threshold, IVec if_greater, IVec otherwise) {
+  return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, threshold, _CMP_GT_OQ), otherwise, if_greater);
+}
+inline void istore(int32_t* p, IVec v) { _mm512_storeu_si512(p, v); }
+inline Vec vabs(Vec v) { return _mm512_abs_ps(v); }
+inline Vec vdiv(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+// max(acc, candidate) that keeps acc when the candidate is NaN (MAXPS returns its second operand then).
+inline Vec vmax_number(Vec acc, Vec candidate) { return _mm512_max_ps(candidate, acc); }
+inline void vzip(Vec a, Vec b, Vec& lo, Vec& hi) {
+  lo = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
+  hi = _mm512_permutex2var_ps(a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
+}
+
+#elif defined(LK_SIMD_AVX2)
+
+using IVec = __m256i;
+struct Table16 {
+  __m256 lo, hi;
+};
+inline Table16 make_table16(const float* v) { return {_mm256_loadu_ps(v), _mm256_loadu_ps(v + 8)}; }
+inline IVec load_byte_lanes(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+template <int S>
+inline IVec shift_right(IVec v) { return _mm256_srli_epi32(v, S); }
+// vpermps reads the index's low 3 bits; bit 3 (moved to the sign by << 28) picks the table half.
+inline Vec lookup16(const Table16& t, IVec idx) {
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.lo, idx), _mm256_permutevar8x32_ps(t.hi, idx),
+                          _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+inline IVec iset1(int32_t v) { return _mm256_set1_epi32(v); }
+inline IVec iadd(IVec a, IVec b) { return _mm256_add_epi32(a, b); }
+inline IVec select_greater(Vec v, Vec threshold, IVec if_greater, IVec otherwise) {
+  return _mm256_blendv_epi8(otherwise, if_greater, _mm256_castps_si256(_mm256_cmp_ps(v, threshold, _CMP_GT_OQ)));
+}
+inline void istore(int32_t* p, IVec v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+inline Vec vabs(Vec v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+inline Vec vdiv(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+inline Vec vmax_number(Vec acc, Vec candidate) { return _mm256_max_ps(candidate, acc); }
+inline void vzip(Vec a, Vec b, Vec& lo, Vec& hi) {
+  const __m256 low = _mm256_unpacklo_ps(a, b), high = _mm256_unpackhi_ps(a, b);  // per 128-bit half
+  lo = _mm256_permute2f128_ps(low, high, 0x20);
+  hi = _mm256_permute2f128_ps(low, high, 0x31);
+}
+
+#elif defined(LK_SIMD_NEON)
+
+using IVec = uint32x4_t;
+struct Table16 {
+  uint8x16x4_t bytes;
+};
+inline Table16 make_table16(const float* v) {
+  const uint8_t* b = reinterpret_cast<const uint8_t*>(v);
+  return {{vld1q_u8(b), vld1q_u8(b + 16), vld1q_u8(b + 32), vld1q_u8(b + 48)}};
+}
+inline IVec load_byte_lanes(const uint8_t* p) {
+  uint32_t word;
+  std::memcpy(&word, p, 4);
+  return vmovl_u16(vget_low_u16(vmovl_u8(vcreate_u8(word))));
+}
+template <int S>
+inline IVec shift_right(IVec v) { return vshrq_n_u32(v, S); }
+// Byte j of lane l reads table byte 4·(idx_l & 15) + j: the index times 0x01010101 plus 0x03020100.
+inline Vec lookup16(const Table16& t, IVec idx) {
+  const uint32x4_t base = vshlq_n_u32(vandq_u32(idx, vdupq_n_u32(15)), 2);
+  const uint32x4_t bytes = vmlaq_u32(vdupq_n_u32(0x03020100u), base, vdupq_n_u32(0x01010101u));
+  return vreinterpretq_f32_u8(vqtbl4q_u8(t.bytes, vreinterpretq_u8_u32(bytes)));
+}
+inline IVec iset1(int32_t v) { return vdupq_n_u32(static_cast<uint32_t>(v)); }
+inline IVec iadd(IVec a, IVec b) { return vaddq_u32(a, b); }
+inline IVec select_greater(Vec v, Vec threshold, IVec if_greater, IVec otherwise) {
+  return vbslq_u32(vcgtq_f32(v, threshold), if_greater, otherwise);
+}
+inline void istore(int32_t* p, IVec v) { vst1q_u32(reinterpret_cast<uint32_t*>(p), v); }
+inline Vec vabs(Vec v) { return vabsq_f32(v); }
+inline Vec vdiv(Vec a, Vec b) { return vdivq_f32(a, b); }
+inline Vec vmax_number(Vec acc, Vec candidate) { return vmaxnmq_f32(acc, candidate); }
+inline void vzip(Vec a, Vec b, Vec& lo, Vec& hi) {
+  lo = vzip1q_f32(a, b);
+  hi = vzip2q_f32(a, b);
+}
+
+#else  // LK_SIMD_SCALAR
+
+struct IVec {
+  int32_t v[4];
+};
+struct Table16 {
+  float v[16];
+};
+inline Table16 make_table16(const float* v) {
+  Table16 t;
+  std::memcpy(t.v, v, sizeof(t.v));
+  return t;
+}
+inline IVec load_byte_lanes(const uint8_t* p) { return IVec{{p[0], p[1], p[2], p[3]}}; }
+template <int S>
+inline IVec shift_right(IVec v) {
+  for (int i = 0; i < 4; ++i) v.v[i] >>= S;
+  return v;
+}
+inline Vec lookup16(const Table16& t, IVec idx) {
+  return Vec{{t.v[idx.v[0] & 15], t.v[idx.v[1] & 15], t.v[idx.v[2] & 15], t.v[idx.v[3] & 15]}};
+}
+inline IVec iset1(int32_t v) { return IVec{{v, v, v, v}}; }
+inline IVec iadd(IVec a, IVec b) {
+  for (int i = 0; i < 4; ++i) a.v[i] += b.v[i];
+  return a;
+}
+inline IVec select_greater(Vec v, Vec threshold, IVec if_greater, IVec otherwise) {
+  for (int i = 0; i < 4; ++i)
+    if (v.v[i] > threshold.v[i]) otherwise.v[i] = if_greater.v[i];
+  return otherwise;
+}
+inline void istore(int32_t* p, IVec v) { std::memcpy(p, v.v, sizeof(v.v)); }
+inline Vec vabs(Vec v) {
+  for (float& x : v.v) x = x < 0.0f ? -x : x == 0.0f ? 0.0f : x;  // -0 → +0, NaN stays NaN
+  return v;
+}
+inline Vec vdiv(Vec a, Vec b) {
+  for (int i = 0; i < 4; ++i) a.v[i] /= b.v[i];
+  return a;
+}
+inline Vec vmax_number(Vec acc, Vec candidate) {
+  for (int i = 0; i < 4; ++i)
+    if (candidate.v[i] > acc.v[i]) acc.v[i] = candidate.v[i];
+  return acc;
+}
+inline void vzip(Vec a, Vec b, Vec& lo, Vec& hi) {
+  lo = Vec{{a.v[0], b.v[0], a.v[1], b.v[1]}};
+  hi = Vec{{a.v[2], b.v[2], a.v[3], b.v[3]}};
+}
+
+#endif
+
+// The largest lane of a vector of non-negative numbers (NaN lanes were never let in).
+inline float vmax_lanes(Vec v) {
+  alignas(64) float lanes[kLanes];
+  vstore(lanes, v);
+  float m = lanes[0];
+  for (int i = 1; i < kLanes; ++i) m = lanes[i] > m ? lanes[i] : m;
+  return m;
+}
+
+// Makes `v` the float32 value it holds, so that the next operation rounds separately: GCC's
+// default -ffp-contract=fast fuses a·b + c into one FMA even across statements, which would skip
+// the product's rounding that NF4's double quantization prescribes. The empty asm hides v.
+inline void keep_rounded(float& v) {
+#if defined(__GNUC__) || defined(__clang__)
+  __asm__("" : "+m"(v));
+#endif
+}
+
+// The float32 absmax of NF4 block `block`: stored, or double-quantized,
+// fp32(nested_code[q]·nested_absmax[block / 256]) + offset with two separate roundings.
+inline float nf4_absmax(const QuantWeight& w, int64_t block) {
+  if (w.absmax) return w.absmax[block];
+  float nested = w.nested_code[w.absmax_code[block]] * w.nested_absmax[block / nf4::kNestedBlock];
+  keep_rounded(nested);
+  return nested + w.offset;
+}
+
+// The 16-entry tables: NF4's code values, and ternary's −1, 0, +1 (code 3: 0) repeated for the
+// index's upper two bits.
+inline Table16 code_table(QuantFormat format) {
+  float values[16];
+  for (int i = 0; i < 16; ++i)
+    values[i] = format == QuantFormat::Nf4 ? nf4::code_value(i) : static_cast<float>(ternary::code_value(i & 3));
+  return make_table16(values);
+}
+
+// Planes of kLanes packed bytes (see the top): NF4 gives 2 (even, odd elements), ternary 4.
+template <QuantFormat F>
+constexpr int kPlanes = F == QuantFormat::Nf4 ? 2 : 4;
+
+template <QuantFormat F>
+inline void decode_planes(const Table16& table, const uint8_t* bytes, Vec (&planes)[kPlanes<F>]) {
+  const IVec lanes = load_byte_lanes(bytes);
+  if constexpr (F == QuantFormat::Nf4) {
+    planes[0] = lookup16(table, shift_right<4>(lanes));
+    planes[1] = lookup16(table, lanes);
+  } else {
+    planes[0] = lookup16(table, lanes);
+    planes[1] = lookup16(table, shift_right<2>(lanes));
+    planes[2] = lookup16(table, shift_right<4>(lanes));
+    planes[3] = lookup16(table, shift_right<6>(lanes));
+  }
+}
+
+// Row segments of a quantized [n, k] weight as float32 values (code·absmax for NF4, code·scale
+// for ternary: exact products, as dequantize defines them), in natural order: the dequantize op,
+// and the panel packers of quant.matmul's prefill and backward. Vector decodes where the bytes
+// line up (NF4: an even element; ternary: a column that is a multiple of 4), single elements at
+// the edges; no load reaches past the elements asked for.
+class QuantRows {
+ public:
+  explicit QuantRows(const QuantWeight& w) : w_(w), table_(code_table(w.format)) {}
+
+  // dst[0, len) = row `row`, columns [c0, c0 + len).
+  void decode(int64_t row, int64_t c0, int64_t len, float* dst) const {
+    if (w_.format == QuantFormat::Nf4) nf4(row * w_.k + c0, len, dst);
+    else ternary(w_.packed + row * ternary::row_bytes(w_.k), c0, len, dst);
+  }
+
+ private:
+  void nf4(int64_t e, int64_t len, float* dst) const {
+    const int64_t end = e + len, block_size = w_.block_size;
+    auto one = [&](float absmax) { *dst++ = nf4::code_value(nf4::nibble(w_.packed, e++)) * absmax; };
+    while (e < end) {
+      const int64_t stop = std::min(end, (e / block_size + 1) * block_size);
+      const float absmax = nf4_absmax(w_, e / block_size);
+      if (e & 1) one(absmax);  // blocks start even: only the first element asked for can be odd
+      const Vec scale = vset1(absmax);
+      for (; e + 2 * kLanes <= stop; e += 2 * kLanes, dst += 2 * kLanes) {
+        Vec planes[2], first, second;
+        decode_planes<QuantFormat::Nf4>(table_, w_.packed + e / 2, planes);
+        vzip(planes[0], planes[1], first, second);
+        vstore(dst, vmul(first, scale));
+        vstore(dst + kLanes, vmul(second, scale));
+      }
+      while (e < stop) one(absmax);
+    }
+  }
+
+  void ternary(const uint8_t* row, int64_t k, int64_t len, float* dst) const {
+    const int64_t end = k + len;
+    const float scale = w_.scale;
+    auto one = [&] { *dst++ = static_cast<float>(ternary::code_value(ternary::code_at(row, k++))) * scale; };
+    while (k < end && (k & 3)) one();
+    const Vec s = vset1(scale);
+    for (; k + 4 * kLanes <= end; k += 4 * kLanes, dst += 4 * kLanes) {
+      Vec p[4], a0, a1, b0, b1, n[4];
+      decode_planes<QuantFormat::Ternary>(table_, row + k / 4, p);
+      vzip(p[0], p[2], a0, a1);  // elements 0, 2, 4, 6, …
+      vzip(p[1], p[3], b0, b1);  // elements 1, 3, 5, 7, …
+      vzip(a0, b0, n[0], n[1]);
+      vzip(a1, b1, n[2], n[3]);
+      for (int v = 0; v < 4; ++v) vstore(dst + v * kLanes, vmul(n[v], s));
+    }
+    while (k < end) one();
+  }
+
+  const QuantWeight& w_;
+  Table16 table_;
+};
+
+}  // namespace lk::cpu::LK_SIMD_NS
