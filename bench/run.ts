@@ -5,12 +5,14 @@ import * as loraLinear from './lora_linear.bench.js';
 import * as loraMulti from './lora_multi.bench.js';
 import * as dora from './dora.bench.js';
 import * as loraBackward from './lora_backward.bench.js';
+import * as quantMatmul from './quant.bench.js';
 
 export const BENCHES: Readonly<Record<string, { run(device: BenchDevice): Promise<void> }>> = {
   'lora.forward': loraLinear,
   'lora.forwardMulti': loraMulti,
   'lora.doraForward': dora,
   'lora.backward': loraBackward,
+  'quant.matmul': quantMatmul,
 };
 
 export interface BenchOptions {
