@@ -35,6 +35,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
 constexpr unsigned kFullMask = 0xffffffffu;
+// The low nibble of an odd element count's last byte: the code of 0.0 (bitsandbytes pads with 0.0f).
+constexpr int kPadCode = 7;
 
 struct Nf4QuantizeArgs {
   const void* w;
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) nf4_quantize_kernel(Nf4QuantizeArgs 
   const float inv = nf4::inverse_absmax(amax);
   for (long long e = begin + 2 * lane; e < end; e += 64) {
     const int hi = nf4::encode(flat_element<E>(a, e) * inv);
-    const int lo = e + 1 < end ? nf4::encode(flat_element<E>(a, e + 1) * inv) : 0;
+    const int lo = e + 1 < end ? nf4::encode(flat_element<E>(a, e + 1) * inv) : kPadCode;
     a.packed[e / 2] = static_cast<uint8_t>(hi << 4 | lo);
   }
 #endif

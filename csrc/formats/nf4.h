@@ -47,8 +47,8 @@ LK_HOST_DEVICE inline int64_t blocks(int64_t elements, int64_t block_size) { ret
 //     block has n·k mod block_size elements. An all-zero block stores absmax 0.
 //   * code = encode(x · inverse_absmax(absmax)): the product with the reciprocal, never a division.
 //     An all-zero block multiplies by 0 and gets code 7 (0.0) for every element: bytes 0x77.
-//   * packing: element 2j in the high nibble of byte j; an odd element count leaves the last low
-//     nibble 0.
+//   * packing: element 2j in the high nibble of byte j; an odd element count leaves code 7 (0.0) in
+//     the last low nibble: bitsandbytes pads the flattened weight with 0.0f before encoding.
 //   * double quantization: offset = mean(absmax) summed in a fixed order, in double:
 //       S_j = Σ absmax[i] for i in nested block j = [256·j, 256·j + 256), ascending, from 0.0
 //       offset = float(Σ_j S_j (ascending j, from 0.0) / blocks)       (one rounding to float32)
@@ -58,15 +58,14 @@ LK_HOST_DEVICE inline int64_t blocks(int64_t elements, int64_t block_size) { ret
 // all-zero block, so that 0·x stays 0 instead of 0·∞ = NaN.
 LK_HOST_DEVICE inline float inverse_absmax(float absmax) { return absmax > 0.0f ? 1.0f / absmax : 0.0f; }
 
-// The midpoints between neighbouring codes as float32 (the literals of bitsandbytes' decision tree).
-LK_HOST_DEVICE inline float midpoint(int i) {
-  constexpr float kMidpoints[kCodes - 1] = {
-      -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
-      -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
-      0.1202552504837513f, 0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
-      0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f};
-  return kMidpoints[i];
-}
+// The midpoint between codes i and i + 1 as float32: fp32((code[i] + code[i + 1]) / 2), ties to even
+// (the float32 sum rounds once; halving is exact). These are FORMATS.md's decimal thresholds
+// (-0.8480964004993439, …, 0.8614784181118011) as float32(double(decimal)): what a float32 tensor
+// made from them holds, and what the CPU kernels and the reference compare against. Not `f`
+// literals: four of those decimals (i = 0, 8, 12, 14) lie within 1e-17 of a float32 tie, and a
+// compiler rounds `…f` straight to the other neighbour, so a value exactly on one of these midpoints
+// would take the upper code.
+LK_HOST_DEVICE inline float midpoint(int i) { return (code_value(i) + code_value(i + 1)) * 0.5f; }
 
 // The nearest code of a scaled value: the number of midpoints strictly below it, so that a value
 // exactly on a midpoint goes to the LOWER code (bitsandbytes compares with `>`); NaN gives 0.
