@@ -86,6 +86,14 @@ function forwardCases(): ForwardCase[] {
       }
     }
   }
+  // Long K: split-K in the decode GEMV (a few output columns over ≥ 1024 inputs) and in the
+  // engine behind the dequantizing loader (33 rows, 41 columns); blocks of 4096 (three and a tail).
+  const edge = { name: '', bias: true, gate: 'per-output' as Gate, scale: 0.5 };
+  cases.push({ ...edge, dtype: 'float32', format: 'nf4-double', blockSize: 32, lead: [16], k: 1024, n: 16, r: 16, gate: 'scalar' });
+  cases.push({ ...edge, dtype: 'bfloat16', format: 'ternary', blockSize: 64, lead: [2], k: 2050, n: 7, r: 5 });
+  cases.push({ ...edge, dtype: 'float16', format: 'nf4', blockSize: 64, lead: [33], k: 1031, n: 41, r: 4, bias: false });
+  cases.push({ ...edge, dtype: 'float16', format: 'nf4', blockSize: 4096, lead: [3], k: 4099, n: 3, r: 3 });
+  cases.push({ ...edge, dtype: 'bfloat16', format: 'nf4-double', blockSize: 4096, lead: [20], k: 4099, n: 3, r: 0 });
   for (const c of cases) {
     c.name = `${c.dtype} ${describeWeight(c.format, c.blockSize)} x[${c.lead.join(',')},${c.k}] N=${c.n} r=${c.r}` +
       `${c.bias ? ' bias' : ''}${c.r && c.gate !== 'none' ? ` gate ${c.gate}` : ''}`;
@@ -116,6 +124,9 @@ const pinnedPaths = (() => {
 })();
 
 /** The result of `op` and the kernels it ran (takeOpPlans' "op: kernel; kernel | op: …", flattened). */
+const isEngine = (kernel: string) => kernel.startsWith('mma.sync ') || kernel.startsWith('fma ');
+const nativeFormat = (format: Format) => (format === 'ternary' ? 'ternary' : 'nf4');
+
 function withPlans<T>(op: () => T): { result: T; plans: string[] } {
   native().takeOpPlans();
   const result = op();
@@ -137,8 +148,10 @@ describe.each(testDevices())('quant.matmul on $device', ({ device }) => {
     if (device !== 'cpu' && pinnedPaths) {
       const m = c.lead.reduce((p, d) => p * d, 1);
       const gemv = plans.some((p) => p.startsWith('gemv '));
-      const engine = plans.some((p) => p.startsWith('mma.sync ') || p.startsWith('fma '));
-      expect({ gemv, engine }, `M = ${m}: ${plans.join('; ')}`).toEqual({ gemv: m <= 16, engine: m > 16 });
+      const engine = plans.some(isEngine);
+      const dequantizingEngine = plans.some((p) => isEngine(p) && p.includes(` dequant ${nativeFormat(c.format)}`));
+      expect({ gemv, engine, dequantizingEngine }, `M = ${m}: ${plans.join('; ')}`)
+        .toEqual({ gemv: m <= 16, engine: m > 16, dequantizingEngine: m > 16 });
     }
   });
 
@@ -167,6 +180,22 @@ describe.each(testDevices())('quant.matmul on $device', ({ device }) => {
     for (const weight of [quant.ternary.quantize(zero), quant.nf4.quantize(zero, { blockSize: 32 })]) {
       const y = quant.matmul({ x, weight, a, b, scale: 0, out: poisoned([3, 9], 'float32', device) });
       expect(Array.from(y.toFloat32())).toEqual(new Array(27).fill(0));
+    }
+  });
+
+  it('NaN in x gives NaN in exactly the rows it touches (decode and prefill)', () => {
+    for (const [m, format] of [[5, 'nf4'], [5, 'ternary'], [40, 'nf4-double'], [40, 'ternary']] as const) {
+      for (const dtype of FLOATS) {
+        const host = Tensor.randn([m, 70], { dtype, seed: m }).toArray();
+        host[2 * 70 + 13] = dtype === 'float32' ? NaN : dtype === 'float16' ? 0x7e00 : 0x7fc0;
+        const x = onDevice(Tensor.from(host, [m, 70], { dtype }), device);
+        const weight = quantized(format, 9, 70, 64, dtype, device, 6);
+        const a = randn([3, 70], dtype, device, 7), b = randn([9, 3], dtype, device, 8);
+        const y = quant.matmul({ x, weight, a, b, out: poisoned([m, 9], dtype, device) }).toFloat32();
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < 9; j++) expect(Number.isNaN(y[i * 9 + j]!), `${format} ${dtype} M=${m} y[${i},${j}]`).toBe(i === 2);
+        }
+      }
     }
   });
 
@@ -237,7 +266,12 @@ describe.each(testDevices())('quant.matmulBackward on $device', ({ device }) => 
       gradInput: c.needInputGrad ? poisoned([...c.lead, c.k], c.dtype, device) : undefined,
       gradGate: c.gate !== 'none' ? poisoned(gateShape, 'float32', device) : undefined,
     };
-    const grads = quant.matmulBackward({ ...inputs, needInputGrad: c.needInputGrad, out });
+    const { result: grads, plans } = withPlans(() => quant.matmulBackward({ ...inputs, needInputGrad: c.needInputGrad, out }));
+    // W is read only for gradInput, by the engine's dequantizing operand loader.
+    if (device !== 'cpu' && pinnedPaths) {
+      const dequantizing = plans.some((p) => isEngine(p) && p.includes(` dequant ${nativeFormat(c.format)}`));
+      expect(dequantizing, plans.join('; ')).toBe(c.needInputGrad);
+    }
     const expected = reference.quant.matmulBackward({ ...inputs, needInputGrad: c.needInputGrad });
     expect(grads.gradA).toBe(out.gradA);
     expect(grads.gradB).toBe(out.gradB);
