@@ -308,6 +308,19 @@ describe.each(testDevices())('quant.matmulBackward on $device', ({ device }) => 
     }
   });
 
+  it('zero rows: gradients of a, b and the gate are zeros (sums over no rows), gradInput is empty', () => {
+    const weight = quantized('nf4-double', 5, 40, 32, 'float32', device, 1);
+    const common = { gradOutput: onDevice(Tensor.zeros([0, 5]), device), x: onDevice(Tensor.zeros([0, 40]), device), weight, a: randn([2, 40], 'float32', device, 2), b: randn([5, 2], 'float32', device, 3) };
+    for (const gate of [randn([5], 'float32', device, 4), 2]) {
+      const gateShape = typeof gate === 'number' ? [1] : [5];
+      const out = { gradA: poisoned([2, 40], 'float32', device), gradB: poisoned([5, 2], 'float32', device), gradGate: poisoned(gateShape, 'float32', device) };
+      const grads = quant.matmulBackward({ ...common, gate, out });
+      expect(grads.gradInput!.shape).toEqual([0, 40]);
+      // ±0: a negative gate times an empty sum is −0.
+      for (const key of ['gradA', 'gradB', 'gradGate'] as const) expect(Array.from(grads[key]!.toFloat32(), (v) => v === 0), key).toEqual(new Array(out[key].numel).fill(true));
+    }
+  });
+
   it('matmulBackwardAsync gives the bits of matmulBackward', async () => {
     const c = backwardCases()[13]!;
     const inputs = backwardInputs(c, device, 11);
