@@ -15,6 +15,7 @@ import {
   ternaryDequantizeAsync, ternaryFromI2S, ternaryQuantize, ternaryQuantizeAsync, ternaryToI2S,
 } from './ops/quant.js';
 import { matmul, matmulAsync, matmulBackward, matmulBackwardAsync } from './ops/quant_matmul.js';
+import { loftq } from './ops/init.js';
 
 export { backends, buildInfo } from './backends.js';
 export type { Backends, BuildInfo } from './backends.js';
@@ -34,6 +35,7 @@ export type {
   TernaryQuantizeOptions, TernaryTensor,
 } from './ops/quant.js';
 export type { QuantMatmulArgs, QuantMatmulBackwardArgs, QuantMatmulGradients } from './ops/quant_matmul.js';
+export type { LoftqFormat, LoftqOptions, LoftqResult } from './ops/init.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
 export type { SafetensorsReadOptions, SafetensorsTensors } from './formats/safetensors.js';
 export type { PeftAdapter, PeftLayer, PeftLoadOptions, PeftLoraConfig, PeftLoraConfigFields, PeftSaveArgs } from './formats/peft.js';
@@ -55,6 +57,9 @@ export const quant = {
   to: quantizedTo,
   dispose: disposeQuantized,
 };
+
+/** Initialisation of a quantized weight's LoRA pair: `loftq(weight, { rank, format, … })` (LoftQ / LQ-LoRA). */
+export const init = { loftq };
 
 /** bitsandbytes 4-bit checkpoints: `loadNf4(tensors, prefix)`. */
 export const bnb = { loadNf4 };

@@ -4,6 +4,7 @@ import { forwardMulti } from './lora_multi.js';
 import { doraBackward, doraForward, doraWeightNorm } from './dora.js';
 import { dequantize, nf4Absmax, nf4Quantize, ternaryQuantize } from './quant.js';
 import { matmul, matmulBackward } from './quant_matmul.js';
+import { loftq } from './init.js';
 
 export { assertClose, compareClose, TOLERANCES } from './tolerance.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './tolerance.js';
@@ -11,6 +12,7 @@ export type { ReferenceLoraBackwardArgs, ReferenceLoraForwardArgs, ReferenceLora
 export type { ReferenceLoraForwardMultiArgs } from './lora_multi.js';
 export type { RefInput, ReferenceDoraBackwardArgs, ReferenceDoraForwardArgs, ReferenceDoraGradients, ReferenceDoraWeightNormArgs } from './dora.js';
 
+export type { ReferenceLoftqResult } from './init.js';
 export type { ReferenceQuantMatmulArgs, ReferenceQuantMatmulBackwardArgs, ReferenceQuantMatmulGradients } from './quant_matmul.js';
 
 export const lora = { forward, backward, forwardMulti, doraForward, doraBackward, doraWeightNorm };
@@ -26,3 +28,6 @@ export const quant = {
   matmul,
   matmulBackward,
 };
+
+/** init.loftq with an exact truncated SVD. */
+export const init = { loftq };
