@@ -34,9 +34,13 @@ function randn(shape: number[], dtype: DType, device: Device, seed: number, std 
   return onDevice(Tensor.from(values, shape, { dtype }), device);
 }
 
-/** A weight [N, K] quantized on the host (reference quantizers' bytes are the kernels', quant.test.ts), then moved. */
-function quantized(format: Format, n: number, k: number, blockSize: number, dtype: DType, device: Device, seed: number): QuantizedTensor {
-  const w = Tensor.randn([n, k], { seed, dtype });
+/**
+ * A weight [N, K] quantized on the host (quant.test.ts checks the bytes on every device), then
+ * moved. Its original dtype (what dequantize returns by default) is float32, float16 or bfloat16
+ * by seed: matmul computes in x's dtype whatever it was.
+ */
+function quantized(format: Format, n: number, k: number, blockSize: number, device: Device, seed: number): QuantizedTensor {
+  const w = Tensor.randn([n, k], { seed, dtype: FLOATS[seed % FLOATS.length]! });
   const q = format === 'ternary' ? quant.ternary.quantize(w) : quant.nf4.quantize(w, { blockSize, doubleQuant: format === 'nf4-double' });
   return device === 'cpu' ? q : quant.to(q, device);
 }
@@ -103,7 +107,7 @@ function forwardCases(): ForwardCase[] {
 
 function forwardInputs(c: ForwardCase, device: Device, seed: number) {
   const s = seed * 100;
-  const weight = quantized(c.format, c.n, c.k, c.blockSize, c.dtype, device, s + 1);
+  const weight = quantized(c.format, c.n, c.k, c.blockSize, device, s + 1);
   // a ~ 1/√K keeps the low-rank term no larger than the quantized one: the tolerance (relative to
   // the output's RMS) must not hide an error in x·deq(W)ᵀ under a dominant correction.
   const a = c.r ? randn([c.r, c.k], c.dtype, device, s + 3, 1 / Math.sqrt(c.k)) : undefined;
@@ -189,7 +193,7 @@ describe.each(testDevices())('quant.matmul on $device', ({ device }) => {
         const host = Tensor.randn([m, 70], { dtype, seed: m }).toArray();
         host[2 * 70 + 13] = dtype === 'float32' ? NaN : dtype === 'float16' ? 0x7e00 : 0x7fc0;
         const x = onDevice(Tensor.from(host, [m, 70], { dtype }), device);
-        const weight = quantized(format, 9, 70, 64, dtype, device, 6);
+        const weight = quantized(format, 9, 70, 64, device, 6);
         const a = randn([3, 70], dtype, device, 7), b = randn([9, 3], dtype, device, 8);
         const y = quant.matmul({ x, weight, a, b, out: poisoned([m, 9], dtype, device) }).toFloat32();
         for (let i = 0; i < m; i++) {
@@ -200,7 +204,7 @@ describe.each(testDevices())('quant.matmul on $device', ({ device }) => {
   });
 
   it('zero rows give an empty result', () => {
-    const weight = quantized('nf4', 5, 8, 32, 'float32', device, 1);
+    const weight = quantized('nf4', 5, 8, 32, device, 1);
     const y = quant.matmul({ x: onDevice(Tensor.zeros([0, 8]), device), weight });
     expect(y.shape).toEqual([0, 5]);
   });
@@ -247,7 +251,7 @@ function backwardInputs(c: BackwardCase, device: Device, seed: number) {
   return {
     gradOutput: randn([...c.lead, c.n], c.dtype, device, s + 1),
     x: randn([...c.lead, c.k], c.dtype, device, s + 2),
-    weight: quantized(c.format, c.n, c.k, c.blockSize, c.dtype, device, s + 3),
+    weight: quantized(c.format, c.n, c.k, c.blockSize, device, s + 3),
     a: randn([c.r, c.k], c.dtype, device, s + 4, 1 / Math.sqrt(c.k)),
     b: randn([c.n, c.r], c.dtype, device, s + 5),
     gate: c.gate === 'scalar' ? -1.3 : c.gate === 'per-output' ? randn([c.n], 'float32', device, s + 6) : undefined,
@@ -309,7 +313,7 @@ describe.each(testDevices())('quant.matmulBackward on $device', ({ device }) => 
   });
 
   it('zero rows: gradients of a, b and the gate are zeros (sums over no rows), gradInput is empty', () => {
-    const weight = quantized('nf4-double', 5, 40, 32, 'float32', device, 1);
+    const weight = quantized('nf4-double', 5, 40, 32, device, 1);
     const common = { gradOutput: onDevice(Tensor.zeros([0, 5]), device), x: onDevice(Tensor.zeros([0, 40]), device), weight, a: randn([2, 40], 'float32', device, 2), b: randn([5, 2], 'float32', device, 3) };
     for (const gate of [randn([5], 'float32', device, 4), 2]) {
       const gateShape = typeof gate === 'number' ? [1] : [5];
