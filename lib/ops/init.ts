@@ -12,13 +12,16 @@
  * The truncated SVD is randomized (Halko, Martinsson, Tropp 2011): l = r + 10 sample columns, four
  * power iterations, then the exact SVD of the small l × K projection. Ten products with E per
  * LoftQ step: Y = E·Ω, (Eᵀ·Q, E·Q) four times, Qᵀ·E. Napkin math for a 4096 × 4096 weight, r = 16,
- * l = 26: each product 2·4096²·26 ≈ 0.87 GFLOP, ~8.7 GFLOP per step (a few ms on a GPU, ~0.1-0.2 s
- * on two CPU cores), where a dense SVD would cost ~10·n³ ≈ 700 GFLOP.
+ * l = 26: each product 2·4096²·26 ≈ 0.87 GFLOP, ~8.7 GFLOP per step (a few ms on a GPU), where a
+ * dense SVD would cost ~10·n³ ≈ 700 GFLOP.
  *
  * Host work per step is O(N·K) float passes plus O(l²·(N + K)) for the small factorizations:
  * the ops have no elementwise subtraction, so E = W − deq(Q), the next residual and the error are
  * formed on the host from float32 copies (on CUDA: deq(Q) and B·A come down, E and the residual go
- * up, 4 × 64 MiB per step for 4096², ~10 ms at PCIe speeds). The residual stays float32 whatever
+ * up, 4 × 64 MiB per step for 4096², ~10 ms at PCIe speeds). Measured on two shared CPU cores at
+ * 4096², r = 16: ~1.1 s per step, of which the ten products ~0.3 s, the eleven Gram-Schmidt
+ * passes over [4096, 26] ~0.18 s, and the elementwise passes, copies, quantize and dequantize the
+ * rest; on a GPU the host part (~0.7 s) would dominate. The residual stays float32 whatever
  * the weight's dtype (as LoftQ quantizes the float32 weight); Q remembers the weight's dtype.
  * B and A are rounded to the weight's dtype in every step, so the reported error is that of the
  * parts returned, and the next residual is built from them.
@@ -239,9 +242,11 @@ function rowsOf(cols: Float64Array, l: number, m: number, device: Device): Tenso
 
 /**
  * The products with E [N, K] (float32, on the device) the range finder needs, through the native
- * GEMM: E·Xᵀ via lora.forward (x·weightᵀ), and Gᵀ·E via lora.backward's gradInput
- * (gradOutput·weight), the one native product that takes the big operand untransposed on the
- * right. Its other outputs are made free: scale 0 and a rank-1 zero adapter cost O(l·(N + K)).
+ * GEMM with E as the weight operand: (E·X)ᵀ = Xᵀ·Eᵀ via lora.forward (x·weightᵀ, with the l rows
+ * of Xᵀ as x: a short-M product, ~3× faster on the CPU than E as x with 26 output columns, and it
+ * lands column-major), and Gᵀ·E via lora.backward's gradInput (gradOutput·weight), the one
+ * native product that takes E untransposed on the right. Its other outputs are made free: scale 0
+ * and a rank-1 zero adapter cost O(l·(N + K)).
  */
 class Products {
   readonly #zeroX: Tensor;
@@ -256,12 +261,9 @@ class Products {
 
   /** E·X for X given as its l columns' rows [l, K] (released here): the result's columns, column-major N × l. */
   times(xRows: Tensor): Float64Array {
-    const l = xRows.shape[0]!, n = this.n;
-    const y = forward({ x: this.e, weight: xRows });
-    const rowMajor = y.toFloat32();
+    const y = forward({ x: xRows, weight: this.e });
+    const cols = Float64Array.from(y.toFloat32());
     release(y, xRows);
-    const cols = new Float64Array(l * n);
-    for (let i = 0; i < n; i++) for (let j = 0; j < l; j++) cols[j * n + i] = rowMajor[i * l + j]!;
     return cols;
   }
 
@@ -357,12 +359,14 @@ export function loftq(weight: Tensor, opts: LoftqOptions): LoftqResult {
   let normSq = 0;
   for (let i = 0; i < w.length; i++) normSq += w[i]! * w[i]!;
   const normW = Math.sqrt(normSq);
-  let residual = w;
+  // The residual to quantize, then E = W − deq(Q) for the GEMMs, then the next residual: one
+  // buffer (on the CPU the tensors over it are views, and each op is done before it is rewritten).
+  const work = Float32Array.from(w);
   let quantized: QuantizedTensor | undefined;
   let bRounded: Float32Array = new Float32Array(0), aRounded: Float32Array = new Float32Array(0);
   const errors: number[] = [];
   for (let step = 0; step < v.iters; step++) {
-    const residualDev = upload(residual, [n, k], device);
+    const residualDev = upload(work, [n, k], device);
     if (quantized) disposeQuantized(quantized);
     quantized = quantizeAs(v, residualDev);
     release(residualDev);
@@ -370,9 +374,8 @@ export function loftq(weight: Tensor, opts: LoftqOptions): LoftqResult {
     const d = deq.toFloat32();
     release(deq);
     // E in float32 for the GEMMs; the error below is formed in float64 from w and d.
-    const e = new Float32Array(d.length);
-    for (let i = 0; i < e.length; i++) e[i] = w[i]! - d[i]!;
-    const eDev = upload(e, [n, k], device);
+    for (let i = 0; i < work.length; i++) work[i] = w[i]! - d[i]!;
+    const eDev = upload(work, [n, k], device);
     const factors = truncatedSvd(eDev, n, k, rank, scale, step);
     release(eDev);
     bRounded = roundTo(dtype, factors.b);
@@ -385,14 +388,12 @@ export function loftq(weight: Tensor, opts: LoftqOptions): LoftqResult {
     const ba = baDev.toFloat32();
     release(bDev, aTDev, baDev);
     let errSq = 0;
-    const next = new Float32Array(w.length);
-    for (let i = 0; i < w.length; i++) {
+    for (let i = 0; i < work.length; i++) {
       const low = scale * ba[i]!;
       const err = w[i]! - d[i]! - low;
       errSq += err * err;
-      next[i] = w[i]! - low;
+      work[i] = w[i]! - low;
     }
-    residual = next;
     // An all-zero W has a zero error too: report the numerator rather than 0/0.
     errors.push(normW > 0 ? Math.sqrt(errSq) / normW : Math.sqrt(errSq));
   }
