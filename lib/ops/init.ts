@@ -21,7 +21,7 @@
  * up, 4 × 64 MiB per step for 4096², ~10 ms at PCIe speeds). Measured on two shared CPU cores at
  * 4096², r = 16: ~1.1 s per step, of which the ten products ~0.3 s, the eleven Gram-Schmidt
  * passes over [4096, 26] ~0.18 s, and the elementwise passes, copies, quantize and dequantize the
- * rest; on a GPU the host part (~0.7 s) would dominate. The residual stays float32 whatever
+ * rest; on a GPU the host part (~0.5 s of it) would dominate. The residual stays float32 whatever
  * the weight's dtype (as LoftQ quantizes the float32 weight); Q remembers the weight's dtype.
  * B and A are rounded to the weight's dtype in every step, so the reported error is that of the
  * parts returned, and the next residual is built from them.
