@@ -211,11 +211,17 @@ describe.each(testDevices())('init.loftq on $device', ({ device }) => {
     expect(zero.errors).toEqual([0]);
   });
 
-  it('rank = min(N, K): the sample covers the whole range and the correction is all of E', () => {
+  it('rank = min(N, K) (also N or K = 1): the sample covers the whole range and the correction is all of E', () => {
     const w = Tensor.randn([9, 13], { seed: 2 });
     const got = init.loftq(onDevice(w, device), { rank: 9, format: 'ternary', iters: 2 });
     expect(plainError(w, 'ternary')).toBeGreaterThan(0.1);
     for (const e of got.errors) expect(e).toBeLessThan(1e-5);
+    for (const shape of [[1, 37], [37, 1]]) {
+      const line = Tensor.randn(shape, { seed: 3 });
+      const one = init.loftq(onDevice(line, device), { rank: 1, format: 'nf4', blockSize: 32, iters: 1 });
+      expect(plainError(line, 'nf4', 32)).toBeGreaterThan(1e-2);
+      expect(one.errors[0]).toBeLessThan(1e-5);
+    }
   });
 
   it('bad input is a typed error naming the argument', () => {
