@@ -239,8 +239,13 @@ void decode(const QuantMatmulParams& p) {
 }
 
 // ---- prefill: the packed GEMM on dequantized panels --------------------------------------------
+// Rows whose packed bytes are asked for ahead of their decode (QuantRows::prefetch): 8 rows of a
+// 257-column segment are ~16 lines in flight, about what one core keeps outstanding to DRAM.
+constexpr int64_t kPrefetchRows = 8;
+
 // The right operand of cpu/lora_gemm.h: [deq(W) | gate ⊙ B], W's part decoded row by row into a
 // float tile (NR × kc, 64 KiB at kc = 257 on AVX-512: in L2) and transposed into the panel.
+
 struct DequantizedWeightAndGatedB {
   const QuantRows& rows;
   const float* gated_b;  // float32 [n, r]
@@ -249,7 +254,11 @@ struct DequantizedWeightAndGatedB {
     if (c0 < k) {
       const int64_t len = std::min(c1, k) - c0;
       float* decoded = scratch(TaskBuffer::DecodedRows, kGemmNR * len);
-      for (int64_t jj = 0; jj < valid; ++jj) rows.decode(j + jj, c0, len, decoded + jj * len);
+      for (int64_t jj = 0; jj < std::min<int64_t>(kPrefetchRows, valid); ++jj) rows.prefetch(j + jj, c0, len);
+      for (int64_t jj = 0; jj < valid; ++jj) {
+        if (jj + kPrefetchRows < valid) rows.prefetch(j + jj + kPrefetchRows, c0, len);
+        rows.decode(j + jj, c0, len, decoded + jj * len);
+      }
       pack_transposed<DType::Float32>(decoded, len, 0, valid, 0, len, dst);
     }
     if (c1 > k) {
