@@ -121,7 +121,8 @@ function forwardInputs(c: ForwardCase, device: Device, seed: number) {
 }
 
 // On the emulated sm_80 with 2 SMs (what test:emulated pins) the kernels an op ran are known:
-// the decode GEMV for M ≤ 16, the GEMM engine above. Elsewhere a case checks its result only.
+// the decode GEMV over packed codes for M ≤ 16 ("gemv nf4 …" / "gemv ternary …"), the GEMM engine
+// with a dequantizing operand above ("… dequant nf4"). Elsewhere a case checks its result only.
 const pinnedPaths = (() => {
   const cuda = backends().cuda;
   return cuda.available && cuda.emulated && cuda.devices[0]?.computeCapability === '8.0' && process.env['SIMT_EMU_WORKERS'] === '2';
@@ -151,7 +152,7 @@ describe.each(testDevices())('quant.matmul on $device', ({ device }) => {
     reference.assertClose(y, reference.quant.matmul(inputs), { dtype: c.dtype });
     if (device !== 'cpu' && pinnedPaths) {
       const m = c.lead.reduce((p, d) => p * d, 1);
-      const gemv = plans.some((p) => p.startsWith('gemv '));
+      const gemv = plans.some((p) => p.startsWith(`gemv ${nativeFormat(c.format)} `));
       const engine = plans.some(isEngine);
       const dequantizingEngine = plans.some((p) => isEngine(p) && p.includes(` dequant ${nativeFormat(c.format)}`));
       expect({ gemv, engine, dequantizingEngine }, `M = ${m}: ${plans.join('; ')}`)
