@@ -17,8 +17,14 @@ function nextUp(v: number): number {
   return f32[0]!;
 }
 
-/** fp32((c[i] + c[i + 1]) / 2), FORMATS.md's thresholds, written out here rather than imported. */
-const MIDPOINTS = Array.from({ length: 15 }, (_, i) => Math.fround((NF4_CODE[i]! + NF4_CODE[i + 1]!) / 2));
+/**
+ * FORMATS.md's 15 NF4 thresholds as bitsandbytes' kernel compiles them (each decimal rounded straight
+ * to float32), written out here rather than imported.
+ */
+const MIDPOINTS = Array.from(new Float32Array(Uint32Array.from([
+  0xbf591cd9, 0xbf1c5270, 0xbeeb8480, 0xbeadea76, 0xbe703cec, 0xbe0d38bc, 0xbd3a7871, 0x3d22faff,
+  0x3df64863, 0x3e5067e0, 0x3e9582d4, 0x3ec753f9, 0x3f006d03, 0x3f248daf, 0x3f5c89d9,
+]).buffer));
 
 function onDevice(t: Tensor, device: Device): Tensor {
   return device === 'cpu' ? t : t.to(device);
@@ -71,6 +77,35 @@ describe.each(testDevices())('quant.nf4 on $device', ({ device, emulated }) => {
     expect(bytes(q.packed)).toEqual(expected);
     expect(Array.from((q.absmax as Tensor).toFloat32())).toEqual([1]);
     expectSameNf4(q, reference.quant.nf4.quantize(Tensor.from(values, [1, 32]), { blockSize: 32 }));
+  });
+
+  it('the decimal thresholds, not the rounded midpoints: fp32((c[i] + c[i+1]) / 2) takes the upper code for i = 0, 12, 14', () => {
+    const roundedMidpoints = [0, 8, 12, 14].map((i) => Math.fround((NF4_CODE[i]! + NF4_CODE[i + 1]!) / 2));
+    roundedMidpoints.forEach((m, j) => expect(m).not.toBe(MIDPOINTS[[0, 8, 12, 14][j]!]));
+    const values = [1, -1, ...roundedMidpoints, ...new Array(26).fill(0)];
+    const q = quant.nf4.quantize(fromValues(values, [1, 32]), { blockSize: 32 });
+    expect(bytes(q.packed).slice(0, 3)).toEqual([(15 << 4) | 0, (1 << 4) | 8, (13 << 4) | 15]);
+    expectSameNf4(q, reference.quant.nf4.quantize(Tensor.from(values, [1, 32]), { blockSize: 32 }));
+  });
+
+  it('double quantization: an absmax exactly on a dynamic-map midpoint takes the EVEN code (bitsandbytes\' 8-bit search)', () => {
+    // Blocks of 32 with absmax 0, 2, 1 + M, 1 − M: offset 1 exactly, absmax − offset = −1, 1, M, −M,
+    // nested absmax 1, so the encoder sees M itself: a midpoint between an odd code c and c + 1 with
+    // 1 + M exact in float32.
+    let c = 1, m = 0;
+    for (; c < 255; c += 2) {
+      m = Math.fround(Math.fround(DYNAMIC_MAP[c]! + DYNAMIC_MAP[c + 1]!) * 0.5);
+      if (Math.abs(m) >= 0.5 && Math.fround(1 + m) === 1 + m) break;
+    }
+    expect(c).toBeLessThan(255);
+    const values = new Array(4 * 32).fill(0);
+    [0, 2, 1 + m, 1 - m].forEach((a, b) => (values[32 * b] = a));
+    const q = quant.nf4.quantize(fromValues(values, [4, 32]), { blockSize: 32, doubleQuant: true });
+    const nested = q.absmax as Exclude<Nf4Tensor['absmax'], Tensor>;
+    expect(nested.offset).toBe(1);
+    expect(Array.from(nested.nestedAbsmax.toFloat32())).toEqual([1]);
+    expect(bytes(nested.code)[2]).toBe(c + 1);
+    expectSameNf4(q, reference.quant.nf4.quantize(Tensor.from(values, [4, 32]), { blockSize: 32, doubleQuant: true }));
   });
 
   it('scales by the float32 reciprocal, not by a division: absmax 3', () => {

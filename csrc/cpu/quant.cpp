@@ -3,15 +3,17 @@
 //
 // NF4 quantize, bitsandbytes' bytes: per block absmax = max |x| (NaN ignored), v = x·(1/absmax)
 // (a float32 reciprocal, then a float32 product: not a division), and the code is the number of
-// the 15 float32 thresholds fp32((c_i + c_{i+1}) / 2) that v is strictly greater than, so a value
-// on a threshold takes the lower code and NaN takes code 0. That count is a 4-step binary search,
+// the 15 float32 thresholds of bitsandbytes' decision tree (nf4::midpoint: four of them one ulp off
+// the rounded midpoint) that v is strictly greater than, so a value on a threshold takes the lower
+// code and NaN takes code 0. That count is a 4-step binary search,
 // one vector compare per step against thresholds looked up by the candidate code (the decoder's
 // 16-entry table lookup). An all-zero block keeps absmax = 0 and scales by 1 instead of 1/0, so its
 // codes are 7 (0x77, the code of 0.0), as bitsandbytes' CPU path gives; the padding nibble of an
-// odd element count is 7 too (bitsandbytes pads with 0.0). Double quantization: offset = the mean
-// of the absmax values (summed in float64 in block order, then rounded once), and absmax − offset
-// quantized like the weights in blocks of 256 to the 256 codes of the dynamic map (an 8-step
-// binary search over its 255 thresholds).
+// odd element count is 7 too (bitsandbytes pads with 0.0). Double quantization (nf4.h's order and
+// rules, shared with the CUDA kernel): offset = the mean of the absmax values (float64 sums per
+// nested block of 256, then over those sums, rounded once), and absmax − offset quantized in blocks
+// of 256 to the 256 codes of the dynamic map (an 8-step binary search over its 255 float32
+// midpoints, then nf4::encode_nested's tie rule: a value on a midpoint takes the even code).
 // Ternary quantize: scale = max(mean |w|, eps) (float64 sums per row in element order, then over
 // rows in order: the same float64 on every SIMD level and in the reference), q = w / scale (a
 // division, as BitNet's round(W / scale)), code 2 (+1) where q > 0.5, 0 (−1) where q < −0.5, else
@@ -40,10 +42,9 @@ int32_t* code_buffer(int64_t count) { return reinterpret_cast<int32_t*>(scratch(
 // Elements per parallel task of the element-wise passes: 64 Ki (256 KiB of float32 in flight).
 constexpr int64_t kElementsPerTask = int64_t{1} << 16;
 
-// thresholds[t] = fp32((code[t] + code[t + 1]) / 2), the midpoint computed in float64 (exact).
+// thresholds[t] = (code[t] + code[t + 1])·0.5f, float32 arithmetic as nf4::encode_nested has it.
 void midpoints(const float* code, int count, float* thresholds) {
-  for (int t = 0; t + 1 < count; ++t)
-    thresholds[t] = static_cast<float>((static_cast<double>(code[t]) + static_cast<double>(code[t + 1])) / 2);
+  for (int t = 0; t + 1 < count; ++t) thresholds[t] = (code[t] + code[t + 1]) * 0.5f;
 }
 
 // The code of v among count + 1 codes with ascending thresholds: #{t : v > thresholds[t]}, by a
@@ -97,7 +98,11 @@ void nf4_codes(const float* values, int64_t count, float inv, const float (&thre
 // Absmax of every nested block of 256 absmax values and their 8-bit codes (see the top).
 void double_quantize(const Nf4QuantizeParams& p, int64_t blocks) {
   double sum = 0;
-  for (int64_t b = 0; b < blocks; ++b) sum += p.absmax[b];
+  for (int64_t b0 = 0; b0 < blocks; b0 += nf4::kNestedBlock) {
+    double nested_sum = 0;
+    for (int64_t b = b0; b < std::min(blocks, b0 + nf4::kNestedBlock); ++b) nested_sum += p.absmax[b];
+    sum += nested_sum;
+  }
   const float offset = static_cast<float>(sum / static_cast<double>(blocks));
   *p.offset = offset;
   float thresholds[255];
@@ -109,7 +114,12 @@ void double_quantize(const Nf4QuantizeParams& p, int64_t blocks) {
     const float absmax = absmax_of(shifted, count);
     p.nested_absmax[nested] = absmax;
     const float inv = absmax > 0.0f ? 1.0f / absmax : 1.0f;
-    for (int64_t i = 0; i < count; ++i) p.absmax_code[b0 + i] = static_cast<uint8_t>(count_below(shifted[i] * inv, thresholds, 128));
+    for (int64_t i = 0; i < count; ++i) {
+      const float v = shifted[i] * inv;
+      int32_t code = count_below(v, thresholds, 128);
+      if (code < 255 && (code & 1) && v == thresholds[code]) ++code;  // on a midpoint: the even code
+      p.absmax_code[b0 + i] = static_cast<uint8_t>(code);
+    }
   });
 }
 
@@ -117,11 +127,7 @@ template <DType T>
 void nf4_quantize_impl(const Nf4QuantizeParams& p) {
   const int64_t total = p.n * p.k, block_size = p.block_size, blocks = nf4::blocks(total, block_size);
   float thresholds[16] = {-INFINITY};  // entry 0 is never read
-  {
-    float code[nf4::kCodes];
-    for (int c = 0; c < nf4::kCodes; ++c) code[c] = nf4::code_value(c);
-    midpoints(code, nf4::kCodes, thresholds + 1);
-  }
+  for (int c = 1; c < nf4::kCodes; ++c) thresholds[c] = nf4::midpoint(c - 1);
   constexpr int32_t kZeroCode = 7;
   const int64_t blocks_per_task = std::max<int64_t>(1, kElementsPerTask / block_size);
   parallel_for(ceil_div(blocks, blocks_per_task), [&](int64_t task, int) {

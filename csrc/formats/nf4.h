@@ -58,14 +58,20 @@ LK_HOST_DEVICE inline int64_t blocks(int64_t elements, int64_t block_size) { ret
 // all-zero block, so that 0·x stays 0 instead of 0·∞ = NaN.
 LK_HOST_DEVICE inline float inverse_absmax(float absmax) { return absmax > 0.0f ? 1.0f / absmax : 0.0f; }
 
-// The midpoint between codes i and i + 1 as float32: fp32((code[i] + code[i + 1]) / 2), ties to even
-// (the float32 sum rounds once; halving is exact). These are FORMATS.md's decimal thresholds
-// (-0.8480964004993439, …, 0.8614784181118011) as float32(double(decimal)): what a float32 tensor
-// made from them holds, and what the CPU kernels and the reference compare against. Not `f`
-// literals: four of those decimals (i = 0, 8, 12, 14) lie within 1e-17 of a float32 tie, and a
-// compiler rounds `…f` straight to the other neighbour, so a value exactly on one of these midpoints
-// would take the upper code.
-LK_HOST_DEVICE inline float midpoint(int i) { return (code_value(i) + code_value(i + 1)) * 0.5f; }
+// The thresholds between neighbouring codes, as bitsandbytes' CUDA decision tree compares against
+// them: FORMATS.md's decimals (-0.8480964004993439, …, 0.8614784181118011) written there as `f`
+// literals, i.e. each decimal rounded straight to the nearest float32. Written here as exact hex
+// floats, because four of them (i = 0, 8, 12, 14) are NOT float32((code[i] + code[i + 1]) / 2): the
+// exact midpoint of two codes is a float32 tie, and its shortest decimal lies ~1e-17 to one side of
+// it, so the literal rounds to the neighbour that ties-to-even would not pick (i = 0: 0xbf591cd9, not
+// 0xbf591cd8). A value exactly on the rounded-to-even midpoint takes the upper code at i = 0, 12, 14.
+LK_HOST_DEVICE inline float midpoint(int i) {
+  constexpr float kThresholds[kCodes - 1] = {
+      -0x1.b239b2p-1f, -0x1.38a4e0p-1f, -0x1.d70900p-2f, -0x1.5bd4ecp-2f, -0x1.e079d8p-3f,
+      -0x1.1a7178p-3f, -0x1.74f0e2p-5f, 0x1.45f5fep-5f,  0x1.ec90c6p-4f,  0x1.a0cfc0p-3f,
+      0x1.2b05a8p-2f,  0x1.8ea7f2p-2f,  0x1.00da06p-1f,  0x1.491b5ep-1f,  0x1.b913b2p-1f};
+  return kThresholds[i];
+}
 
 // The nearest code of a scaled value: the number of midpoints strictly below it, so that a value
 // exactly on a midpoint goes to the LOWER code (bitsandbytes compares with `>`); NaN gives 0.
@@ -76,8 +82,12 @@ LK_HOST_DEVICE inline int encode(float v) {
 }
 
 // Double quantization's 8-bit encoder over a sorted map of 256 float32 values (bitsandbytes' signed
-// dynamic map): the number of midpoints (map[i] + map[i + 1])·0.5f (float32 arithmetic) strictly
-// below v. Same midpoint rule as encode(); NaN gives 0.
+// dynamic map): the nearest code, with the midpoints (map[i] + map[i + 1])·0.5f in float32, and a
+// value exactly on a midpoint going to the EVEN one of its two codes. That tie rule is what
+// bitsandbytes' 8-bit quantizer does: its 7-step halving search from 127 always ends on an even
+// index p, then compares with the midpoint on the side of v (v > map[p]: strict >, the tie stays on
+// p; else strict <, the tie also stays on p). Checked against a transcription of that search over
+// every midpoint of the map, ±1 ulp, and 200 000 random values. NaN gives 0.
 LK_HOST_DEVICE inline int encode_nested(const float* map, float v) {
   int lo = 0, hi = kNestedCodes - 1;  // the answer is in [lo, hi]
   while (lo < hi) {
@@ -85,7 +95,8 @@ LK_HOST_DEVICE inline int encode_nested(const float* map, float v) {
     if (v > (map[mid] + map[mid + 1]) * 0.5f) lo = mid + 1;
     else hi = mid;
   }
-  return lo;
+  const bool tie_above = lo < kNestedCodes - 1 && v == (map[lo] + map[lo + 1]) * 0.5f;
+  return tie_above && (lo & 1) ? lo + 1 : lo;
 }
 
 }  // namespace lk::nf4

@@ -52,10 +52,21 @@ export const DYNAMIC_MAP: Float32Array = new Float32Array(Uint32Array.from([
 ]).buffer);
 
 /**
- * The float32 thresholds between neighbouring codes of an ascending table: fp32((c[i] + c[i+1]) / 2),
- * the midpoint exact in float64. A value's code is the number of thresholds it is strictly greater
- * than, so a value on a threshold takes the lower code (bitsandbytes' rule).
+ * NF4's 15 thresholds as bitsandbytes' CUDA decision tree compares against them: the decimals of
+ * ../shared/FORMATS.md written as float32 literals, i.e. each decimal rounded straight to float32.
+ * Four (i = 0, 8, 12, 14) are one ulp away from fp32((c[i] + c[i+1]) / 2): that exact midpoint is
+ * a float32 tie and the shortest decimal lies a hair to one side of it (csrc/formats/nf4.h holds
+ * the same table for the kernels).
  */
-export function codeThresholds(code: Float32Array): Float32Array {
-  return Float32Array.from({ length: code.length - 1 }, (_, i) => (code[i]! + code[i + 1]!) / 2);
+export const NF4_THRESHOLDS: Float32Array = new Float32Array(Uint32Array.from([
+  0xbf591cd9, 0xbf1c5270, 0xbeeb8480, 0xbeadea76, 0xbe703cec, 0xbe0d38bc, 0xbd3a7871, 0x3d22faff,
+  0x3df64863, 0x3e5067e0, 0x3e9582d4, 0x3ec753f9, 0x3f006d03, 0x3f248daf, 0x3f5c89d9,
+]).buffer);
+
+/**
+ * The float32 midpoints between neighbouring codes of an ascending table, (c[i] + c[i+1])·0.5 in
+ * float32 arithmetic, as bitsandbytes' 8-bit quantizer computes them for the dynamic map.
+ */
+export function codeMidpoints(code: Float32Array): Float32Array {
+  return Float32Array.from({ length: code.length - 1 }, (_, i) => Math.fround(code[i]! + code[i + 1]!) * 0.5);
 }

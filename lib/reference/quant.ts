@@ -6,13 +6,12 @@
  * twice), as float64 numbers; a kernel's output in another dtype is those values rounded once more.
  */
 import type { Nf4Tensor, QuantizedTensor, TernaryTensor, QuantDType } from '../ops/quant.js';
-import { codeThresholds, DYNAMIC_MAP, NF4_CODE } from '../ops/quant_tables.js';
+import { codeMidpoints, DYNAMIC_MAP, NF4_CODE, NF4_THRESHOLDS } from '../ops/quant_tables.js';
 import { Tensor } from '../tensor.js';
 import type { RefTensor } from './tolerance.js';
 
 const NESTED_BLOCK = 256;
-const NF4_THRESHOLDS = codeThresholds(NF4_CODE);
-const DYNAMIC_THRESHOLDS = codeThresholds(DYNAMIC_MAP);
+const DYNAMIC_MIDPOINTS = codeMidpoints(DYNAMIC_MAP);
 /** The code of 0.0, which pads an odd element count. */
 const NF4_ZERO_CODE = 7;
 
@@ -21,6 +20,12 @@ function codeOf(v: number, thresholds: Float32Array): number {
   let code = 0;
   for (const t of thresholds) if (v > t) code++;
   return code;
+}
+
+/** The dynamic map's code of v: the nearest, a value exactly on a midpoint taking the even code (bitsandbytes' 8-bit quantizer). */
+function nestedCodeOf(v: number): number {
+  const code = codeOf(v, DYNAMIC_MIDPOINTS);
+  return code % 2 === 1 && v === DYNAMIC_MIDPOINTS[code] ? code + 1 : code;
 }
 
 /** max |v| over values[from, to), NaN ignored. */
@@ -60,8 +65,12 @@ export function nf4Quantize(w: Tensor, opts: { blockSize?: number; doubleQuant?:
   const base = { format: 'nf4' as const, shape: [n, k] as const, blockSize, packed: Tensor.from(packed, [packed.length]), dtype: w.dtype as QuantDType, device: 'cpu' as const };
   if (!opts.doubleQuant) return { ...base, absmax: Tensor.from(absmaxes, [blocks]) };
 
-  let sum = 0;
-  for (const m of absmaxes) sum += m;
+  let sum = 0;  // float64 sums per nested block of 256, then over them (the kernels' order)
+  for (let from = 0; from < blocks; from += NESTED_BLOCK) {
+    let nestedSum = 0;
+    for (let b = from; b < Math.min(blocks, from + NESTED_BLOCK); b++) nestedSum += absmaxes[b]!;
+    sum += nestedSum;
+  }
   const offset = Math.fround(sum / blocks);
   const shifted = Float32Array.from(absmaxes, (m) => m - offset);
   const code = new Uint8Array(blocks);
@@ -70,7 +79,7 @@ export function nf4Quantize(w: Tensor, opts: { blockSize?: number; doubleQuant?:
     const from = nb * NESTED_BLOCK, to = Math.min(blocks, from + NESTED_BLOCK);
     nestedAbsmax[nb] = absmax(shifted, from, to);
     const inv = reciprocal(nestedAbsmax[nb]!);
-    for (let i = from; i < to; i++) code[i] = codeOf(Math.fround(shifted[i]! * inv), DYNAMIC_THRESHOLDS);
+    for (let i = from; i < to; i++) code[i] = nestedCodeOf(Math.fround(shifted[i]! * inv));
   }
   return {
     ...base,
