@@ -178,6 +178,21 @@ describe.each(testDevices())('quant.matmul on $device', ({ device }) => {
     }
   });
 
+  it('concurrent matmulAsync calls (decode and prefill, both formats) while the JS thread runs matmul: all correct', async () => {
+    const weights = [quantized('nf4-double', 37, 130, 64, device, 1), quantized('ternary', 37, 130, 64, device, 2)];
+    const a = randn([5, 130], 'float32', device, 3, 0.1), b = randn([37, 5], 'float32', device, 4);
+    const xs = Array.from({ length: 40 }, (_, i) => randn([i % 2 ? 3 : 33, 130], 'float32', device, 100 + i));
+    const args = (i: number) => ({ x: xs[i]!, weight: weights[i % 4 < 2 ? 0 : 1]!, a, b, scale: 1 + i / 40, gate: i % 3 ? 0.5 : undefined });
+    const pending = xs.map((_, i) => quant.matmulAsync(args(i)));
+    // The same ops on the JS thread meanwhile: per-call scratch must not be shared with the job thread's.
+    const sync = xs.map((_, i) => quant.matmul(args(i)));
+    const ys = await Promise.all(pending);
+    ys.forEach((y, i) => {
+      reference.assertClose(y, reference.quant.matmul(args(i)), { dtype: 'float32', label: `async call ${i}` });
+      reference.assertClose(sync[i]!, reference.quant.matmul(args(i)), { dtype: 'float32', label: `sync call ${i}` });
+    });
+  });
+
   it('a ternary weight of all-zero codes, an all-zero NF4 block and scale 0 of the correction add nothing', () => {
     const x = randn([3, 40], 'float32', device, 1);
     const zero = onDevice(Tensor.zeros([9, 40]), device);
@@ -337,6 +352,22 @@ describe.each(testDevices())('quant.matmulBackward on $device', ({ device }) => 
       // ±0: a negative gate times an empty sum is −0.
       for (const key of ['gradA', 'gradB', 'gradGate'] as const) expect(Array.from(grads[key]!.toFloat32(), (v) => v === 0), key).toEqual(new Array(out[key].numel).fill(true));
     }
+  });
+
+  it('concurrent matmulBackwardAsync calls while the JS thread runs matmulBackward: the bits of one call alone', async () => {
+    const cases = [backwardCases()[2]!, backwardCases()[4]!, backwardCases()[13]!];
+    const inputs = Array.from({ length: 12 }, (_, i) => backwardInputs(cases[i % 3]!, device, 200 + i));
+    const alone = inputs.map((args) => quant.matmulBackward(args));
+    const pending = inputs.map((args) => quant.matmulBackwardAsync(args));
+    const sync = inputs.map((args) => quant.matmulBackward(args));
+    const concurrent = await Promise.all(pending);
+    inputs.forEach((_, i) => {
+      for (const key of ['gradInput', 'gradA', 'gradB', 'gradGate'] as const) {
+        if (!alone[i]![key]) continue;
+        expect(concurrent[i]![key]!.toArray(), `async call ${i} ${key}`).toEqual(alone[i]![key]!.toArray());
+        expect(sync[i]![key]!.toArray(), `sync call ${i} ${key}`).toEqual(alone[i]![key]!.toArray());
+      }
+    });
   });
 
   it('matmulBackwardAsync gives the bits of matmulBackward', async () => {
