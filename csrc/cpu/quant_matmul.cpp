@@ -86,14 +86,17 @@ void fused_dot_tile(const QuantWeight& w, const Table16& table, const float* xp,
   Vec acc[RI][RJ], total[RI][RJ];
   const uint8_t* rows[RJ];
   int64_t next_block[RJ] = {};  // NF4: the column where row j + jj's next block starts
+  int64_t block[RJ] = {};       // NF4: the block before it (counted, not divided: an idiv per block
+                                // and column cost ~0.1 ms of a ~0.8 ms single-threaded M=1 call)
   float absmax[RJ] = {};
   for (int jj = 0; jj < RJ; ++jj) {
     for (int i = 0; i < RI; ++i) acc[i][jj] = total[i][jj] = vzero();
     if constexpr (kBlocks) {
       const int64_t e0 = (j + jj) * k;
       rows[jj] = w.packed + e0 / 2;
-      absmax[jj] = nf4_absmax(w, e0 / block_size);
-      next_block[jj] = (e0 / block_size + 1) * block_size - e0;
+      block[jj] = e0 / block_size;
+      absmax[jj] = nf4_absmax(w, block[jj]);
+      next_block[jj] = (block[jj] + 1) * block_size - e0;
     } else {
       rows[jj] = w.packed + (j + jj) * (k / 4);
     }
@@ -110,7 +113,7 @@ void fused_dot_tile(const QuantWeight& w, const Table16& table, const float* xp,
             total[i][jj] = vfma(a, acc[i][jj], total[i][jj]);
             acc[i][jj] = vzero();
           }
-          absmax[jj] = nf4_absmax(w, ((j + jj) * k + c) / block_size);
+          absmax[jj] = nf4_absmax(w, ++block[jj]);
           next_block[jj] += block_size;
         }
       }
