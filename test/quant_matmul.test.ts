@@ -527,6 +527,27 @@ describe('quant.matmul and quant.matmulBackward reject bad input with a code and
     await expect(backwardPromise).rejects.toMatchObject({ code: 'ERR_DTYPE', message: expect.stringMatching(/quant.matmulBackwardAsync: gate/) });
   });
 
+  it('the addon itself rejects weight descriptors whose parts are too small (memory safety)', () => {
+    const f32 = (data: Float32Array, shape: number[]) => ({ dtype: 0, shape, data });
+    const u8 = (bytes: number) => ({ dtype: 4, shape: [bytes], data: new Uint8Array(bytes) });
+    const call = (weight: object) => {
+      try {
+        native().quantMatmul({ x: f32(new Float32Array(30), [3, 10]), weight, scale: 1, gate: 1, out: f32(new Float32Array(18), [3, 6]) } as never);
+      } catch (error) {
+        return error as { code?: string; message?: string };
+      }
+      return undefined;
+    };
+    // 6 × 10 NF4 in blocks of 32: 30 bytes of codes, 2 absmax; ternary: 6 rows of 3 bytes.
+    const nf4Desc = { format: 0, n: 6, k: 10, blockSize: 32, packed: u8(30), absmax: f32(new Float32Array(2), [2]) };
+    expect(call({ ...nf4Desc, packed: u8(29) })).toMatchObject({ code: 'ERR_SHAPE', message: expect.stringMatching(/weight.packed must hold 30 elements, got 29/) });
+    expect(call({ ...nf4Desc, absmax: f32(new Float32Array(1), [1]) })).toMatchObject({ code: 'ERR_SHAPE', message: expect.stringMatching(/weight.absmax must hold 2 elements, got 1/) });
+    expect(call({ ...nf4Desc, absmax: undefined, absmaxCode: u8(2), nestedAbsmax: f32(new Float32Array(1), [1]), nestedCode: f32(new Float32Array(255), [255]), offset: 0 }))
+      .toMatchObject({ code: 'ERR_SHAPE', message: expect.stringMatching(/weight.nestedCode must hold 256 elements, got 255/) });
+    expect(call({ format: 1, n: 6, k: 10, packed: u8(17), scale: 1 })).toMatchObject({ code: 'ERR_SHAPE', message: expect.stringMatching(/weight.packed must hold 18 elements, got 17/) });
+    expect(call({ ...nf4Desc, k: 11 })).toMatchObject({ code: 'ERR_SHAPE' });
+  });
+
   it('mixing devices is ERR_DEVICE', () => {
     if (!testDevices().some((d) => d.device === 'cuda')) return;
     const onCuda = quant.to(nf4, 'cuda');
