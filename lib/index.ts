@@ -15,6 +15,7 @@ import {
   ternaryDequantizeAsync, ternaryFromI2S, ternaryQuantize, ternaryQuantizeAsync, ternaryToI2S,
 } from './ops/quant.js';
 import { matmul, matmulAsync, matmulBackward, matmulBackwardAsync } from './ops/quant_matmul.js';
+import { int8Dequantize, int8DequantizeAsync, int8Quantize, int8QuantizeAsync } from './ops/quant_activations.js';
 import { loftq } from './ops/init.js';
 
 export { backends, buildInfo } from './backends.js';
@@ -35,6 +36,7 @@ export type {
   TernaryQuantizeOptions, TernaryTensor,
 } from './ops/quant.js';
 export type { QuantMatmulArgs, QuantMatmulBackwardArgs, QuantMatmulGradients } from './ops/quant_matmul.js';
+export type { Int8Activations, Int8DequantizeOptions, Int8QuantizeOptions } from './ops/quant_activations.js';
 export type { LoftqFormat, LoftqOptions, LoftqResult } from './ops/init.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
 export type { SafetensorsReadOptions, SafetensorsTensors } from './formats/safetensors.js';
@@ -45,7 +47,8 @@ export const lora = { forward, forwardAsync, backward, backwardAsync, forwardMul
 
 /**
  * Quantized base weights with a low-rank correction: NF4 (bitsandbytes' bytes) and 1.58-bit
- * ternary (BitNet b1.58), and the fused `quant.matmul` / `quant.matmulBackward` over them.
+ * ternary (BitNet b1.58), and the fused `quant.matmul` / `quant.matmulBackward` over them;
+ * `quant.int8`: BitNet's per-token int8 activation quantizer (matmul's `activations: 'int8'`).
  */
 export const quant = {
   nf4: { quantize: nf4Quantize, quantizeAsync: nf4QuantizeAsync, dequantize: nf4Dequantize, dequantizeAsync: nf4DequantizeAsync },
@@ -53,6 +56,7 @@ export const quant = {
     quantize: ternaryQuantize, quantizeAsync: ternaryQuantizeAsync, dequantize: ternaryDequantize,
     dequantizeAsync: ternaryDequantizeAsync, toI2S: ternaryToI2S, fromI2S: ternaryFromI2S,
   },
+  int8: { quantize: int8Quantize, quantizeAsync: int8QuantizeAsync, dequantize: int8Dequantize, dequantizeAsync: int8DequantizeAsync },
   matmul, matmulAsync, matmulBackward, matmulBackwardAsync,
   to: quantizedTo,
   dispose: disposeQuantized,

@@ -156,6 +156,20 @@ export interface NativeDequantize {
   out: NativeTensor;
 }
 
+/** x [..., K] (a float dtype) → values int8 [..., K], scales float32 [M] (csrc/ops/quant_activations.h). */
+export interface NativeInt8Quantize {
+  x: NativeTensor;
+  values: NativeTensor;
+  scales: NativeTensor;
+}
+
+/** values int8 [..., K], scales float32 [M] → out [..., K] in out's dtype. */
+export interface NativeInt8Dequantize {
+  values: NativeTensor;
+  scales: NativeTensor;
+  out: NativeTensor;
+}
+
 export interface NativeQuantMatmul {
   x: NativeTensor;
   weight: NativeQuantWeight;
@@ -236,6 +250,10 @@ export interface NativeModule {
   quantMatmulAsync(args: NativeQuantMatmul): Promise<void>;
   quantMatmulBackward(args: NativeQuantMatmulBackward): void;
   quantMatmulBackwardAsync(args: NativeQuantMatmulBackward): Promise<void>;
+  int8Quantize(args: NativeInt8Quantize): void;
+  int8QuantizeAsync(args: NativeInt8Quantize): Promise<void>;
+  int8Dequantize(args: NativeInt8Dequantize): void;
+  int8DequantizeAsync(args: NativeInt8Dequantize): Promise<void>;
 }
 
 // Every export of the contract, checked at load: the compiler keeps this list complete, and a
@@ -249,7 +267,8 @@ const NATIVE_EXPORTS: Record<keyof NativeModule, true> = {
   loraForwardMulti: true, loraForwardMultiAsync: true, doraForward: true, doraForwardAsync: true, doraBackward: true,
   doraBackwardAsync: true, loraBackward: true, loraBackwardAsync: true, nf4Quantize: true, nf4QuantizeAsync: true,
   ternaryQuantize: true, ternaryQuantizeAsync: true, quantDequantize: true, quantDequantizeAsync: true, quantMatmul: true,
-  quantMatmulAsync: true, quantMatmulBackward: true, quantMatmulBackwardAsync: true,
+  quantMatmulAsync: true, quantMatmulBackward: true, quantMatmulBackwardAsync: true, int8Quantize: true, int8QuantizeAsync: true,
+  int8Dequantize: true, int8DequantizeAsync: true,
 };
 
 let loaded: { addon: NativeModule; binary: LoadedBinary } | undefined;

@@ -304,6 +304,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   register_dora(env, exports);
   register_quant(env, exports);
   register_quant_matmul(env, exports);
+  register_quant_activations(env, exports);
   return exports;
 }
 

@@ -90,5 +90,6 @@ void register_lora_multi(Napi::Env env, Napi::Object exports);
 void register_dora(Napi::Env env, Napi::Object exports);
 void register_quant(Napi::Env env, Napi::Object exports);
 void register_quant_matmul(Napi::Env env, Napi::Object exports);
+void register_quant_activations(Napi::Env env, Napi::Object exports);
 
 }  // namespace lk::binding

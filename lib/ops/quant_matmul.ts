@@ -13,7 +13,8 @@ import { argumentError, describeValue } from '../errors.js';
 import { callNative, callNativeAsync, type NativeQuantMatmul, type NativeQuantMatmulBackward } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
-import { expectQuantized, nativeQuantized, type QuantizedTensor, quantizedParts } from './quant.js';
+import { expectQuantized, nativeQuantized, type QuantDType, type QuantizedTensor, quantizedParts } from './quant.js';
+import { int8Dequantize, int8Quantize } from './quant_activations.js';
 
 export interface QuantMatmulArgs {
   /** Input [..., K] in float32, float16 or bfloat16. */
@@ -30,6 +31,14 @@ export interface QuantMatmulArgs {
   scale?: number;
   /** Multiplier of the low-rank path: a number, or float32 [N] per output column. Default 1. */
   gate?: number | Tensor;
+  /**
+   * 'int8': quantize the layer's input per token first (BitNet b1.58's activation quantizer,
+   * quant.int8): the whole layer, base and low-rank term, sees x̂ = dequantize(quantize(x)) in x's
+   * dtype. Any weight format. matmulBackward takes no such option: its gradients are those of the
+   * unquantized layer at x (the straight-through estimator BitNet trains with), so pass it the
+   * forward's x. Default 'float' (x as it is).
+   */
+  activations?: 'float' | 'int8';
   /** Where to write y [..., N]; allocated when absent. Must not overlap an input. */
   out?: Tensor;
 }
@@ -67,9 +76,13 @@ function expectLoraA(args: Args, a: Tensor, k: number): void {
   }
 }
 
-function prepareMatmul(op: string, input: QuantMatmulArgs): { desc: NativeQuantMatmul; out: Tensor } {
+function prepareMatmul(op: string, input: QuantMatmulArgs): { desc: NativeQuantMatmul; out: Tensor; x: Tensor; int8: boolean } {
   const args = new Args(op, input);
   const { x, weight, k, n } = inputAndWeight(args, input);
+  const activations = input.activations ?? 'float';
+  if (activations !== 'float' && activations !== 'int8') {
+    throw argumentError('ERR_ARGUMENT', op, 'activations', "'float' or 'int8'", describeValue(activations));
+  }
   const bias = args.optionalTensor('bias');
   if (bias) {
     args.expectLike('bias', bias, x, 'x');
@@ -106,21 +119,54 @@ function prepareMatmul(op: string, input: QuantMatmulArgs): { desc: NativeQuantM
     desc.b = Tensor.native(b, op, 'b');
   }
   if (perOutput) desc.gatePerOutput = Tensor.native(perOutput, op, 'gate');
-  return { desc, out };
+  return { desc, out, x, int8: activations === 'int8' };
+}
+
+/**
+ * activations: 'int8' as two ops before the matmul, x̂ a temporary freed once the matmul is
+ * enqueued (CUDA frees in stream order). Napkin math: x is M·K elements, read twice and written as
+ * M·K bytes and M scales, then x̂ written and read once more: at decode 4096 floats (16 KiB)
+ * against the ~9 MiB of NF4 4096 × 4096 codes and absmax the GEMV streams: free. Both run (CPU) or
+ * are enqueued (CUDA) at the call, also for matmulAsync, so x is read in call order like any op's
+ * input; on the CPU that is M·K elements on the JS thread (microseconds at decode).
+ */
+function withActivations(prepared: { desc: NativeQuantMatmul; x: Tensor; int8: boolean }, op: string): Tensor | undefined {
+  if (!prepared.int8) return undefined;
+  const q = int8Quantize(prepared.x);
+  try {
+    const xHat = int8Dequantize(q, { dtype: prepared.x.dtype as QuantDType });
+    prepared.desc.x = Tensor.native(xHat, op, 'x');
+    return xHat;
+  } finally {
+    q.values.dispose();
+    q.scales.dispose();
+  }
 }
 
 /** y [..., N] = x·deq(weight)ᵀ + bias + gate·scale·(x·aᵀ)·bᵀ (`out` when given). */
 export function matmul(args: QuantMatmulArgs): Tensor {
-  const { desc, out } = prepareMatmul('quant.matmul', args);
-  callNative((m) => m.quantMatmul(desc));
-  return out;
+  const op = 'quant.matmul';
+  const prepared = prepareMatmul(op, args);
+  const xHat = withActivations(prepared, op);
+  try {
+    callNative((m) => m.quantMatmul(prepared.desc));
+  } finally {
+    xHat?.dispose();
+  }
+  return prepared.out;
 }
 
 /** matmul() off the JS thread (on the addon's job thread, not libuv's pool). */
 export async function matmulAsync(args: QuantMatmulArgs): Promise<Tensor> {
-  const { desc, out } = prepareMatmul('quant.matmulAsync', args);
-  await callNativeAsync((m) => m.quantMatmulAsync(desc));
-  return out;
+  const op = 'quant.matmulAsync';
+  const prepared = prepareMatmul(op, args);
+  const xHat = withActivations(prepared, op);
+  try {
+    await callNativeAsync((m) => m.quantMatmulAsync(prepared.desc));
+  } finally {
+    xHat?.dispose();
+  }
+  return prepared.out;
 }
 
 export interface QuantMatmulBackwardArgs {

@@ -4,6 +4,7 @@ import { forwardMulti } from './lora_multi.js';
 import { doraBackward, doraForward, doraWeightNorm } from './dora.js';
 import { dequantize, nf4Absmax, nf4Quantize, ternaryQuantize } from './quant.js';
 import { matmul, matmulBackward } from './quant_matmul.js';
+import { int8Dequantize, int8Quantize } from './quant_activations.js';
 import { loftq } from './init.js';
 
 export { assertClose, compareClose, TOLERANCES } from './tolerance.js';
@@ -19,11 +20,13 @@ export const lora = { forward, backward, forwardMulti, doraForward, doraBackward
 
 /**
  * quant.*: quantizers that produce the kernels' bytes exactly, dequantize (the float32 values that
- * define it, as float64), and float64 matmul / matmulBackward on the dequantized weight.
+ * define it, as float64), and float64 matmul / matmulBackward on the dequantized weight; int8: the
+ * per-token activation quantizer's codes and scales, and its dequantize.
  */
 export const quant = {
   nf4: { quantize: nf4Quantize, dequantize, absmax: nf4Absmax },
   ternary: { quantize: ternaryQuantize, dequantize },
+  int8: { quantize: int8Quantize, dequantize: int8Dequantize },
   dequantize,
   matmul,
   matmulBackward,

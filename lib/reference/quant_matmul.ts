@@ -7,10 +7,15 @@
  *   y = x·Wᵀ + bias + gate ⊙ (scale·T·Bᵀ),  T = x·Aᵀ,  gate a number or one per output column
  *   gradB = scale·(gate ⊙ g)ᵀ·T,  dT = scale·(gate ⊙ g)·B,  gradA = dTᵀ·x,  gradInput = g·W + dT·A,
  *   gradGate_j = Σ_i g[i, j]·scale·(T·Bᵀ)[i, j]   (summed over j too for a scalar gate)
+ *
+ * activations: 'int8' replaces x by x̂ = int8 dequantize(quantize(x)) (reference.quant.int8)
+ * rounded to x's dtype (float32 for a RefTensor x, which is first rounded to float32); the
+ * backward has no such option (straight-through: the gradients of the unquantized layer).
  */
 import type { QuantizedTensor } from '../ops/quant.js';
 import { Tensor } from '../tensor.js';
 import { dequantize } from './quant.js';
+import { int8Dequantize, int8Quantize } from './quant_activations.js';
 import type { RefTensor } from './tolerance.js';
 
 /** A Tensor, or float64 values with a shape. */
@@ -28,9 +33,10 @@ export interface ReferenceQuantMatmulArgs {
   b?: RefInput;
   scale?: number;
   gate?: number | RefInput;
+  activations?: 'float' | 'int8';
 }
 
-export interface ReferenceQuantMatmulBackwardArgs extends Omit<ReferenceQuantMatmulArgs, 'bias' | 'a' | 'b'> {
+export interface ReferenceQuantMatmulBackwardArgs extends Omit<ReferenceQuantMatmulArgs, 'bias' | 'a' | 'b' | 'activations'> {
   gradOutput: RefInput;
   a: RefInput;
   b: RefInput;
@@ -90,9 +96,17 @@ function lowRankOutput(o: Operands, t: Float64Array, i: number, c: number): numb
   return acc;
 }
 
-/** y = x·deq(W)ᵀ + bias + gate ⊙ (scale·(x·Aᵀ)·Bᵀ) in float64. */
+/** x̂ = dequantize(quantize(x)) per token, rounded to x's dtype (see the top). */
+function int8RoundTrip(x: RefInput): Float32Array {
+  const t = x instanceof Tensor ? x : Tensor.from(x.data, x.shape);
+  const xHat = int8Dequantize(int8Quantize(t));
+  return Tensor.from(xHat.data, xHat.shape, { dtype: t.dtype }).toFloat32();
+}
+
+/** y = x·deq(W)ᵀ + bias + gate ⊙ (scale·(x·Aᵀ)·Bᵀ) in float64 (x̂ for x with activations: 'int8'). */
 export function matmul(args: ReferenceQuantMatmulArgs): RefTensor {
   const o = operands(args);
+  if (args.activations === 'int8') o.x = int8RoundTrip(args.x);
   const bias = args.bias && values(args.bias);
   const t = lowRank(o);
   const y = new Float64Array(o.m * o.n);

@@ -5,6 +5,7 @@
 #include "ops/lora_multi.h"
 #include "ops/dora.h"
 #include "ops/quant.h"
+#include "ops/quant_activations.h"
 #include "ops/quant_matmul.h"
 
 #define LK_CPU_KERNEL_LIST(X) \
@@ -17,7 +18,9 @@
   X(ternary_quantize, (const TernaryQuantizeParams& p), (p)) \
   X(dequantize, (const DequantizeParams& p), (p)) \
   X(quant_matmul, (const QuantMatmulParams& p), (p)) \
-  X(quant_matmul_backward, (const QuantMatmulBackwardParams& p), (p))
+  X(quant_matmul_backward, (const QuantMatmulBackwardParams& p), (p)) \
+  X(int8_quantize, (const Int8QuantizeParams& p), (p)) \
+  X(int8_dequantize, (const Int8DequantizeParams& p), (p))
 
 #define LK_CPU_DECLARE_IN(level)                                   \
   namespace lk::cpu::level {                                       \
