@@ -98,6 +98,9 @@ function forwardCases(): ForwardCase[] {
   cases.push({ ...edge, dtype: 'float16', format: 'nf4', blockSize: 64, lead: [33], k: 1031, n: 41, r: 4, bias: false });
   cases.push({ ...edge, dtype: 'float16', format: 'nf4', blockSize: 4096, lead: [3], k: 4099, n: 3, r: 3 });
   cases.push({ ...edge, dtype: 'bfloat16', format: 'nf4-double', blockSize: 4096, lead: [20], k: 4099, n: 3, r: 0 });
+  // Ranks past one 32-wide slice of T: the decode shrink and the engine's extra k-steps.
+  cases.push({ ...edge, dtype: 'float16', format: 'nf4', blockSize: 64, lead: [4], k: 256, n: 33, r: 40 });
+  cases.push({ ...edge, dtype: 'bfloat16', format: 'ternary', blockSize: 64, lead: [40], k: 96, n: 50, r: 64, gate: 'scalar' });
   for (const c of cases) {
     c.name = `${c.dtype} ${describeWeight(c.format, c.blockSize)} x[${c.lead.join(',')},${c.k}] N=${c.n} r=${c.r}` +
       `${c.bias ? ' bias' : ''}${c.r && c.gate !== 'none' ? ` gate ${c.gate}` : ''}`;
@@ -255,6 +258,8 @@ function backwardCases(): BackwardCase[] {
       i++;
     }
   }
+  cases.push({ name: '', dtype: 'bfloat16', format: 'nf4', blockSize: 64, lead: [33], k: 130, n: 70, r: 64, gate: 'per-output', scale: 0.5, needInputGrad: true });
+  cases.push({ name: '', dtype: 'float32', format: 'ternary', blockSize: 64, lead: [3], k: 75, n: 41, r: 40, gate: 'scalar', scale: 2, needInputGrad: true });
   for (const c of cases) {
     c.name = `${c.dtype} ${describeWeight(c.format, c.blockSize)} x[${c.lead.join(',')},${c.k}] N=${c.n} r=${c.r}` +
       `${c.gate !== 'none' ? ` gate ${c.gate}` : ''}${c.needInputGrad ? '' : ' no-input-grad'}`;
