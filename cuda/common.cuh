@@ -50,7 +50,8 @@ __host__ __device__ __forceinline__ constexpr T ceil_div(T a, T b) {
 
 // ---- element types ---------------------------------------------------------------------------
 // Storage is float or raw 16-bit patterns (uint16_t), like the tensors the binding hands us.
-// to_float / from_float round to nearest even.
+// to_float / from_float round to nearest even; pack2 (16-bit types) rounds two floats into one
+// 32-bit register, a in the low half (one cvt.rn.{bf16x2,f16x2}.f32 on the GPU).
 struct F32 {
   using storage = float;
   static constexpr DType dtype = DType::Float32;
@@ -67,6 +68,14 @@ struct F16 {
   static __device__ __forceinline__ float to_float(uint16_t v) { return __half2float(__ushort_as_half(v)); }
   static __device__ __forceinline__ uint16_t from_float(float v) { return __half_as_ushort(__float2half_rn(v)); }
 #endif
+#if defined(SIMT_EMU) || !defined(SIMT_DEVICE_PATH)
+  static __device__ __forceinline__ uint32_t pack2(float a, float b) { return from_float(a) | static_cast<uint32_t>(from_float(b)) << 16; }
+#else
+  static __device__ __forceinline__ uint32_t pack2(float a, float b) {
+    const __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+#endif
 };
 struct BF16 {
   using storage = uint16_t;
@@ -77,6 +86,14 @@ struct BF16 {
 #else
   static __device__ __forceinline__ float to_float(uint16_t v) { return __uint_as_float(static_cast<unsigned>(v) << 16); }
   static __device__ __forceinline__ uint16_t from_float(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+#endif
+#if defined(SIMT_EMU) || !defined(SIMT_DEVICE_PATH)
+  static __device__ __forceinline__ uint32_t pack2(float a, float b) { return from_float(a) | static_cast<uint32_t>(from_float(b)) << 16; }
+#else
+  static __device__ __forceinline__ uint32_t pack2(float a, float b) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
 #endif
 };
 

@@ -3,7 +3,8 @@
 //
 // Choices, with the napkin math behind them (H100/H200: 132 SMs):
 //   * mainloop: mma.sync for float16 / bfloat16 on sm_80+ (and float32 when TF32 is allowed), the
-//     exact FMA mainloop otherwise (float32, and every dtype on sm_75);
+//     exact FMA mainloop otherwise (float32, and every dtype on sm_75); a quantized B operand picks
+//     their dequantizing variants (no TF32: float32 stays exact on FMA);
 //   * tile: n ≤ 32 (the low-rank shrinks, gradB) → 128×32; 128×256 (64×64 per warp: the least
 //     shared-memory traffic per MMA) once it gives two waves of blocks (M = N = 4096: 512 blocks);
 //     128×128 once it gives half a wave (M = 512, N = 4096: 128 blocks); else 64×64;
@@ -36,6 +37,15 @@ __global__ void __launch_bounds__(256) row_norm_reduce_kernel(Params p, int colu
                                           ", n=" + std::to_string(pr.n) + ", dtype=" + dtype_name(pr.dtype) + ")");
 }
 
+// A quantized B whose rows are 16-byte aligned in memory, so that the stages take its codes (and
+// NF4 absmax chunks) with cp.async: NF4 with k % 32 == 0 (a row is k/2 bytes), ternary with
+// ⌈k/4⌉ % 16 == 0, aligned pointers. Otherwise the kernels read each element from global memory.
+bool staged(const QuantWeight& q) {
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  if (q.format == QuantFormat::Nf4) return q.k % 32 == 0 && aligned(q.packed) && aligned(q.absmax);
+  return ternary::row_bytes(q.k) % 16 == 0 && aligned(q.packed);
+}
+
 const char* layout_name(Layout la, Layout lb) {
   if (la == Layout::KMajor) return lb == Layout::KMajor ? "KK" : "KN";
   return lb == Layout::KMajor ? "NK" : "NN";
@@ -58,9 +68,13 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   if (pr.m <= 0 || pr.n <= 0) return;
   const DeviceProps props = device_props(device);
   const bool half = pr.dtype == DType::Float16 || pr.dtype == DType::BFloat16;
-  const bool mma = props.cc >= 80 && (half || (pr.dtype == DType::Float32 && pr.allow_tf32));
+  bool quant = false;
+  for (int i = 0; i < pr.num_segments; ++i) quant |= pr.seg[i].quant_b;
+  const bool mma = props.cc >= 80 && (half || (pr.dtype == DType::Float32 && pr.allow_tf32 && !quant));
   const bool row_norm = pr.row_norm.sumsq != nullptr;
   const bool nn = pr.a_layout == Layout::MNMajor;
+  if (quant && (pr.tile_segments || row_norm || nn || !pr.quant.packed || (pr.quant.format == QuantFormat::Nf4 && !pr.quant.absmax)))
+    unsupported(pr, "a quantized B needs a regular segment list, a K-major A and a float32 absmax");
   const int bk = mma ? 64 / static_cast<int>(dtype_size(pr.dtype)) : FmaLargeTile::BK;
 
   // ---- tile
@@ -69,8 +83,8 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   if (mma) {
     const bool big = row_norm || pr.tile_segments || (!nn && pr.m > 64 && tiles_of(128, 128) * 2 >= props.sm_count);
     const bool wide = !row_norm && !nn && pr.n > 128 && tiles_of(128, 256) >= 2 * props.sm_count;
-    if (pr.n <= 32 && !row_norm) tile = static_cast<int>(TileId::Skinny), bm = 128, bn = 32;
-    else if (wide) tile = static_cast<int>(TileId::Wide), bm = 128, bn = 256;
+    if (pr.n <= 32 && !row_norm && !quant) tile = static_cast<int>(TileId::Skinny), bm = 128, bn = 32;
+    else if (wide && (!quant || pr.b_layout == Layout::KMajor)) tile = static_cast<int>(TileId::Wide), bm = 128, bn = 256;
     else if (big && !nn) tile = static_cast<int>(TileId::Big), bm = bn = 128;
     else tile = static_cast<int>(TileId::Small), bm = bn = 64;
   } else {
@@ -105,6 +119,10 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   p.row_index = pr.row_index;
   p.acc_mask = pr.acc_mask;
   p.acc_mask_stride = pr.acc_mask_stride;
+  p.acc_col_scale = pr.acc_col_scale;
+  p.quant = pr.quant;
+  p.quant_shift = quant::block_shift(pr.quant.block_size);
+  p.quant_staged = quant && staged(pr.quant);
   p.ktiles_per_split = per_split;
   p.epi = pr.epi;
   p.row_norm = pr.row_norm;
@@ -117,7 +135,11 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   const Launch l{static_cast<int>(m_tiles), static_cast<int>(n_tiles), splits, st, device};
   bool launched = false;
   const Layout la = pr.a_layout, lb = pr.b_layout;
-  if (mma) {
+  if (quant) {
+    if (mma && pr.dtype == DType::Float16) launched = run_mma_quant_f16(static_cast<TileId>(tile), la, lb, p, l);
+    else if (mma) launched = run_mma_quant_bf16(static_cast<TileId>(tile), la, lb, p, l);
+    else launched = run_fma_quant(pr.dtype, static_cast<FmaTileId>(tile), la, lb, p, l);
+  } else if (mma) {
     const TileId t = static_cast<TileId>(tile);
     if (pr.dtype == DType::Float16) launched = run_mma_f16(t, la, lb, row_norm, p, l);
     else if (pr.dtype == DType::BFloat16) launched = run_mma_bf16(t, la, lb, row_norm, p, l);
@@ -138,7 +160,9 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   }
   note_plan(std::string(mma ? (pr.dtype == DType::Float32 ? "mma.sync tf32 " : "mma.sync ") : "fma ") + dtype_name(pr.dtype) +
               " " + std::to_string(bm) + "x" + std::to_string(bn) + " " + layout_name(pr.a_layout, pr.b_layout) +
-              (splits > 1 ? " split-k " + std::to_string(splits) : "") + (row_norm ? " row-norm" : ""));
+              (splits > 1 ? " split-k " + std::to_string(splits) : "") + (row_norm ? " row-norm" : "") +
+            (!quant ? "" : std::string(" dequant ") + (pr.quant.format == QuantFormat::Nf4 ? "nf4" : "ternary") +
+                               (mma && !p.quant_staged ? " element loads" : "")));
 }
 
 }  // namespace lk::cuda_ops::gemm

@@ -18,6 +18,8 @@
 //     (.trans for MN-major operands), float32 accumulators in registers.
 //   * FMA: exact float32 (and every dtype on sm_75, converted on load): a register-prefetched,
 //     double-buffered shared-memory SGEMM with 8×8 (or 4×4) outputs per thread.
+// A quantized weight as a B operand (Segment::quant_b; see "Quantized B" below): dequantized on the way
+// to the multipliers, never written to memory.
 // Epilogues: the store epilogue (alpha, per-row adapter scale and rank, column scale, bias in the
 // dtype or float32, rows scattered through an index, output in the dtype or float32) and the
 // row-norm epilogue (Σ_j (alpha·C[i, j] + addend[i, j])², for DoRA's ‖W + s·B·A‖ per row). Split-K
@@ -27,6 +29,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "ops/quant.h"
 #include "simt/simt.h"
 
 namespace lk::cuda_ops::gemm {
@@ -47,6 +50,7 @@ struct Segment {
   // the segment runs a second time with a_lo in place of a (or b_lo in place of b).
   const void* a_lo = nullptr;
   const void* b_lo = nullptr;
+  bool quant_b = false;  // B is the problem's quantized weight (Problem::quant); b and b_stride unused
 };
 
 // k-tiles of `bk` elements a segment takes, both passes: the host (split-K) and the kernels count alike.
@@ -99,6 +103,15 @@ struct Problem {
   // (the dtype, row stride acc_mask_stride) before the later segments add to it.
   const void* acc_mask = nullptr;
   long long acc_mask_stride = 0;
+  // Gated low-rank term: the accumulated segment-0 term is multiplied by acc_col_scale[j] (float32
+  // [n]) before the later segments add to it (quant.matmul's per-output gate on T·Bᵀ only).
+  const float* acc_col_scale = nullptr;
+  // Quantized B (segments with quant_b): W [weight.n, weight.k] in NF4 or ternary (csrc/formats), read
+  // K-major (B(j, kk) = W[j, kk]: x·deq(W)ᵀ, segment k = weight.k) or MN-major (B(j, kk) = W[kk, j]:
+  // g·deq(W), segment k = weight.n). Its values are the dequantized weight rounded once to the
+  // dtype (float32 code·absmax first); absmax must be float32 (the op expands a nested absmax).
+  // Regular segment lists only, mma.sync KK / KN and FMA KK / KN, no row norm.
+  QuantWeight quant;
   Epilogue epi;
   RowNorm row_norm;  // row_norm.sumsq set: the row-norm epilogue instead of epi
   const char* what = "gemm";  // names the op in errors

@@ -2,7 +2,8 @@
 // only, which instantiates them; written in the kernel subset of csrc/simt (emulated in tests).
 //
 // Layout of this file: element traits → tile configurations → the K-segment cursor → the epilogues
-// → the mma.sync mainloop (operand loaders, fragments) → the FMA mainloop → the split-K reduce.
+// → the mma.sync mainloop (operand loaders, the dequantizing B operand, fragments) → the FMA
+// mainloop → the split-K reduce.
 #pragma once
 #include <atomic>
 #include <climits>
@@ -10,6 +11,7 @@
 
 #include "common.cuh"
 #include "gemm.cuh"
+#include "quant_decode.cuh"
 
 namespace lk::cuda_ops::gemm {
 
@@ -23,6 +25,10 @@ struct Params {
   const int* row_index;
   const void* acc_mask;
   long long acc_mask_stride;
+  const float* acc_col_scale;
+  QuantWeight quant;  // segments with quant_b (Problem::quant)
+  int quant_shift;    // NF4: log2(block_size), block of flattened element e = e >> quant_shift
+  bool quant_staged;  // the weight's rows (and absmax) are 16-byte aligned: cp.async into the stages
   int ktiles_per_split;  // grid.z = splits; split z runs k-tiles [z·ktiles_per_split, (z+1)·ktiles_per_split)
   float* partial;        // splits > 1: float32 [splits][m][n], summed by splitk_reduce_kernel
   Epilogue epi;
@@ -57,7 +63,6 @@ struct TileConfig {
   static constexpr int NT = WARPS_M * WARPS_N * 32;
   static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;  // warp tile
   static constexpr int MF = WM / 16, NF = WN / 8;              // m16 and n8 fragments per warp
-  static constexpr int STAGE_BYTES = (BM + BN) * KB, SMEM_BYTES = STAGES * STAGE_BYTES;
   static_assert(WM % 16 == 0 && WN % 16 == 0 && KB % 32 == 0, "warp tile");
 };
 
@@ -83,6 +88,31 @@ struct MmaTF32 {
     ptx::mma_m16n8k8_tf32(d, a, b, d);
   }
   static constexpr bool kTf32 = true;
+};
+
+// The packed codes of one k-tile in a stage, row by row. K-major (BN weight rows × one k-tile): per
+// row a 16-byte chunk of codes (NF4: the k-tile's 32; ternary: the 64 that hold them) and the
+// aligned absmax chunk holding the row's block. MN-major (BK weight rows × BN columns, gradInput's
+// g·deq(W)): per row BN/32 chunks of codes (NF4: BN/2 bytes; ternary uses the first BN/64) and two
+// absmax chunks: the aligned chunk holding the first column's block and the next, which covers the
+// ≤ BN/32 + 1 blocks of the row's BN columns.
+template <Layout L, int BN, int BK>
+struct QuantStage {
+  static constexpr int CODE_CHUNKS = L == Layout::KMajor ? 1 : BN / 32;
+  static constexpr int ABSMAX_CHUNKS = L == Layout::KMajor ? 1 : 2;
+  static constexpr int ROW_BYTES = (CODE_CHUNKS + ABSMAX_CHUNKS) * 16;
+  static constexpr int ROWS = L == Layout::KMajor ? BN : BK;
+  static constexpr int BYTES = ROWS * ROW_BYTES;
+};
+
+// Shared memory of an mma.sync block: STAGES × (A's tile + B's tile, or B's packed codes when B is
+// quantized), then, with a quantized B, its two dequantized tiles (host-visible: the launch sizes it).
+template <class Mma, class Tile, Layout LB, bool kQuant>
+struct MmaSmem {
+  static constexpr int BK = Tile::KB / static_cast<int>(sizeof(typename Mma::E::storage));
+  static constexpr int A_BYTES = Tile::BM * Tile::KB, B_TILE_BYTES = Tile::BN * Tile::KB;
+  static constexpr int STAGE_BYTES = A_BYTES + (kQuant ? QuantStage<LB, Tile::BN, BK>::BYTES : B_TILE_BYTES);
+  static constexpr int BYTES = Tile::STAGES * STAGE_BYTES + (kQuant ? 2 * B_TILE_BYTES : 0);
 };
 
 #if defined(SIMT_DEVICE_PATH)
@@ -395,7 +425,192 @@ struct MNMajorLoader {
   }
 };
 
-template <class Mma, class Tile, Layout LA, Layout LB>
+// ---- the dequantizing B operand (Problem::quant) ---------------------------------------------------
+// A quantized weight is B of a segment (quant_b). The mainloop keeps B's plain shared tile — same
+// layout, same swizzle, read by the same ldmatrix — but fills it itself, one k-tile ahead of the
+// multiplication, into one of two such tiles after the stages (the Dequantizer):
+//   * staged weights (rows 16-byte aligned: NF4 with k % 32 == 0, ternary with ⌈k/4⌉ % 16 == 0, and
+//     aligned packed / absmax): the producer copies the k-tile's packed codes and the absmax chunks
+//     they need into the stage with cp.async, in flight like any operand (QuantLoader), and the
+//     Dequantizer turns them into dtype values: float32 code·absmax rounded once, 8 per 16-byte
+//     chunk written;
+//   * other quantized weights (odd k, views): each element's code and absmax read from global memory
+//     by the Dequantizer — correct for any layout, not tuned;
+//   * plain segments of the same mainloop (the low-rank term T·Bᵀ, dT·A): their B chunks copied from
+//     global memory by the Dequantizer. One or two k-tiles per pass: their exposed load latency is
+//     ~1-2% of a K = 4096 mainloop.
+// Napkin math (128×256 tile, bf16, H100/H200): a k-tile is 256 rows × 32 codes = 4 KiB of NF4 + 4 KiB
+// of absmax chunks through cp.async instead of 16 KiB of bf16 — the stage shrinks, and with the two
+// dequantized tiles (2 × 16 KiB) the block keeps the plain 96 KiB. Registers, not shared memory,
+// bound the blocks per SM (nvcc 13, sm_90, no spills): 255 for this tile (the plain one: 254), 168
+// for 128×128 (plain: 128, two blocks per SM), so one block per SM for both. The block
+// dequantizes 8192 values per k-tile: per value a table LDS, an FMUL and half a cvt.pack (~3.5 issue
+// slots with the nibble shifts), ~110 per thread, i.e. ~220 issue slots per scheduler (2 warps) next
+// to the 128 mma.sync (~512 clocks of tensor work) of the same k-tile: hidden, since each warp
+// dequantizes k-tile i + 1 between the mma.sync of k-tile i and the compiler interleaves the two.
+// Shared memory: + 8192 table lookups (256 wavefronts) + 16 KiB of stores (128) + 8 KiB of stage
+// reads next to the 64 KiB (512 wavefronts) ldmatrix reads per k-tile: ~900 wavefronts in ~780
+// clocks of mma.sync — the shared-memory pipe, not the tensor cores, bounds this tile (~1.15×).
+
+// The producer's side of a staged quantized B: the chunk copies a thread issues per k-tile, set up
+// once per segment pass (a k-tile then costs an offset and a copy per chunk).
+template <Layout L, int BN, int BK, int NT>
+struct QuantLoader {
+  using Stage = QuantStage<L, BN, BK>;
+  static constexpr int CH = Stage::CODE_CHUNKS + Stage::ABSMAX_CHUNKS, COPIES = Stage::ROWS * CH;
+  static constexpr int PER = (COPIES + NT - 1) / NT;
+  static_assert(BN % 64 == 0, "whole ternary chunks per MN-major row");
+  const uint8_t* code[PER];  // a code chunk at k0 = 0, or null (an absmax chunk, or a row / column past the weight)
+  long long flat[PER];       // an absmax chunk: the flattened element of its row's first column at k0 = 0, or −1
+  const uint8_t* packed;
+  const float* absmax;
+  long long pitch, k, blocks;  // bytes of codes per weight row; the weight's row length; NF4 blocks
+  int shift, tile_shift, rows;  // block = element >> shift; KK: chunk of the k-tile = k0 >> tile_shift
+
+  __device__ __forceinline__ void init(const Params& p, int j0, int limit) {
+    const QuantWeight& q = p.quant;
+    const bool nf4 = q.format == QuantFormat::Nf4;
+    packed = q.packed;
+    absmax = q.absmax;
+    k = q.k;
+    pitch = nf4 ? q.k / 2 : ternary::row_bytes(q.k);
+    blocks = nf4 ? nf4::blocks(q.n * q.k, q.block_size) : 0;
+    shift = p.quant_shift;
+    tile_shift = nf4 ? 5 : 6;
+    rows = static_cast<int>(q.n);
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int e = threadIdx.x + j * NT, r = e / CH, c = e % CH;
+      code[j] = nullptr;
+      flat[j] = -1;
+      if (e >= COPIES) continue;
+      if constexpr (L == Layout::KMajor) {
+        if (j0 + r >= limit) continue;
+        if (c == 0) code[j] = packed + (j0 + r) * pitch;
+        else if (nf4) flat[j] = static_cast<long long>(j0 + r) * q.k;
+      } else if (c < Stage::CODE_CHUNKS) {
+        const int col = j0 + c * (nf4 ? 32 : 64);
+        if ((nf4 || c < BN / 64) && col < limit) code[j] = packed + r * pitch + col / (nf4 ? 2 : 4);
+      } else if (nf4) {
+        flat[j] = static_cast<long long>(r) * q.k + j0;
+      }
+    }
+  }
+  __device__ __forceinline__ void load(unsigned char* stage, int k0) const {
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int e = threadIdx.x + j * NT;
+      if (COPIES % NT != 0 && e >= COPIES) continue;
+      const int r = e / CH, c = e % CH;
+      unsigned char* dst = stage + r * Stage::ROW_BYTES + c * 16;
+      if constexpr (L == Layout::KMajor) {
+        if (code[j]) {
+          ptx::cp_async_16(dst, code[j] + (k0 >> tile_shift) * 16);
+        } else if (flat[j] >= 0) {
+          const long long chunk = ((flat[j] + k0) >> shift) & ~3LL;
+          ptx::cp_async_16(dst, absmax + chunk, static_cast<int>(cmin<long long>(16, 4 * (blocks - chunk))));
+        }
+      } else {
+        const bool row_ok = k0 + r < rows;  // weight row k0 + r
+        if (code[j]) {
+          ptx::cp_async_16(dst, row_ok ? code[j] + static_cast<long long>(k0) * pitch : packed, row_ok ? 16 : 0);
+        } else if (flat[j] >= 0) {
+          const long long chunk = (((flat[j] + static_cast<long long>(k0) * k) >> shift) & ~3LL) + 4 * (c - Stage::CODE_CHUNKS);
+          const int bytes = row_ok ? static_cast<int>(cmax<long long>(0, cmin<long long>(16, 4 * (blocks - chunk)))) : 0;
+          ptx::cp_async_16(dst, bytes ? absmax + chunk : absmax, bytes);
+        }
+      }
+    }
+  }
+};
+
+// One k-tile of B into a dequantized tile (B's plain shared layout: K-major BN rows × BK values,
+// MN-major BK rows × BN values): CPT chunks of 8 values per thread, chunk e = thread + c·NT (eight
+// consecutive chunks per store phase: conflict-free under the swizzle). Its own cursor walks the
+// k-tiles one ahead of the multiplication; the source is set up where a segment pass begins.
+template <class E, Layout L, int BN, int BK, int NT>
+struct Dequantizer {
+  using S = typename E::storage;
+  using Stage = QuantStage<L, BN, BK>;
+  static constexpr int ROW_BYTES = L == Layout::KMajor ? BK * 2 : BN * 2, ROW_CHUNKS = ROW_BYTES / 16;
+  static constexpr int CHUNKS = (L == Layout::KMajor ? BN : BK) * ROW_CHUNKS, CPT = CHUNKS / NT;
+  static_assert(CHUNKS % NT == 0 && sizeof(S) == 2, "whole 16-bit chunks per thread");
+  enum Source : int { kPlain, kStaged, kDirect };
+  Cursor<BK> cur;
+  bool fresh = true;  // no source set up yet (split-K may start mid-pass)
+  int source = kPlain;
+  const S* plain = nullptr;  // kPlain: the segment's operand (b, or b_lo on the second pass)
+  long long stride = 0;
+  int k_len = 0, limit = 0;  // the segment's reduction length; B's columns (KK: rows) that exist
+  bool vec = false;          // kPlain: 16-byte loads
+
+  // The 8 values of chunk (row, cc) at k-tile k0, zero outside the operand.
+  __device__ __forceinline__ uint4 chunk(const Params& p, const float* table, const unsigned char* stage, int j0, int k0, int row,
+                                         int cc) const {
+    // (j, kk): B's column index and reduction index of the chunk's first value; the 8 values run along kk
+    // (K-major) or j (MN-major).
+    const int j = L == Layout::KMajor ? j0 + row : j0 + cc * 8;
+    const int kk = L == Layout::KMajor ? k0 + cc * 8 : k0 + row;
+    if (j >= limit || kk >= k_len) return uint4{0, 0, 0, 0};
+    float v[8];
+    const QuantWeight& q = p.quant;
+    const bool nf4 = q.format == QuantFormat::Nf4;
+    if (source == kPlain) {
+      const S* src = plain + (L == Layout::KMajor ? static_cast<long long>(j) * stride + kk : static_cast<long long>(kk) * stride + j);
+      const int valid = L == Layout::KMajor ? k_len - kk : limit - j;
+      if (vec && valid >= 8) return *reinterpret_cast<const uint4*>(src);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) v[t] = t < valid ? E::to_float(src[t]) : 0.f;
+    } else if (source == kStaged) {
+      const unsigned char* r = stage + row * Stage::ROW_BYTES;
+      const long long w_row = L == Layout::KMajor ? j : kk;  // the weight's row and column of the first value
+      const long long w_col = L == Layout::KMajor ? kk : j;
+      if (nf4) {
+        const long long first = ((w_row * q.k + (L == Layout::KMajor ? k0 : j0)) >> p.quant_shift) & ~3LL;
+        const float am = reinterpret_cast<const float*>(r + Stage::CODE_CHUNKS * 16)[((w_row * q.k + w_col) >> p.quant_shift) - first];
+        quant::nf4_decode<8>(table, *reinterpret_cast<const uint32_t*>(r + cc * 4), am, v);
+      } else {
+        const int byte = L == Layout::KMajor ? (k0 & 63) / 4 + cc * 2 : cc * 2;
+        quant::ternary_decode<8>(table, *reinterpret_cast<const uint16_t*>(r + byte), v);
+#pragma unroll
+        for (int t = 0; t < 8; ++t) v[t] *= q.scale;
+      }
+    } else {
+      const long long row_bytes = ternary::row_bytes(q.k);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const long long w_row = L == Layout::KMajor ? j : kk, w_col = L == Layout::KMajor ? kk + t : j + t;
+        const bool ok = L == Layout::KMajor ? kk + t < k_len : j + t < limit;
+        v[t] = !ok ? 0.f : nf4 ? quant::nf4_element(table, q, p.quant_shift, w_row * q.k + w_col)
+                               : quant::ternary_element(table, q, row_bytes, w_row, w_col);
+      }
+    }
+    return uint4{E::pack2(v[0], v[1]), E::pack2(v[2], v[3]), E::pack2(v[4], v[5]), E::pack2(v[6], v[7])};
+  }
+
+  __device__ __forceinline__ void run(const Params& p, const SegmentList& list, const float* table, const unsigned char* stage,
+                                      unsigned char* tile, int j0) {
+    if (fresh || cur.pass_begins()) {
+      fresh = false;
+      const Segment s = list.get(p, cur.index);
+      source = !s.quant_b ? kPlain : p.quant_staged ? kStaged : kDirect;
+      plain = static_cast<const S*>(cur.b(s));
+      stride = s.b_stride;
+      k_len = s.k;
+      limit = s.quant_b ? static_cast<int>(L == Layout::KMajor ? p.quant.n : p.quant.k) : cmin(p.n, s.cols_hi);
+      vec = !s.quant_b && aligned16(plain, stride * static_cast<long long>(sizeof(S)));
+    }
+    const int k0 = cur.k0();
+#pragma unroll
+    for (int c = 0; c < CPT; ++c) {
+      const int e = threadIdx.x + c * NT, row = e / ROW_CHUNKS, cc = e % ROW_CHUNKS;
+      *reinterpret_cast<uint4*>(chunk_at<ROW_BYTES>(tile, row, cc)) = chunk(p, table, stage, j0, k0, row, cc);
+    }
+    cur.next(p, list);
+  }
+};
+
+template <class Mma, class Tile, Layout LA, Layout LB, bool kQuant>
 struct MmaMainloop {
   using E = typename Mma::E;
   using S = typename E::storage;
@@ -403,18 +618,23 @@ struct MmaMainloop {
   // Shared tile shapes: K-major = rows × KB bytes; MN-major = BK rows × (rows·ES) bytes.
   static constexpr int A_ROW_BYTES = LA == Layout::KMajor ? Tile::KB : Tile::BM * ES;
   static constexpr int B_ROW_BYTES = LB == Layout::KMajor ? Tile::KB : Tile::BN * ES;
-  static constexpr int A_BYTES = Tile::BM * Tile::KB, STAGE_BYTES = Tile::STAGE_BYTES;
+  using Smem = MmaSmem<Mma, Tile, LB, kQuant>;
+  static constexpr int A_BYTES = Smem::A_BYTES, B_TILE_BYTES = Smem::B_TILE_BYTES, STAGE_BYTES = Smem::STAGE_BYTES;
   static_assert(!Mma::kTf32 || (LA == Layout::KMajor && LB == Layout::KMajor), "TF32 operands must be K-major");
+  static_assert(!kQuant || LA == Layout::KMajor, "quantized B: K-major A");
 
   using ALoader = std::conditional_t<LA == Layout::KMajor, KMajorLoader<S, Tile::BM, Tile::KB, NT>, MNMajorLoader<S, Tile::BM, BK, NT>>;
-  using BLoader = std::conditional_t<LB == Layout::KMajor, KMajorLoader<S, Tile::BN, Tile::KB, NT>, MNMajorLoader<S, Tile::BN, BK, NT>>;
+  using BLoader = std::conditional_t<kQuant, QuantLoader<LB, Tile::BN, BK, NT>,
+                                     std::conditional_t<LB == Layout::KMajor, KMajorLoader<S, Tile::BN, Tile::KB, NT>, MNMajorLoader<S, Tile::BN, BK, NT>>>;
 
-  // The producer side of the pipeline: walks the k-tiles and fills stages.
+  // The producer side of the pipeline: walks the k-tiles and fills stages. With kQuant, B is copied
+  // only for staged quantized segments (the Dequantizer reads the others from global memory).
   struct Producer {
     Cursor<BK> cur;
     ALoader a;
     BLoader b;
-    bool fresh = true;  // no loaders set up yet (split-K may start mid-pass)
+    bool fresh = true;     // no loaders set up yet (split-K may start mid-pass)
+    bool copy_b = !kQuant;
 
     __device__ __forceinline__ void load(unsigned char* stage, const Params& p, const SegmentList& list, int m0, int n0) {
       if (fresh || cur.pass_begins()) {
@@ -423,27 +643,31 @@ struct MmaMainloop {
           a.init(cur.a(s), s.a_stride, m0, p.m, s.rows_lo, s.rows_hi, s.gather ? p.row_index : nullptr, s.k);
         else
           a.init(cur.a(s), s.a_stride, m0, p.m, s.k);
-        if constexpr (LB == Layout::KMajor)
+        if constexpr (kQuant) {
+          copy_b = s.quant_b && p.quant_staged;
+          if (copy_b) b.init(p, n0, static_cast<int>(LB == Layout::KMajor ? p.quant.n : p.quant.k));
+        } else if constexpr (LB == Layout::KMajor) {
           b.init(cur.b(s), s.b_stride, n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, s.k);
-        else
+        } else {
           b.init(cur.b(s), s.b_stride, n0, cmin(p.n, s.cols_hi), s.k);
+        }
         fresh = false;
       }
       const int k0 = cur.k0();
       a.load(stage, k0);
-      b.load(stage + A_BYTES, k0);
+      if (!kQuant || copy_b) b.load(stage + A_BYTES, k0);
       cur.next(p, list);
     }
   };
+  struct NoDequantizer {};
+  using Dequant = std::conditional_t<kQuant, Dequantizer<E, LB, Tile::BN, BK, NT>, NoDequantizer>;
 
   // Fragments of k-step ks (32 bytes of K) for this warp (see the fragment layouts in
   // csrc/simt/README.md / the PTX ISA): A as m16 × k16 (4 registers), B as two n8 × k16 tiles per
   // ldmatrix.x4 (2 registers each).
-  static __device__ __forceinline__ void load_fragments(unsigned char* stage, int ks, int wm, int wn,
+  static __device__ __forceinline__ void load_fragments(unsigned char* a, unsigned char* b, int ks, int wm, int wn,
                                                         uint32_t (&af)[Tile::MF][4], uint32_t (&bf)[Tile::NF][2]) {
     const int lane = threadIdx.x % 32, j = lane / 8, r = lane % 8;
-    unsigned char* a = stage;
-    unsigned char* b = stage + A_BYTES;
 #pragma unroll
     for (int mf = 0; mf < Tile::MF; ++mf) {
       const int m = wm * Tile::WM + mf * 16;
@@ -482,12 +706,18 @@ struct MmaMainloop {
 
 // Accumulator element (mf, nf, i) of this thread is C[row, col] with
 // row = warp row + mf·16 + g + 8·(i / 2), col = warp column + nf·8 + 2q + (i % 2).
-template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm>
+template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm, bool kQuant>
 __device__ __forceinline__ void mma_gemm(const Params& p) {
-  using ML = MmaMainloop<Mma, Tile, LA, LB>;
+  using ML = MmaMainloop<Mma, Tile, LA, LB, kQuant>;
   using E = typename Mma::E;
   constexpr int BK = ML::BK, STAGES = Tile::STAGES;
+  // k-tiles dequantized ahead of the multiplication: a quantized B's stage is read one iteration
+  // before its mma.sync, so one stage fewer is in flight when the loop waits.
+  constexpr int kAhead = kQuant ? 1 : 0;
+  static_assert(!(kQuant && kRowNorm), "no row norms of a quantized weight");
   SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  __shared__ float table[kQuant ? quant::kTableSize : 1];  // kQuant: the format's code values
+  auto dequantized = [&](int i) { return smem + STAGES * ML::STAGE_BYTES + (i % 2) * ML::B_TILE_BYTES; };
   const TileCoord tc = tile_coord<Tile::BM, Tile::BN>(p);
   const SegmentList list = segments_of(p, tc.m_tile);
   int total = 0;
@@ -506,8 +736,10 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
       for (int i = 0; i < 4; ++i) acc[mf][nf][i] = 0.f;
 
   // The pipeline: STAGES - 1 k-tiles in flight ahead of the one being multiplied. At iteration i,
-  // groups 0 … i have landed after wait<STAGES - 2>; the load issued then refills the stage that
-  // iteration i - 1 read, which every warp has left (the barrier).
+  // groups 0 … i + kAhead have landed after the wait; the load issued then refills the stage that
+  // iteration i - 1 read (and, with kAhead, that iteration i - 2 dequantized), which every warp has
+  // left (the barrier). With kQuant, iteration i dequantizes k-tile i + 1 into the dequantized tile
+  // that iteration i - 1 multiplied, and multiplies k-tile i from the other one.
   typename ML::Producer producer;
   if (kt_begin < kt_end) producer.cur.start(p, list, kt_begin);
   int issued = kt_begin;
@@ -519,8 +751,18 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
     }
     ptx::cp_async_commit();
   }
-  for (int kt = kt_begin; kt < kt_end; ++kt) {
+  typename ML::Dequant dq;
+  if constexpr (kQuant) {
+    quant::fill_table(table, p.quant.format);
     ptx::cp_async_wait<STAGES - 2>();
+    __syncthreads();  // k-tile kt_begin's stage and the table
+    if (kt_begin < kt_end) {
+      dq.cur.start(p, list, kt_begin);
+      dq.run(p, list, table, smem + ML::A_BYTES, dequantized(0), tc.n0);
+    }
+  }
+  for (int kt = kt_begin; kt < kt_end; ++kt) {
+    ptx::cp_async_wait<STAGES - 2 - kAhead>();
     __syncthreads();
     const int i = kt - kt_begin;
     if (issued < kt_end) {
@@ -528,18 +770,23 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
       ++issued;
     }
     ptx::cp_async_commit();
+    if constexpr (kQuant) {
+      if (kt + 1 < kt_end) dq.run(p, list, table, smem + ((i + 1) % STAGES) * ML::STAGE_BYTES + ML::A_BYTES, dequantized(i + 1), tc.n0);
+    }
     unsigned char* stage = smem + (i % STAGES) * ML::STAGE_BYTES;
+    unsigned char* b_tile = kQuant ? dequantized(i) : stage + ML::A_BYTES;
 #pragma unroll
     for (int ks = 0; ks < Tile::KB / 32; ++ks) {
       uint32_t af[Tile::MF][4], bf[Tile::NF][2];
-      ML::load_fragments(stage, ks, wm, wn, af, bf);
+      ML::load_fragments(stage, b_tile, ks, wm, wn, af, bf);
 #pragma unroll
       for (int mf = 0; mf < Tile::MF; ++mf)
 #pragma unroll
         for (int nf = 0; nf < Tile::NF; ++nf) Mma::mma(acc[mf][nf], af[mf], bf[nf]);
     }
-    // Backward dropout: segment 0 (dT·A) is masked elementwise before g·W adds to it.
-    if (p.acc_mask && kt < seg0_tiles && (kt == seg0_tiles - 1 || kt == kt_end - 1)) {
+    // Between segment 0 and the rest: the backward's dropout mask (dT·A, elementwise) and
+    // quant.matmul's per-output gate (T·Bᵀ, per column) apply to the segment-0 term only.
+    if ((p.acc_mask || p.acc_col_scale) && kt < seg0_tiles && (kt == seg0_tiles - 1 || kt == kt_end - 1)) {
 #pragma unroll
       for (int mf = 0; mf < Tile::MF; ++mf)
 #pragma unroll
@@ -549,7 +796,8 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
             const int row = tc.m0 + wm * Tile::WM + mf * 16 + lane / 4 + 8 * (i / 2);
             const int col = tc.n0 + wn * Tile::WN + nf * 8 + 2 * (lane % 4) + i % 2;
             if (row < p.m && col < p.n)
-              acc[mf][nf][i] *= load_elem<E>(p.acc_mask, static_cast<long long>(row) * p.acc_mask_stride + col);
+              acc[mf][nf][i] *= (p.acc_mask ? load_elem<E>(p.acc_mask, static_cast<long long>(row) * p.acc_mask_stride + col) : 1.f) *
+                                (p.acc_col_scale ? p.acc_col_scale[col] : 1.f);
           }
     }
   }
@@ -592,11 +840,11 @@ __device__ __forceinline__ void mma_gemm(const Params& p) {
 }
 #endif  // SIMT_DEVICE_PATH
 
-template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm>
+template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm, bool kQuant>
 __global__ void __launch_bounds__(Tile::NT) gemm_mma_kernel(Params p) {
 #if defined(SIMT_DEVICE_PATH)
   if constexpr (SIMT_CUDA_ARCH >= 800) {
-    mma_gemm<Mma, Tile, LA, LB, kRowNorm>(p);
+    mma_gemm<Mma, Tile, LA, LB, kRowNorm, kQuant>(p);
   } else {
     simt_trap();  // the dispatcher never picks a tensor-core kernel below sm_80
   }
@@ -659,6 +907,56 @@ struct FmaOperandLoad {
       }
     }
   }
+  // A quantized B (Problem::quant, a segment with quant_b) in the same runs of 4: K-major, weight row
+  // i0 + row, reduction k … k + 3; MN-major, weight row k, columns j … j + 3. Values are float32
+  // code·absmax rounded to the dtype (as the mma.sync path's dequantized tiles hold them). A run of
+  // 4 NF4 codes is 2 bytes and one absmax when it starts on a byte inside one block (rows with an
+  // even k); ternary runs start on a byte (k and j are multiples of 4), one byte per run.
+  __device__ __forceinline__ void fetch_quant(const Params& p, const float* table, int i0, int limit, int k0, int k_len) {
+    const QuantWeight& q = p.quant;
+    const bool nf4 = q.format == QuantFormat::Nf4;
+    const long long row_bytes = ternary::row_bytes(q.k);
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const int e = threadIdx.x + c * NT;
+#pragma unroll
+      for (int t = 0; t < 4; ++t) v[c][t] = 0.f;
+      if (e >= RUNS) continue;
+      long long w_row, w_col;
+      int count;
+      if constexpr (L == Layout::KMajor) {
+        const int i = i0 + e / (BK / 4), k = k0 + (e % (BK / 4)) * 4;
+        if (i >= limit) continue;
+        w_row = i;
+        w_col = k;
+        count = k_len - k;
+      } else {
+        const int k = k0 + e / (ROWS / 4), j = i0 + (e % (ROWS / 4)) * 4;
+        if (k >= k_len) continue;
+        w_row = k;
+        w_col = j;
+        count = limit - j;
+      }
+      float f[4];
+      if (count <= 0) continue;
+      if (!nf4) {
+        quant::ternary_decode<4>(table, q.packed[w_row * row_bytes + w_col / 4], f);
+#pragma unroll
+        for (int t = 0; t < 4; ++t) f[t] *= q.scale;
+      } else {
+        const long long e0 = w_row * q.k + w_col;
+        if (count >= 4 && e0 % 2 == 0 && e0 >> p.quant_shift == (e0 + 3) >> p.quant_shift) {
+          const uint32_t bytes = q.packed[e0 / 2] | static_cast<uint32_t>(q.packed[e0 / 2 + 1]) << 8;
+          quant::nf4_decode<4>(table, bytes, quant::block_absmax(q, e0 >> p.quant_shift), f);
+        } else {
+#pragma unroll
+          for (int t = 0; t < 4; ++t) f[t] = t < count ? quant::nf4_element(table, q, p.quant_shift, e0 + t) : 0.f;
+        }
+      }
+#pragma unroll
+      for (int t = 0; t < 4; ++t) v[c][t] = t < count ? E::to_float(E::from_float(f[t])) : 0.f;
+    }
+  }
   // Stored as s[k][row] (row stride LD), transposed for K-major runs.
   template <int LD>
   __device__ __forceinline__ void stash(float* s) const {
@@ -696,10 +994,16 @@ struct FmaOperandLoad {
   }
 };
 
-template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm>
+template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm, bool kQuant>
 __device__ __forceinline__ void fma_gemm(const Params& p) {
   constexpr int BK = Tile::BK, NT = Tile::NT, TM = Tile::TM, TN = Tile::TN;
+  static_assert(!(kQuant && kRowNorm), "no row norms of a quantized weight");
   SIMT_DYNAMIC_SHARED(float, smem);
+  __shared__ float table[kQuant ? quant::kTableSize : 1];  // kQuant: the format's code values
+  if constexpr (kQuant) {
+    quant::fill_table(table, p.quant.format);
+    __syncthreads();
+  }
   const TileCoord tc = tile_coord<Tile::BM, Tile::BN>(p);
   const SegmentList list = segments_of(p, tc.m_tile);
   int total = 0;
@@ -723,7 +1027,10 @@ __device__ __forceinline__ void fma_gemm(const Params& p) {
   auto fetch = [&](const Cursor<BK>& c) {
     const Segment s = list.get(p, c.index);
     a_load.fetch(c.a(s), s.a_stride, tc.m0, p.m, s.rows_lo, s.rows_hi, s.gather ? p.row_index : nullptr, c.k0(), s.k);
-    b_load.fetch(c.b(s), s.b_stride, tc.n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, c.k0(), s.k);
+    if (kQuant && s.quant_b)
+      b_load.fetch_quant(p, table, tc.n0, static_cast<int>(LB == Layout::KMajor ? p.quant.n : p.quant.k), c.k0(), s.k);
+    else
+      b_load.fetch(c.b(s), s.b_stride, tc.n0, cmin(p.n, s.cols_hi), 0, INT_MAX, nullptr, c.k0(), s.k);
   };
   auto buffer = [&](int b) { return smem + b * BK * (Tile::LDA + Tile::LDB); };
 
@@ -769,13 +1076,15 @@ __device__ __forceinline__ void fma_gemm(const Params& p) {
 #pragma unroll
         for (int b = 0; b < TN; ++b) acc[a][b] = fmaf(av[a], bv[b], acc[a][b]);
     }
-    if (p.acc_mask && kt < seg0_tiles && (kt == seg0_tiles - 1 || kt == kt_end - 1)) {
+    if ((p.acc_mask || p.acc_col_scale) && kt < seg0_tiles && (kt == seg0_tiles - 1 || kt == kt_end - 1)) {
 #pragma unroll
       for (int a = 0; a < TM; ++a)
 #pragma unroll
         for (int b = 0; b < TN; ++b) {
           const int row = tc.m0 + row_of(a), col = tc.n0 + col_of(b);
-          if (row < p.m && col < p.n) acc[a][b] *= load_elem<E>(p.acc_mask, static_cast<long long>(row) * p.acc_mask_stride + col);
+          if (row < p.m && col < p.n)
+            acc[a][b] *= (p.acc_mask ? load_elem<E>(p.acc_mask, static_cast<long long>(row) * p.acc_mask_stride + col) : 1.f) *
+                         (p.acc_col_scale ? p.acc_col_scale[col] : 1.f);
         }
     }
     if (more) {  // the other buffer was last read in iteration i - 1, before the barrier below it
@@ -816,11 +1125,11 @@ __device__ __forceinline__ void fma_gemm(const Params& p) {
 
 // E: the element type. Float32 runs on every architecture; the 16-bit types only where the
 // dispatcher sends them (sm_75, no mma.sync bf16 / cp.async), so other targets compile them to a trap.
-template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm>
+template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm, bool kQuant>
 __global__ void __launch_bounds__(256) gemm_fma_kernel(Params p) {
 #if defined(SIMT_DEVICE_PATH)
   if constexpr (std::is_same_v<E, F32> || SIMT_CUDA_ARCH < 800 || kEmulatedAllArchs) {
-    fma_gemm<E, Tile, LA, LB, kRowNorm>(p);
+    fma_gemm<E, Tile, LA, LB, kRowNorm, kQuant>(p);
   } else {
     simt_trap();
   }
@@ -882,21 +1191,21 @@ void opt_in_smem(K* kernel, int bytes, int device) {
   done.fetch_or(bit);
 }
 
-template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm>
+template <class Mma, class Tile, Layout LA, Layout LB, bool kRowNorm, bool kQuant = false>
 void launch_mma(const Params& p, const Launch& l) {
-  constexpr int smem = Tile::SMEM_BYTES;
+  constexpr int smem = MmaSmem<Mma, Tile, LB, kQuant>::BYTES;
   static_assert(!kRowNorm || Tile::WARPS_N * 4 * Tile::BM * 4 <= smem, "row-norm sums fit in the pipeline's shared memory");
-  auto* kernel = gemm_mma_kernel<Mma, Tile, LA, LB, kRowNorm>;
+  auto* kernel = gemm_mma_kernel<Mma, Tile, LA, LB, kRowNorm, kQuant>;
   opt_in_smem(kernel, smem, l.device);
   simt_launch(kernel, dim3(l.m_tiles * l.n_tiles, 1, l.splits), dim3(Tile::NT), smem, l.st, p);
   LK_CUDA_CHECK_LAUNCH("gemm_mma_kernel launch");
 }
 
-template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm>
+template <class E, class Tile, Layout LA, Layout LB, bool kRowNorm, bool kQuant = false>
 void launch_fma(const Params& p, const Launch& l) {
   constexpr int smem = Tile::SMEM_FLOATS * 4;
   static_assert(16 * Tile::BM <= Tile::SMEM_FLOATS, "row-norm sums fit in the tiles' shared memory");
-  simt_launch(gemm_fma_kernel<E, Tile, LA, LB, kRowNorm>, dim3(l.m_tiles * l.n_tiles, 1, l.splits), dim3(Tile::NT), smem, l.st, p);
+  simt_launch(gemm_fma_kernel<E, Tile, LA, LB, kRowNorm, kQuant>, dim3(l.m_tiles * l.n_tiles, 1, l.splits), dim3(Tile::NT), smem, l.st, p);
   LK_CUDA_CHECK_LAUNCH("gemm_fma_kernel launch");
 }
 
@@ -952,6 +1261,33 @@ bool run_fma(FmaTileId tile, Layout la, Layout lb, bool row_norm, const Params& 
   }
 }
 
+// The quantized-B kernels (Problem::quant): forward x·deq(W)ᵀ (KK) and gradInput g·deq(W) (KN);
+// no 128×32 tile (n ≤ 32 takes 64×64) and no MN-major A.
+template <class Mma>
+bool run_mma_quant(TileId tile, Layout la, Layout lb, const Params& p, const Launch& l) {
+  constexpr Layout K = Layout::KMajor, N = Layout::MNMajor;
+  switch (variant_key(static_cast<int>(tile), la, lb, false)) {
+    case variant_key(3, K, K, false): launch_mma<Mma, WideTile, K, K, false, true>(p, l); return true;
+    case variant_key(0, K, K, false): launch_mma<Mma, BigTile, K, K, false, true>(p, l); return true;
+    case variant_key(1, K, K, false): launch_mma<Mma, SmallTile, K, K, false, true>(p, l); return true;
+    case variant_key(0, K, N, false): launch_mma<Mma, BigTile, K, N, false, true>(p, l); return true;
+    case variant_key(1, K, N, false): launch_mma<Mma, SmallTile, K, N, false, true>(p, l); return true;
+    default: return false;
+  }
+}
+
+template <class E>
+bool run_fma_quant(FmaTileId tile, Layout la, Layout lb, const Params& p, const Launch& l) {
+  constexpr Layout K = Layout::KMajor, N = Layout::MNMajor;
+  switch (variant_key(static_cast<int>(tile), la, lb, false)) {
+    case variant_key(0, K, K, false): launch_fma<E, FmaLargeTile, K, K, false, true>(p, l); return true;
+    case variant_key(1, K, K, false): launch_fma<E, FmaSmallTile, K, K, false, true>(p, l); return true;
+    case variant_key(0, K, N, false): launch_fma<E, FmaLargeTile, K, N, false, true>(p, l); return true;
+    case variant_key(1, K, N, false): launch_fma<E, FmaSmallTile, K, N, false, true>(p, l); return true;
+    default: return false;
+  }
+}
+
 template <class E>
 void launch_splitk_reduce(const Params& p, int splits, cudaStream_t st) {
   const long long threads = static_cast<long long>(p.m) * ((p.n + 3) / 4);
@@ -967,5 +1303,9 @@ bool run_mma_bf16(TileId tile, Layout la, Layout lb, bool row_norm, const Params
 bool run_mma_tf32(TileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
 bool run_fma_f32(FmaTileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
 bool run_fma_half(DType dtype, FmaTileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+// Quantized B: cuda/gemm_mma_quant_f16.cu, gemm_mma_quant_bf16.cu, gemm_fma_quant.cu (every dtype).
+bool run_mma_quant_f16(TileId tile, Layout la, Layout lb, const Params& p, const Launch& l);
+bool run_mma_quant_bf16(TileId tile, Layout la, Layout lb, const Params& p, const Launch& l);
+bool run_fma_quant(DType dtype, FmaTileId tile, Layout la, Layout lb, const Params& p, const Launch& l);
 
 }  // namespace lk::cuda_ops::gemm

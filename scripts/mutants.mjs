@@ -42,7 +42,7 @@ const MUTANTS = [
   {
     id: 'cp-async-wait',
     what: 'mma mainloop: the cp.async wait before a stage is read is removed (its copies have not landed)',
-    anchor: /ptx::cp_async_wait<STAGES - 2>\(\);/,
+    anchor: /ptx::cp_async_wait<STAGES - 2 - kAhead>\(\);/,
     replace: GONE,
     tu: 'gemm_mma_bf16.cu',
   },
@@ -63,7 +63,7 @@ const MUTANTS = [
   {
     id: 'sync-stage',
     what: 'mma mainloop: the barrier after the wait is removed (a warp reads a stage before every thread\'s copies landed)',
-    anchor: /(ptx::cp_async_wait<STAGES - 2>\(\);\s*)__syncthreads\(\);/,
+    anchor: /(ptx::cp_async_wait<STAGES - 2 - kAhead>\(\);\s*)__syncthreads\(\);/,
     replace: `$1${GONE}`,
     tu: 'gemm_mma_bf16.cu',
   },
@@ -98,8 +98,8 @@ const MUTANTS = [
   {
     id: 'mask-late',
     what: 'backward: the dropout mask is applied one k-tile into g·W instead of after dT·A',
-    anchor: /(if \(p\.acc_mask && kt < seg0_tiles && \(kt == seg0_tiles - 1 \|\| kt == kt_end - 1\)\) \{\n#pragma unroll\n      for \(int mf)/,
-    replace: 'if (p.acc_mask && kt <= seg0_tiles && (kt == seg0_tiles || kt == kt_end - 1)) {\n#pragma unroll\n      for (int mf',
+    anchor: /(if \(\(p\.acc_mask \|\| p\.acc_col_scale\) && kt < seg0_tiles && \(kt == seg0_tiles - 1 \|\| kt == kt_end - 1\)\) \{\n#pragma unroll\n      for \(int mf)/,
+    replace: 'if ((p.acc_mask || p.acc_col_scale) && kt <= seg0_tiles && (kt == seg0_tiles || kt == kt_end - 1)) {\n#pragma unroll\n      for (int mf',
     tu: 'gemm_mma_bf16.cu',
   },
   {
