@@ -46,6 +46,21 @@
 // and K is a multiple of the chunk (the kernels' VECTOR instances); otherwise (odd K, views) the
 // same chunks are gathered element by element with zero fill, by one row bucket (16) per dtype:
 // correct for any layout, not tuned.
+//
+// Quantized W (quant.matmul's decode): the same kernel with another W source (PackedRows): a
+// 16-byte chunk holds 32 NF4 or 64 ternary codes instead of 4-8 dtype values, decoded through a
+// 16-word table in shared memory (cuda/quant_decode.cuh) one x chunk's worth (a "piece") at a time
+// so that the decoded values need no more registers than a dense chunk. NF4's absmax (one per
+// chunk: blocks are ≥ 32 aligned elements; a double-quantized one decoded inline, two roundings)
+// is loaded with the codes, so it is in flight with them. Napkin math, K = N = 4096, H200: NF4 is
+// 8 MiB of codes + 1 MiB of absmax (block 64), ~2.2 µs at 4.3 TB/s; ternary 4 MiB, ~1 µs. Bytes in
+// flight per warp are those of the dense kernel (4 rows × U chunks × 32 lanes × 16 B), so N = 4096
+// keeps 31-62 KB loading per SM, above the ~23 KB the latency needs. Issue: per code a
+// shift-and-mask, an LDS and an FMUL by absmax (once per W row, shared by the M rows of x), then M
+// FMAs; at M = 1 ~4 slots per code, 16.7 M codes / (132 SMs × 4 schedulers × 32 lanes) at 1.98 GHz
+// ≈ 2 µs: as long as the DRAM time, so M = 1 lands at ~2.5-3 µs unless the two overlap fully (not
+// measured: no GPU in this round). At M = 16 the FMAs (0.54 GFLOP, ~8 µs) dominate, as for dense W.
+// The low-rank term and its per-output gate (low_rank_scale) join the same output pass.
 #include <algorithm>
 #include <climits>
 #include <initializer_list>
@@ -55,6 +70,7 @@
 #include <utility>
 
 #include "gemv.cuh"
+#include "quant_decode.cuh"
 
 namespace lk::cuda_ops {
 namespace {
@@ -114,12 +130,15 @@ struct GemvArgs {
   long long b_stride, b_group_stride;
   const int* row_group;
   const int* group_rank;
+  const float* low_rank_scale;
   const float* column_scale;
   const void* bias;
   void* y;
   long long y_stride;
   float* partial;  // [gridDim.y][m][n] when K is split over blockIdx.y, else null
   int m, k, n, k_per_split;
+  QuantWeight quant;  // PackedRows sources
+  int quant_shift;    // NF4: block of flattened element e = e >> quant_shift
 };
 
 #if defined(SIMT_DEVICE_PATH)
@@ -236,8 +255,12 @@ __device__ __forceinline__ void add_low_rank(const GemvArgs& p, float (&acc)[MB 
 #pragma unroll
   for (int i = 0; i < MB; ++i) rows[i] = row_adapter(p.row_group, p.group_rank, p.r_max, i, p.m);
   long long b_row[kRowsPerWarp];
+  float gate[kRowsPerWarp];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) b_row[r] = static_cast<long long>(min(n0 + r, p.n - 1)) * p.b_stride;
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    b_row[r] = static_cast<long long>(min(n0 + r, p.n - 1)) * p.b_stride;
+    gate[r] = p.low_rank_scale ? p.low_rank_scale[min(n0 + r, p.n - 1)] : 1.f;
+  }
   for (int r0 = 0; r0 < p.r_max; r0 += kRankSlice) {
     for (int e = threadIdx.x; e < MB * kRankSlice; e += kGemvThreads) {
       const int i = e / kRankSlice, j = r0 + e % kRankSlice;
@@ -256,7 +279,7 @@ __device__ __forceinline__ void add_low_rank(const GemvArgs& p, float (&acc)[MB 
       if (rows[i].group != loaded_group) {
         const S* b_group = static_cast<const S*>(p.b) + rows[i].group * p.b_group_stride + j;
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) b[r] = E::to_float(b_group[b_row[r]]);
+        for (int r = 0; r < kRowsPerWarp; ++r) b[r] = gate[r] * E::to_float(b_group[b_row[r]]);
         loaded_group = rows[i].group;
       }
       const float t = t_slice[i * kRankSlice + lane];
@@ -267,18 +290,107 @@ __device__ __forceinline__ void add_low_rank(const GemvArgs& p, float (&acc)[MB 
   }
 }
 
-// The U 16-byte chunks of each of the warp's W rows at k = kb + (lane + 32·u)·kVec.
-template <class E, int U, bool VECTOR>
-__device__ __forceinline__ void load_w_step(const typename E::storage* const (&w_rows)[kRowsPerWarp], int kb, int k_end,
-                                            int lane, uint4 (&chunks)[kRowsPerWarp][U]) {
-#pragma unroll
-  for (int u = 0; u < U; ++u) {
-    const int k = kb + (lane + u * kWarpSize) * kVec<E>;
-#pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) chunks[r][u] = load_chunk<E, VECTOR, true>(w_rows[r] + k, k_end - k);
-  }
-}
 #endif  // SIMT_DEVICE_PATH
+
+// ---- W sources of the GEMV: a warp's kRowsPerWarp rows of W as 16-byte chunks of kElems
+// elements, decoded a piece (kVec<E> elements: one x chunk) at a time into float32. The launch
+// reads their constants; their code is device code.
+// DenseRows: the dtype's rows (kElems = kVec<E>, one piece per chunk).
+template <class E, bool VECTOR>
+struct DenseRows {
+  using S = typename E::storage;
+  static constexpr int kElems = kVec<E>;
+  static constexpr bool kTable = false, kVector = VECTOR;
+  struct Chunk {
+    uint4 raw;
+  };
+  const S* rows[kRowsPerWarp];
+#if defined(SIMT_DEVICE_PATH)
+  __device__ __forceinline__ void init(const GemvArgs& p, int n0) {
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) rows[r] = static_cast<const S*>(p.w) + static_cast<long long>(min(n0 + r, p.n - 1)) * p.w_stride;
+  }
+  __device__ __forceinline__ Chunk load(const GemvArgs&, int r, int k, int k_end) const {
+    return Chunk{load_chunk<E, VECTOR, true>(rows[r] + k, k_end - k)};
+  }
+  __device__ __forceinline__ void decode(const GemvArgs&, const float*, const Chunk& c, int, int, int, int,
+                                         float (&w)[kVec<E>]) const {
+    unpack<E>(c.raw, w);
+  }
+#endif
+};
+
+// PackedRows: NF4 (4 bits per code, 32 per chunk) or ternary (2 bits, 64 per chunk) rows of
+// p.quant. VECTOR (rows 16-byte aligned: NF4 with k % 32 == 0, ternary with ⌈k/4⌉ % 16 == 0): a
+// chunk is one 16-byte load of codes (ld.global.cg, like dense W) plus its block's absmax (NF4; the
+// tensor's scale for ternary), a chunk past the row's end is zeros with scale 0. Otherwise (odd k,
+// where NF4 rows start mid-byte and blocks straddle rows) every value is read from global memory as
+// it is decoded: correct for any shape, not tuned.
+template <class E, QuantFormat F, bool VECTOR>
+struct PackedRows {
+  static constexpr int kBits = F == QuantFormat::Nf4 ? 4 : 2;
+  static constexpr int kElems = 128 / kBits;
+  static constexpr bool kTable = true, kVector = VECTOR;
+  struct Chunk {
+    uint4 codes;
+    float scale;
+  };
+  const uint8_t* codes[kRowsPerWarp];  // VECTOR: the row's codes
+  long long first[kRowsPerWarp];       // NF4: flattened element of the row's column 0; ternary: the row
+#if defined(SIMT_DEVICE_PATH)
+  __device__ __forceinline__ void init(const GemvArgs& p, int n0) {
+    const QuantWeight& q = p.quant;
+    const long long pitch = F == QuantFormat::Nf4 ? q.k / 2 : ternary::row_bytes(q.k);  // VECTOR rows only
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const long long row = min(n0 + r, p.n - 1);
+      codes[r] = q.packed + row * pitch;
+      first[r] = F == QuantFormat::Nf4 ? row * q.k : row;
+    }
+  }
+  __device__ __forceinline__ Chunk load(const GemvArgs& p, int r, int k, int k_end) const {
+    if constexpr (!VECTOR) {
+      return Chunk{};
+    } else {
+      if (k >= k_end) return Chunk{uint4{0, 0, 0, 0}, 0.f};
+      const QuantWeight& q = p.quant;
+      const uint4* chunk = reinterpret_cast<const uint4*>(codes[r] + k / (8 / kBits));
+#if defined(SIMT_EMU)
+      const uint4 raw = *chunk;
+#else
+      const uint4 raw = __ldcg(chunk);
+#endif
+      return Chunk{raw, F == QuantFormat::Nf4 ? quant::block_absmax(q, (first[r] + k) >> p.quant_shift) : q.scale};
+    }
+  }
+  // Piece `piece` (elements k + piece·kVec<E> …) of the chunk at k of row r, zero past k_end.
+  __device__ __forceinline__ void decode(const GemvArgs& p, const float* table, const Chunk& c, int r, int k, int k_end,
+                                         int piece, float (&w)[kVec<E>]) const {
+    constexpr int P = kVec<E>, PIECE_BITS = P * kBits;
+    if constexpr (VECTOR) {
+      const uint32_t words[4] = {c.codes.x, c.codes.y, c.codes.z, c.codes.w};
+      const uint32_t bits = words[piece * PIECE_BITS / 32] >> (piece * PIECE_BITS % 32);
+      if constexpr (F == QuantFormat::Nf4) {
+        quant::nf4_decode<P>(table, bits, c.scale, w);
+      } else {
+        quant::ternary_decode<P>(table, bits, w);
+#pragma unroll
+        for (int t = 0; t < P; ++t) w[t] *= c.scale;
+      }
+    } else {
+      const QuantWeight& q = p.quant;
+      const long long row_bytes = ternary::row_bytes(q.k);
+#pragma unroll
+      for (int t = 0; t < P; ++t) {
+        const int kk = k + piece * P + t;
+        w[t] = kk >= k_end                    ? 0.f
+               : F == QuantFormat::Nf4        ? quant::nf4_element(table, q, p.quant_shift, first[r] + kk)
+                                              : quant::ternary_element(table, q, row_bytes, first[r], kk);
+      }
+    }
+  }
+#endif
+};
 
 // ---- kernels ---------------------------------------------------------------------------------------
 // gemv_shrink: block = kShrinkWarps warps × kShrinkRanksPerWarp ranks (blockIdx.x) × one K slice
@@ -344,45 +456,61 @@ __global__ void __launch_bounds__(kShrinkThreads) gemv_shrink_kernel(ShrinkArgs 
 
 // gemv: warp w of block b owns W rows n0 = (b·kGemvWarps + w)·4 … n0 + 3 (rows past n re-read the
 // last row and are never stored) and the K range of split blockIdx.y; lanes stride K in 16-byte
-// chunks. Per step: issue the next step's 4·U W chunks, then convert the current ones and FMA them
-// with the matching x chunk of each of the m rows (L1 hits after the first warp).
-template <class E, int MB, int U, bool VECTOR>
+// chunks of W (Src::kElems elements). Per step: issue the next step's 4·U W chunks, then decode the
+// current ones a piece at a time and FMA them with the matching x chunk of each of the m rows (L1
+// hits after the first warp).
+template <class E, class Src, int MB, int U>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvArgs p) {
 #if defined(SIMT_DEVICE_PATH)
   using S = typename E::storage;
-  constexpr int VEC = kVec<E>, R = kRowsPerWarp, STEP = kWarpSize * VEC * U;
+  constexpr bool VECTOR = Src::kVector;
+  constexpr int VEC = kVec<E>, R = kRowsPerWarp, CE = Src::kElems, STEP = kWarpSize * CE * U;
   __shared__ float t_slice[MB * kRankSlice];
+  __shared__ float table[Src::kTable ? quant::kTableSize : 1];
+  if constexpr (Src::kTable) {
+    quant::fill_table(table, p.quant.format);
+    __syncthreads();
+  }
   const int lane = threadIdx.x % kWarpSize;
   const int n0 = (blockIdx.x * kGemvWarps + threadIdx.x / kWarpSize) * R;
   const long long k_first = static_cast<long long>(blockIdx.y) * p.k_per_split;
   const int k_begin = static_cast<int>(k_first < p.k ? k_first : p.k);
   const int k_end = static_cast<int>(k_first + p.k_per_split < p.k ? k_first + p.k_per_split : p.k);
-  const S* w_rows[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) w_rows[r] = static_cast<const S*>(p.w) + static_cast<long long>(min(n0 + r, p.n - 1)) * p.w_stride;
+  Src src;
+  src.init(p, n0);
   const S* x = static_cast<const S*>(p.x);
 
   float acc[MB * R] = {};  // acc[i·R + r]: row i of x · W row n0 + r
-  uint4 current[R][U], next[R][U];
-  load_w_step<E, U, VECTOR>(w_rows, k_begin, k_end, lane, current);
+  typename Src::Chunk current[R][U], next[R][U];
+  auto load_step = [&](int kb, typename Src::Chunk(&chunks)[R][U]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r) chunks[r][u] = src.load(p, r, kb + (lane + u * kWarpSize) * CE, k_end);
+  };
+  load_step(k_begin, current);
   for (int kb = k_begin; kb < k_end; kb += STEP) {
     const bool more = kb + STEP < k_end;
-    if (more) load_w_step<E, U, VECTOR>(w_rows, kb + STEP, k_end, lane, next);
+    if (more) load_step(kb + STEP, next);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int k = kb + (lane + u * kWarpSize) * VEC, valid = k_end - k;
-      float w[R][VEC];
+      const int kc = kb + (lane + u * kWarpSize) * CE;
 #pragma unroll
-      for (int r = 0; r < R; ++r) unpack<E>(current[r][u], w[r]);
+      for (int piece = 0; piece < CE / VEC; ++piece) {
+        const int k = kc + piece * VEC, valid = k_end - k;
+        float w[R][VEC];
 #pragma unroll
-      for (int i = 0; i < MB; ++i) {
-        if (i >= p.m) continue;
-        float xv[VEC];
-        unpack<E>(load_chunk<E, VECTOR, false>(x + i * p.x_stride + k, valid), xv);
+        for (int r = 0; r < R; ++r) src.decode(p, table, current[r][u], r, kc, k_end, piece, w[r]);
 #pragma unroll
-        for (int r = 0; r < R; ++r)
+        for (int i = 0; i < MB; ++i) {
+          if (i >= p.m) continue;
+          float xv[VEC];
+          unpack<E>(load_chunk<E, VECTOR, false>(x + i * p.x_stride + k, valid), xv);
 #pragma unroll
-          for (int v = 0; v < VEC; ++v) acc[i * R + r] = fmaf(xv[v], w[r][v], acc[i * R + r]);
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) acc[i * R + r] = fmaf(xv[v], w[r][v], acc[i * R + r]);
+        }
       }
     }
     if (more) {
@@ -477,10 +605,10 @@ long long shrink_rows_per_block(long long m) {
 
 // The GEMV (+ the split reduce when K is split: when the rows alone leave SMs without a block,
 // K is split until there are ~2 blocks per SM).
-template <class E, int MB, bool VECTOR>
+template <class E, class Src, int MB>
 void launch_gemv(GemvArgs a, int sm_count, int device, cudaStream_t st) {
   constexpr int U = gemv_chunks_per_lane(MB);
-  constexpr long long kStep = static_cast<long long>(kWarpSize) * kVec<E> * U;
+  constexpr long long kStep = static_cast<long long>(kWarpSize) * Src::kElems * U;
   const long long blocks_n = ceil_div<long long>(a.n, kGemvRowsPerBlock);
   long long splits = 1;
   if (blocks_n < sm_count)
@@ -493,7 +621,7 @@ void launch_gemv(GemvArgs a, int sm_count, int device, cudaStream_t st) {
     partial = std::make_unique<DeviceScratch>(device, static_cast<size_t>(splits * a.m * a.n) * sizeof(float));
     a.partial = partial->as<float>();
   }
-  simt_launch(gemv_kernel<E, MB, U, VECTOR>, dim3(static_cast<unsigned>(blocks_n), static_cast<unsigned>(splits)),
+  simt_launch(gemv_kernel<E, Src, MB, U>, dim3(static_cast<unsigned>(blocks_n), static_cast<unsigned>(splits)),
               dim3(kGemvThreads), 0, st, a);
   LK_CUDA_CHECK_LAUNCH("gemv_kernel launch");
   if (splits > 1) {
@@ -501,6 +629,15 @@ void launch_gemv(GemvArgs a, int sm_count, int device, cudaStream_t st) {
                 static_cast<unsigned>(a.m)), dim3(kReduceThreads), 0, st, a, static_cast<int>(splits));
     LK_CUDA_CHECK_LAUNCH("gemv_split_reduce_kernel launch");
   }
+}
+
+// Vector sources take every row bucket; element loads one (16): correct for any layout, not tuned.
+template <class E, class Src>
+void launch_source(const GemvArgs& a, int sm_count, int device, cudaStream_t st) {
+  if constexpr (Src::kVector)
+    with_row_bucket<static_cast<int>(kGemvMaxRows)>(a.m, [&](auto rows) { launch_gemv<E, Src, decltype(rows)::value>(a, sm_count, device, st); });
+  else
+    launch_gemv<E, Src, static_cast<int>(kGemvMaxRows)>(a, sm_count, device, st);
 }
 
 }  // namespace
@@ -583,6 +720,7 @@ void gemv(const GemvParams& p, int device, cudaStream_t st) {
   a.b_group_stride = p.b_group_stride;
   a.row_group = p.row_group;
   a.group_rank = p.group_rank;
+  a.low_rank_scale = p.low_rank_scale;
   a.column_scale = p.column_scale;
   a.bias = p.bias;
   a.y = p.y;
@@ -590,16 +728,28 @@ void gemv(const GemvParams& p, int device, cudaStream_t st) {
   a.m = static_cast<int>(p.m);
   a.k = static_cast<int>(p.k);
   a.n = static_cast<int>(p.n);
-  const bool vector = vector_loads(p.dtype, p.k, {{p.x, p.x_stride}, {p.w, p.w_stride}});
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  const QuantWeight* q = p.w_quant;
+  bool vector = vector_loads(p.dtype, p.k, {{p.x, p.x_stride}, {q ? nullptr : p.w, p.w_stride}});
+  if (q) {
+    a.quant = *q;
+    a.quant_shift = quant::block_shift(q->block_size);
+    vector = vector && aligned(q->packed) &&
+             (q->format == QuantFormat::Nf4 ? q->k % 32 == 0 : ternary::row_bytes(q->k) % 16 == 0);
+  }
   with_element(p.dtype, "gemv", [&](auto e) {
     using E = decltype(e);
-    if (!vector)  // element loads: correct for any layout, not tuned (one row bucket)
-      return launch_gemv<E, static_cast<int>(kGemvMaxRows), false>(a, props.sm_count, device, st);
-    with_row_bucket<static_cast<int>(kGemvMaxRows)>(p.m, [&](auto rows) {
-      launch_gemv<E, decltype(rows)::value, true>(a, props.sm_count, device, st);
-    });
+    constexpr QuantFormat kNf4 = QuantFormat::Nf4, kTernary = QuantFormat::Ternary;
+    if (!q) return vector ? launch_source<E, DenseRows<E, true>>(a, props.sm_count, device, st)
+                          : launch_source<E, DenseRows<E, false>>(a, props.sm_count, device, st);
+    if (q->format == kNf4)
+      return vector ? launch_source<E, PackedRows<E, kNf4, true>>(a, props.sm_count, device, st)
+                    : launch_source<E, PackedRows<E, kNf4, false>>(a, props.sm_count, device, st);
+    return vector ? launch_source<E, PackedRows<E, kTernary, true>>(a, props.sm_count, device, st)
+                  : launch_source<E, PackedRows<E, kTernary, false>>(a, props.sm_count, device, st);
   });
-  note_plan(std::string("gemv ") + dtype_name(p.dtype) + " m=" + std::to_string(p.m) + (vector ? "" : " element loads"));
+  note_plan(std::string("gemv ") + (!q ? "" : q->format == QuantFormat::Nf4 ? "nf4 " : "ternary ") + dtype_name(p.dtype) +
+            " m=" + std::to_string(p.m) + (vector ? "" : " element loads"));
 }
 
 void lora_forward_decode(const LoraForwardParams& p, int device, cudaStream_t st) {

@@ -13,6 +13,7 @@
 #include "common.cuh"
 #include "ops/lora_linear.h"
 #include "ops/lora_multi.h"
+#include "ops/quant.h"
 
 namespace lk::cuda_ops {
 
@@ -45,9 +46,11 @@ int gemv_shrink_splits(const GemvShrinkParams& p, int sm_count);
 // Enqueues the shrink on `st`: t_partials = [splits][m][r_max] float32 (device memory).
 void gemv_shrink(const GemvShrinkParams& p, float* t_partials, int splits, cudaStream_t st);
 
-// y[i,n] = (Σ_k x[i,k]·w[n,k] + Σ_{j<rank(i)} t[i,j]·b_i[n,j])·column_scale[n] + bias[n], m ≤ 16,
-// with t = Σ of the t_splits partial slices of gemv_shrink (t null or r_max = 0: no low-rank term),
-// b_i = b + group(i)·b_group_stride (rows b_stride apart, B is [N, r] per group; group −1: none).
+// y[i,n] = (Σ_k x[i,k]·w[n,k] + low_rank_scale[n]·Σ_{j<rank(i)} t[i,j]·b_i[n,j])·column_scale[n] + bias[n],
+// m ≤ 16, with t = Σ of the t_splits partial slices of gemv_shrink (t null or r_max = 0: no low-rank
+// term), b_i = b + group(i)·b_group_stride (rows b_stride apart, B is [N, r] per group; group −1:
+// none). W is dense rows of the dtype (w, w_stride) or, with w_quant, a packed NF4 / ternary weight
+// (csrc/formats) whose values are float32 code·absmax (·scale): the same kernel, another W source.
 // Splits K over blocks itself when N is too small to fill the GPU (scratch from the caching
 // allocator, a fixed-order reduce that also applies the epilogue).
 struct GemvParams {
@@ -57,6 +60,7 @@ struct GemvParams {
   long long x_stride = 0;
   const void* w = nullptr;  // [n, k]
   long long w_stride = 0;
+  const QuantWeight* w_quant = nullptr;  // instead of w: the packed [n, k] weight (any absmax form)
   const float* t = nullptr;  // [t_splits][m][r_max] float32, or null
   int t_splits = 1;
   long long r_max = 0;
@@ -64,6 +68,7 @@ struct GemvParams {
   long long b_stride = 0, b_group_stride = 0;
   const int* row_group = nullptr;   // [m] or null (as in GemvShrinkParams)
   const int* group_rank = nullptr;  // [groups] or null
+  const float* low_rank_scale = nullptr;  // float32 [n] or null: quant.matmul's per-output gate
   const float* column_scale = nullptr;  // float32 [n] or null (DoRA)
   const void* bias = nullptr;           // [n] or null
   void* y = nullptr;

@@ -2,9 +2,10 @@
 // quantized base weight (NF4 / ternary) plus a gated low-rank correction, with one pass over the
 // packed weight, which is never dequantized to memory.
 //
-// Forward, y = x·deq(W)ᵀ + bias + G·s·(x·Aᵀ)·Bᵀ (G: the scalar gate or the per-output gate), every M
-// (a decode GEMV for m ≤ 16 is still to come):
-//   * the GEMM engine (cuda/gemm.cuh), like lora.forward: the shrink T = s·x·Aᵀ (hi + lo for
+// Forward, y = x·deq(W)ᵀ + bias + G·s·(x·Aᵀ)·Bᵀ (G: the scalar gate or the per-output gate):
+//   * m ≤ 16 (decode): the GEMV family with a dequantizing W source (cuda/gemv.cuh): the shrink
+//     T = s·G·x·Aᵀ, then one pass over the packed codes that adds T·(G ⊙ B)ᵀ in the same output pass.
+//   * prefill: the GEMM engine (cuda/gemm.cuh), like lora.forward: the shrink T = s·x·Aᵀ (hi + lo for
 //     16-bit dtypes), then one mainloop over [T | x]·[B | deq(W)]ᵀ in which W is a quantized B
 //     operand (packed tiles through cp.async, dequantized into the tensor cores' tile), bias in the
 //     epilogue. The gate of the low-rank term only: a scalar gate goes into T's alpha; a per-output
@@ -25,7 +26,8 @@
 //   5. gradInput = dT·A + g·deq(W) [m, k]: one mainloop over [dT | g]·[A | deq(W)], W an MN-major
 //      quantized B operand.
 // A double-quantized absmax is expanded to float32 once per call for the engine (nblocks floats:
-// 1 MiB for 4096² at block 64, ~1 µs of a prefill that takes ~0.2 ms).
+// 1 MiB for 4096² at block 64, ~1 µs of a prefill that takes ~0.2 ms); the decode GEMV decodes it
+// inline, where that pass would cost as much as the GEMV itself.
 //
 // Napkin math (M = K = N = 4096, r = 16, bf16, H200): the prefill mainloop is 137 GFLOP like
 // lora.forward's, reading 8 MiB of codes + 1 MiB of absmax instead of 32 MiB of bf16 W; its
@@ -37,6 +39,7 @@
 
 #include "common.cuh"
 #include "gemm.cuh"
+#include "gemv.cuh"
 #include "lora_linear.cuh"
 #include "quant_decode.cuh"
 #include "quant_matmul.cuh"
@@ -141,11 +144,52 @@ gemm::Segment quant_segment(const void* a, long long a_stride, long long k, int 
 }
 
 
+// m ≤ 16: the shrink T = s·G·x·Aᵀ (a scalar gate folded into its scale), then one GEMV pass over
+// the packed codes that adds T·(G ⊙ B)ᵀ (a per-output gate) and the bias as it stores y.
+void quant_matmul_decode(const QuantMatmulParams& p, int device, cudaStream_t st) {
+  const bool per_output = p.r > 0 && p.gate_per_output;
+  GemvParams g;
+  g.dtype = p.dtype;
+  g.m = p.m;
+  g.k = p.weight.k;
+  g.n = p.weight.n;
+  g.x = p.x;
+  g.x_stride = p.x_stride;
+  g.w_quant = &p.weight;
+  g.bias = p.bias;
+  g.y = p.y;
+  g.y_stride = p.y_stride;
+  std::unique_ptr<DeviceScratch> t_partials;
+  if (p.r > 0) {
+    GemvShrinkParams s;
+    s.dtype = p.dtype;
+    s.m = p.m;
+    s.k = p.weight.k;
+    s.r_max = p.r;
+    s.x = p.x;
+    s.x_stride = p.x_stride;
+    s.a = p.a;
+    s.a_stride = p.a_stride;
+    s.scale = per_output ? p.scale : p.scale * p.gate;
+    const int splits = gemv_shrink_splits(s, device_props(device).sm_count);
+    t_partials = std::make_unique<DeviceScratch>(device, static_cast<size_t>(splits * p.m * p.r) * sizeof(float));
+    gemv_shrink(s, t_partials->as<float>(), splits, st);
+    g.t = t_partials->as<float>();
+    g.t_splits = splits;
+    g.r_max = p.r;
+    g.b = p.b;
+    g.b_stride = p.b_stride;
+    g.low_rank_scale = per_output ? p.gate_per_output : nullptr;
+  }
+  gemv(g, device, st);
+}
+
 }  // namespace
 
 void quant_matmul(const QuantMatmulParams& p, int device) {
   if (p.m == 0) return;
   const cudaStream_t st = begin_op(device, "quant.matmul");
+  if (p.m <= kGemvMaxRows) return quant_matmul_decode(p, device, st);
   const QuantWeight& w = p.weight;
   check_engine_sizes("quant.matmul", p.m, w.k, w.n, p.r);
   const bool per_output = p.r > 0 && p.gate_per_output;
