@@ -219,6 +219,16 @@ describe.each(testDevices())('quant.ternary on $device', ({ device }) => {
     expect(Array.from(quant.ternary.dequantize(q2).toFloat32())).toEqual([2, 2, 0, 0, -2, -2, 0, 0]);
   });
 
+  it('scales by the float32 reciprocal, not by a division (BitNet\'s w·(1/scale)): mean 25, w one ulp above 12.5', () => {
+    // fp32(1/25) is just below 0.04: w·(1/25) rounds to 0.5 exactly (half to even → 0), w/25 to the float above (→ +1).
+    const w = nextUp(12.5);
+    expect(Math.fround(w / 25)).toBeGreaterThan(0.5);
+    expect(Math.fround(w * Math.fround(1 / 25))).toBe(0.5);
+    const q = quant.ternary.quantize(fromValues([w, 37.5], [1, 2]));  // Σ|w| = 50 + 2^-20: mean 25 in float32
+    expect(q.scale).toBe(25);
+    expect(bytes(q.packed)).toEqual([1 | 2 << 2 | 1 << 4 | 1 << 6]);
+  });
+
   it('rows of K not a multiple of 4 are padded with code 1; an all-zero weight takes the eps scale', () => {
     const q = quant.ternary.quantize(fromValues([5, -5, 0, 5, -5], [1, 5]));
     expect(q.packed.shape).toEqual([1, 2]);

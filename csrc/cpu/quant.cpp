@@ -15,9 +15,10 @@
 // of 256 to the 256 codes of the dynamic map (an 8-step binary search over its 255 float32
 // midpoints, then nf4::encode_nested's tie rule: a value on a midpoint takes the even code).
 // Ternary quantize: scale = max(mean |w|, eps) (float64 sums per row in element order, then over
-// rows in order: the same float64 on every SIMD level and in the reference), q = w / scale (a
-// division, as BitNet's round(W / scale)), code 2 (+1) where q > 0.5, 0 (−1) where q < −0.5, else
-// 1 (0): round-half-even then clamp to [−1, 1] in two compares; NaN gives 0.
+// rows in order: the same float64 on every SIMD level and in the reference), q = w·(1/scale) (the
+// product with the float32 reciprocal, as BitNet's reference code and ternary::encode have it: a
+// division differs for a w one ulp above scale/2), code 2 (+1) where q > 0.5, 0 (−1) where
+// q < −0.5, else 1 (0): round-half-even then clamp to [−1, 1] in two compares; NaN gives 0.
 //
 // Napkin math, W 4096 × 4096: quantize reads 64 MiB and writes 8-9 MiB once (~5 ms of DRAM time
 // on 2 cores); per element ~6 vector ops (NF4) or ~4 (ternary) over 16 lanes, ~2 ms. Dequantize
@@ -169,19 +170,17 @@ void ternary_quantize_impl(const TernaryQuantizeParams& p) {
   parallel_for(ceil_div(n, rows_per_task), [&](int64_t task, int) {
     float* row = scratch(TaskBuffer::Row, k);
     int32_t* codes = code_buffer(row_bytes * 4);
-    const Vec s = vset1(scale), half = vset1(0.5f), minus_half = vset1(-0.5f);
+    const float inverse = 1.0f / scale;
+    const Vec s = vset1(inverse), half = vset1(0.5f), minus_half = vset1(-0.5f);
     for (int64_t i = task * rows_per_task, end = std::min(n, i + rows_per_task); i < end; ++i) {
       widen_row<T>(p.w, i * p.w_stride, k, row);
       int64_t c = 0;
       for (; c + kLanes <= k; c += kLanes) {
-        const Vec q = vdiv(vload(row + c), s);
+        const Vec q = vmul(vload(row + c), s);
         const IVec code = select_greater(q, half, iset1(2), iset1(1));
         istore(codes + c, select_greater(minus_half, q, iset1(0), code));
       }
-      for (; c < k; ++c) {
-        const float q = row[c] / scale;
-        codes[c] = q > 0.5f ? 2 : q < -0.5f ? 0 : 1;
-      }
+      for (; c < k; ++c) codes[c] = ternary::encode(row[c], inverse);
       for (; c < row_bytes * 4; ++c) codes[c] = 1;  // padding: the code of 0
       uint8_t* out = p.packed + i * row_bytes;
       for (int64_t b = 0; b < row_bytes; ++b)

@@ -103,11 +103,12 @@ export function ternaryQuantize(w: Tensor, opts: { eps?: number } = {}): Ternary
   }
   const mean = Math.fround(total / (n * k));
   const scale = mean < eps ? eps : mean;
+  const inverse = Math.fround(1 / scale);  // BitNet multiplies by the reciprocal (csrc/formats/ternary.h)
   const rowBytes = Math.ceil(k / 4);
   const packed = new Uint8Array(n * rowBytes).fill(0x55);  // padding codes: 1 (0)
   for (let row = 0; row < n; row++) {
     for (let col = 0; col < k; col++) {
-      const q = Math.fround(values[row * k + col]! / scale);
+      const q = Math.fround(values[row * k + col]! * inverse);
       const code = q > 0.5 ? 2 : q < -0.5 ? 0 : 1;
       const at = row * rowBytes + (col >> 2), place = 2 * (col & 3);
       packed[at] = (packed[at]! & ~(3 << place)) | (code << place);
