@@ -28,6 +28,7 @@
 #include "formats/nf4.h"
 #include "formats/ternary.h"
 #include "quant.cuh"
+#include "quant_decode.cuh"
 
 namespace lk::cuda_ops {
 namespace {
@@ -88,16 +89,6 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// The NF4 code values in shared memory: a table lookup per element without divergent constant reads.
-__device__ __forceinline__ void fill_nf4_table(float* table) {
-  if (threadIdx.x < nf4::kCodes) table[threadIdx.x] = nf4::code_value(static_cast<int>(threadIdx.x));
-}
-
-// absmax of NF4 block i: float32, or the nested form fp32(nested_code[q]·nested_absmax) + offset.
-__device__ __forceinline__ float block_absmax(const QuantWeight& q, long long i) {
-  if (q.absmax) return q.absmax[i];
-  return __fadd_rn(__fmul_rn(q.nested_code[q.absmax_code[i]], q.nested_absmax[i / nf4::kNestedBlock]), q.offset);
-}
 #endif
 
 // ---- NF4 ----------------------------------------------------------------------------------------
@@ -212,8 +203,8 @@ template <class E>
 __global__ void __launch_bounds__(kThreads) dequantize_kernel(DequantizeArgs a) {
 #if defined(SIMT_DEVICE_PATH)
   using S = typename E::storage;
-  __shared__ float table[nf4::kCodes];
-  fill_nf4_table(table);
+  __shared__ float table[quant::kTableSize];
+  quant::fill_table(table, a.q.format);
   __syncthreads();
   const QuantWeight& q = a.q;
   const long long t = static_cast<long long>(blockIdx.x) * kThreads + threadIdx.x;
@@ -224,7 +215,7 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(DequantizeArgs a) 
     for (int v = 0; v < 8; ++v) {
       const long long e = t * 8 + v;
       if (e >= elements) break;
-      const float value = table[nf4::nibble(q.packed, e)] * block_absmax(q, e / q.block_size);
+      const float value = table[nf4::nibble(q.packed, e)] * quant::block_absmax(q, e / q.block_size);
       out[e / q.k * a.out_stride + e % q.k] = E::from_float(value);
     }
   } else {
