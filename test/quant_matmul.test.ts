@@ -131,10 +131,10 @@ const pinnedPaths = (() => {
   return cuda.available && cuda.emulated && cuda.devices[0]?.computeCapability === '8.0' && process.env['SIMT_EMU_WORKERS'] === '2';
 })();
 
-/** The result of `op` and the kernels it ran (takeOpPlans' "op: kernel; kernel | op: …", flattened). */
 const isEngine = (kernel: string) => kernel.startsWith('mma.sync ') || kernel.startsWith('fma ');
 const nativeFormat = (format: Format) => (format === 'ternary' ? 'ternary' : 'nf4');
 
+/** The result of `op` and the kernels it ran (takeOpPlans' "op: kernel; kernel | op: …", flattened). */
 function withPlans<T>(op: () => T): { result: T; plans: string[] } {
   native().takeOpPlans();
   const result = op();
@@ -253,7 +253,7 @@ function backwardCases(): BackwardCase[] {
       const [k, n] = SHAPES[(i + 1) % SHAPES.length]!;
       cases.push({
         name: '', dtype, format, blockSize: BLOCK_SIZES[(i + 1) % BLOCK_SIZES.length]!, lead, k, n, r: [3, 16, 5, 1][i % 4]!,
-        gate: GATES[i % GATES.length]!, scale: SCALES[(i + 1) % SCALES.length]!, needInputGrad: i % 4 !== 3,
+        gate: GATES[(i + Math.floor(i / 3)) % GATES.length]!, scale: SCALES[(i + 1) % SCALES.length]!, needInputGrad: i % 5 !== 3,
       });
       i++;
     }
