@@ -17,7 +17,7 @@
  */
 import type { DType } from '../dtype.js';
 import { argumentError, describeValue, LoraKernelsError } from '../errors.js';
-import { NF4_MAX_BLOCK, NF4_MIN_BLOCK, NF4_NESTED_BLOCK, type Nf4Tensor, nf4Blocks, type QuantDType } from '../ops/quant.js';
+import { BLOCK_SIZE_TEXT, isBlockSize, NF4_NESTED_BLOCK, type Nf4Tensor, nf4Blocks, type QuantDType } from '../ops/quant.js';
 import { NF4_CODE } from '../ops/quant_tables.js';
 import { Tensor } from '../tensor.js';
 import { shapeText } from '../validate.js';
@@ -66,10 +66,7 @@ export function loadNf4(tensors: Map<string, Tensor> | Record<string, Tensor>, p
   const field = (name: string) => state[name];
   if (field('quant_type') !== 'nf4') throw fail(`${stateKey}.quant_type`, '"nf4"', describeValue(field('quant_type')));
   const blockSize = field('blocksize');
-  if (!Number.isSafeInteger(blockSize) || (blockSize as number) < NF4_MIN_BLOCK || (blockSize as number) > NF4_MAX_BLOCK ||
-      ((blockSize as number) & ((blockSize as number) - 1)) !== 0) {
-    throw fail(`${stateKey}.blocksize`, `a power of two from ${NF4_MIN_BLOCK} to ${NF4_MAX_BLOCK}`, describeValue(blockSize));
-  }
+  if (!isBlockSize(blockSize)) throw fail(`${stateKey}.blocksize`, BLOCK_SIZE_TEXT, describeValue(blockSize));
   const dtype = QUANT_DTYPES[String(field('dtype'))];
   if (!dtype) throw fail(`${stateKey}.dtype`, 'float32, float16 or bfloat16', describeValue(field('dtype')));
   const shape = field('shape');

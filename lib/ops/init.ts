@@ -32,7 +32,7 @@ import { Tensor, type Device } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
 import { backward, forward } from './lora_linear.js';
 import {
-  disposeQuantized, NF4_MAX_BLOCK, NF4_MIN_BLOCK, nf4Dequantize, nf4Quantize, type Nf4Tensor, type QuantDType,
+  BLOCK_SIZE_TEXT, disposeQuantized, isBlockSize, nf4Dequantize, nf4Quantize, type Nf4Tensor, type QuantDType,
   type QuantizedTensor, ternaryDequantize, ternaryQuantize, type TernaryTensor,
 } from './quant.js';
 
@@ -115,9 +115,7 @@ function validate(weight: unknown, opts: unknown): Validated {
     throw argumentError('ERR_ARGUMENT', OP, 'opts.blockSize', `undefined for format 'ternary' (one scale per tensor)`, describeValue(blockSize));
   }
   const block = blockSize ?? 64;
-  if (!Number.isSafeInteger(block) || (block as number) < NF4_MIN_BLOCK || (block as number) > NF4_MAX_BLOCK || ((block as number) & ((block as number) - 1)) !== 0) {
-    throw argumentError('ERR_ARGUMENT', OP, 'opts.blockSize', `a power of two from ${NF4_MIN_BLOCK} to ${NF4_MAX_BLOCK}`, describeValue(blockSize));
-  }
+  if (!isBlockSize(block)) throw argumentError('ERR_ARGUMENT', OP, 'opts.blockSize', BLOCK_SIZE_TEXT, describeValue(blockSize));
   const scale = o['scale'] ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0) {
     throw argumentError('ERR_ARGUMENT', OP, 'opts.scale', 'a positive finite number', describeValue(scale));

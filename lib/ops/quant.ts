@@ -89,12 +89,12 @@ export function ternaryRowBytes(k: number): number {
   return Math.ceil(k / 4);
 }
 
-function isBlockSize(v: unknown): v is number {
+export function isBlockSize(v: unknown): v is number {
   return Number.isSafeInteger(v) && (v as number) >= NF4_MIN_BLOCK && (v as number) <= NF4_MAX_BLOCK &&
     ((v as number) & ((v as number) - 1)) === 0;
 }
 
-const BLOCK_SIZE_TEXT = `a power of two from ${NF4_MIN_BLOCK} to ${NF4_MAX_BLOCK}`;
+export const BLOCK_SIZE_TEXT = `a power of two from ${NF4_MIN_BLOCK} to ${NF4_MAX_BLOCK}`;
 
 // ---- validation of a quantized weight --------------------------------------------------------------
 
