@@ -45,7 +45,7 @@ describe('lora-kernels CLI', () => {
   it('bench --list names every benchmark', () => {
     const res = cli('bench', '--list');
     expect(res.status).toBe(0);
-    expect(res.stdout.trim().split('\n')).toEqual(['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward']);
+    expect(res.stdout.trim().split('\n')).toEqual(['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul']);
   });
 
   it('mistakes are an exit code and a message, never a stack trace', () => {
