@@ -97,6 +97,27 @@ struct BF16 {
 #endif
 };
 
+// The one place where a runtime dtype becomes an element type: fn(F32{}), fn(F16{}) or fn(BF16{}).
+template <class Fn>
+void with_element(DType dtype, const char* what, Fn&& fn) {
+  switch (dtype) {
+    case DType::Float32: return fn(F32{});
+    case DType::Float16: return fn(F16{});
+    case DType::BFloat16: return fn(BF16{});
+    default: break;
+  }
+  throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): no kernel for dtype=" + dtype_name(dtype));
+}
+
+// A 1-D grid of `block_threads`-thread blocks covering `threads` threads (ERR_UNSUPPORTED past the
+// 2³¹ − 1 blocks a launch allows).
+inline dim3 grid_for(long long threads, int block_threads, const char* what) {
+  const long long blocks = ceil_div<long long>(threads, block_threads);
+  if (blocks > 0x7fffffffLL)
+    throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): " + std::to_string(threads) + " threads exceed the launch grid");
+  return dim3(static_cast<unsigned>(blocks));
+}
+
 // ---- device properties (cached per device) ---------------------------------------------------
 struct DeviceProps {
   int cc = 0;  // compute capability × 10, e.g. 90

@@ -85,17 +85,6 @@ __global__ void __launch_bounds__(256) dora_column_kernel(ColumnArgs p) {
 #endif
 }
 
-// Calls fn(E{}) for the element type of `dtype`.
-template <class Fn>
-void with_element(const char* op, DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::Float32: return fn(F32{});
-    case DType::Float16: return fn(F16{});
-    case DType::BFloat16: return fn(BF16{});
-    default: break;
-  }
-  throw Error(ErrorCode::Unsupported, std::string(op) + " (cuda): no kernel for dtype=" + dtype_name(dtype));
-}
 
 }  // namespace
 
@@ -119,7 +108,7 @@ void dora_norms(const DoraNormParams& p, int device) {
   q.what = "lora.dora";
   gemm::run(q, device, st);
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(p.n, 256)));
-  with_element("lora.dora", p.dtype, [&](auto e) {
+  with_element(p.dtype, "lora.dora", [&](auto e) {
     simt_launch(dora_scale_kernel<decltype(e)>, grid, dim3(256), 0, st, static_cast<const float*>(sumsq.as<float>()), p.magnitude,
                 p.magnitude_dtype == DType::Float32, p.norm, p.column_scale, static_cast<long long>(p.n));
     LK_CUDA_CHECK_LAUNCH("dora_scale_kernel launch");
@@ -132,7 +121,7 @@ void dora_columns(const DoraColumnParams& p, int device) {
   const ColumnArgs a{p.grad_output, p.grad_output_stride, p.z, p.z_stride, p.norm, p.column_scale, p.scaled_grad,
                      p.scaled_grad_stride, p.grad_magnitude, p.magnitude_dtype == DType::Float32, p.m, p.n};
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(p.n, kColumnCols)));
-  with_element("lora.doraBackward", p.dtype, [&](auto e) {
+  with_element(p.dtype, "lora.doraBackward", [&](auto e) {
     simt_launch(dora_column_kernel<decltype(e)>, grid, dim3(256), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("dora_column_kernel launch");
   });

@@ -554,17 +554,6 @@ __global__ void __launch_bounds__(kReduceThreads) gemv_split_reduce_kernel(GemvA
 template <int N>
 using Rows = std::integral_constant<int, N>;
 
-// The one place where the dtype becomes a template argument.
-template <class F>
-void with_element(DType dtype, const char* what, F&& fn) {
-  switch (dtype) {
-    case DType::Float32: return fn(F32{});
-    case DType::Float16: return fn(F16{});
-    case DType::BFloat16: return fn(BF16{});
-    default: break;
-  }
-  throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): no kernel for dtype=" + dtype_name(dtype));
-}
 
 // Row buckets: the smallest power of two ≥ `rows`, up to MAX (rows past m skip their work). Only
 // the buckets up to MAX are instantiated.

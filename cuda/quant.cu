@@ -231,24 +231,6 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(DequantizeArgs a) 
 }
 
 // ---- launchers -------------------------------------------------------------------------------------
-template <class F>
-void with_element(DType dtype, const char* what, F&& fn) {
-  switch (dtype) {
-    case DType::Float32: return fn(F32{});
-    case DType::Float16: return fn(F16{});
-    case DType::BFloat16: return fn(BF16{});
-    default: break;
-  }
-  throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): no kernel for dtype=" + dtype_name(dtype));
-}
-
-dim3 grid_for(long long threads, const char* what) {
-  const long long blocks = ceil_div<long long>(threads, kThreads);
-  if (blocks > 0x7fffffffLL)
-    throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): " + std::to_string(threads) + " threads exceed the launch grid");
-  return dim3(static_cast<unsigned>(blocks));
-}
-
 }  // namespace
 
 void nf4_quantize(const Nf4QuantizeParams& p, int device) {
@@ -258,14 +240,14 @@ void nf4_quantize(const Nf4QuantizeParams& p, int device) {
   Nf4QuantizeArgs a{p.w, p.w_stride, p.k, elements, nf4::blocks(elements, p.block_size), p.block_size, p.packed, p.absmax};
   with_element(p.dtype, "quant.nf4.quantize", [&](auto e) {
     using E = decltype(e);
-    simt_launch(nf4_quantize_kernel<E>, grid_for(a.blocks * 32, "quant.nf4.quantize"), dim3(kThreads), 0, st, a);
+    simt_launch(nf4_quantize_kernel<E>, grid_for(a.blocks * 32, kThreads, "quant.nf4.quantize"), dim3(kThreads), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("nf4_quantize_kernel launch");
   });
   if (!p.double_quant) return;
   const long long nested = ceil_div<long long>(a.blocks, nf4::kNestedBlock);
   DeviceScratch sums(device, static_cast<size_t>(nested) * sizeof(double));
   NestedArgs n{p.absmax, a.blocks, sums.as<double>(), p.offset, p.absmax_code, p.nested_absmax, p.nested_code};
-  simt_launch(nested_sums_kernel, grid_for(nested, "quant.nf4.quantize"), dim3(kThreads), 0, st, n);
+  simt_launch(nested_sums_kernel, grid_for(nested, kThreads, "quant.nf4.quantize"), dim3(kThreads), 0, st, n);
   LK_CUDA_CHECK_LAUNCH("nested_sums_kernel launch");
   simt_launch(nested_offset_kernel, dim3(1), dim3(32), 0, st, n, nested);
   LK_CUDA_CHECK_LAUNCH("nested_offset_kernel launch");
@@ -281,11 +263,11 @@ void ternary_quantize(const TernaryQuantizeParams& p, int device) {
   TernaryArgs a{p.w, p.w_stride, p.n, p.k, ternary::row_bytes(p.k), p.eps, row_sums.as<double>(), p.scale, p.packed};
   with_element(p.dtype, "quant.ternary.quantize", [&](auto e) {
     using E = decltype(e);
-    simt_launch(row_abs_sums_kernel<E>, grid_for(a.n, "quant.ternary.quantize"), dim3(kThreads), 0, st, a);
+    simt_launch(row_abs_sums_kernel<E>, grid_for(a.n, kThreads, "quant.ternary.quantize"), dim3(kThreads), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("row_abs_sums_kernel launch");
     simt_launch(ternary_scale_kernel, dim3(1), dim3(32), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("ternary_scale_kernel launch");
-    simt_launch(ternary_encode_kernel<E>, grid_for(a.n * a.row_bytes, "quant.ternary.quantize"), dim3(kThreads), 0, st, a);
+    simt_launch(ternary_encode_kernel<E>, grid_for(a.n * a.row_bytes, kThreads, "quant.ternary.quantize"), dim3(kThreads), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("ternary_encode_kernel launch");
   });
 }
@@ -298,7 +280,7 @@ void dequantize(const DequantizeParams& p, int device) {
   DequantizeArgs a{q, p.out, p.out_stride};
   with_element(p.dtype, "quant.dequantize", [&](auto e) {
     using E = decltype(e);
-    simt_launch(dequantize_kernel<E>, grid_for(threads, "quant.dequantize"), dim3(kThreads), 0, st, a);
+    simt_launch(dequantize_kernel<E>, grid_for(threads, kThreads, "quant.dequantize"), dim3(kThreads), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("dequantize_kernel launch");
   });
 }

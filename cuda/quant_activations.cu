@@ -76,24 +76,6 @@ __global__ void __launch_bounds__(kThreads) int8_dequantize_kernel(DequantizeArg
 #endif
 }
 
-template <class F>
-void with_element(DType dtype, const char* what, F&& fn) {
-  switch (dtype) {
-    case DType::Float32: return fn(F32{});
-    case DType::Float16: return fn(F16{});
-    case DType::BFloat16: return fn(BF16{});
-    default: break;
-  }
-  throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): no kernel for dtype=" + dtype_name(dtype));
-}
-
-dim3 grid_for(long long threads, const char* what) {
-  const long long blocks = ceil_div<long long>(threads, kThreads);
-  if (blocks > 0x7fffffffLL)
-    throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): " + std::to_string(threads) + " threads exceed the launch grid");
-  return dim3(static_cast<unsigned>(blocks));
-}
-
 }  // namespace
 
 void int8_quantize(const Int8QuantizeParams& p, int device) {
@@ -102,7 +84,7 @@ void int8_quantize(const Int8QuantizeParams& p, int device) {
   if (p.m == 0) return;
   const QuantizeArgs a{p.x, p.m, p.k, p.values, p.scales};
   with_element(p.dtype, op, [&](auto e) {
-    simt_launch(int8_quantize_kernel<decltype(e)>, grid_for(p.m * 32, op), dim3(kThreads), 0, st, a);
+    simt_launch(int8_quantize_kernel<decltype(e)>, grid_for(p.m * 32, kThreads, op), dim3(kThreads), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("int8_quantize_kernel launch");
   });
 }
@@ -113,7 +95,7 @@ void int8_dequantize(const Int8DequantizeParams& p, int device) {
   if (p.m == 0) return;
   const DequantizeArgs a{p.values, p.scales, p.m, p.k, p.out};
   with_element(p.dtype, op, [&](auto e) {
-    simt_launch(int8_dequantize_kernel<decltype(e)>, grid_for(p.m * p.k, op), dim3(kThreads), 0, st, a);
+    simt_launch(int8_dequantize_kernel<decltype(e)>, grid_for(p.m * p.k, kThreads, op), dim3(kThreads), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("int8_dequantize_kernel launch");
   });
 }

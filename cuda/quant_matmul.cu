@@ -111,25 +111,13 @@ __global__ void __launch_bounds__(kThreads) sum_kernel(const float* sums, long l
 #endif
 }
 
-template <class F>
-void with_element(DType dtype, const char* what, F&& fn) {
-  switch (dtype) {
-    case DType::Float32: return fn(F32{});
-    case DType::Float16: return fn(F16{});
-    case DType::BFloat16: return fn(BF16{});
-    default: break;
-  }
-  throw Error(ErrorCode::Unsupported, std::string(what) + " (cuda): no kernel for dtype=" + dtype_name(dtype));
-}
-
-dim3 grid_for(long long threads) { return dim3(static_cast<unsigned>(ceil_div<long long>(threads, kThreads))); }
 
 // The weight as the engine reads it: a double-quantized absmax expanded into `scratch`.
 QuantWeight engine_weight(const QuantWeight& w, int device, std::unique_ptr<DeviceScratch>& scratch, cudaStream_t st) {
   if (w.format != QuantFormat::Nf4 || w.absmax) return w;
   const long long blocks = nf4::blocks(w.n * w.k, w.block_size);
   scratch = std::make_unique<DeviceScratch>(device, static_cast<size_t>(blocks) * sizeof(float));
-  simt_launch(expand_absmax_kernel, grid_for(blocks), dim3(kThreads), 0, st, w, blocks, scratch->as<float>());
+  simt_launch(expand_absmax_kernel, grid_for(blocks, kThreads, "quant.matmul"), dim3(kThreads), 0, st, w, blocks, scratch->as<float>());
   LK_CUDA_CHECK_LAUNCH("expand_absmax_kernel launch");
   QuantWeight e = w;
   e.absmax = scratch->as<float>();
@@ -281,7 +269,7 @@ void quant_matmul_backward(const QuantMatmulBackwardParams& p, int device) {
     if (per_output) {
       with_element(p.dtype, "quant.matmulBackward", [&](auto e) {
         using E = decltype(e);
-        simt_launch(gate_rows_kernel<E>, grid_for(static_cast<long long>(n) * r), dim3(kThreads), 0, st, p.b, p.b_stride,
+        simt_launch(gate_rows_kernel<E>, grid_for(static_cast<long long>(n) * r, kThreads, "quant.matmulBackward"), dim3(kThreads), 0, st, p.b, p.b_stride,
                     p.gate_per_output, static_cast<long long>(n), static_cast<long long>(r), gb, gb_lo, lr_stride);
         LK_CUDA_CHECK_LAUNCH("gate_rows_kernel launch");
       });
@@ -307,7 +295,7 @@ void quant_matmul_backward(const QuantMatmulBackwardParams& p, int device) {
     gemm::run(q, device, st);
     with_element(p.dtype, "quant.matmulBackward", [&](auto e) {
       using E = decltype(e);
-      simt_launch(low_rank_grads_kernel<E>, grid_for(n), dim3(kThreads), 0, st, static_cast<const float*>(u), static_cast<long long>(n),
+      simt_launch(low_rank_grads_kernel<E>, grid_for(n, kThreads, "quant.matmulBackward"), dim3(kThreads), 0, st, static_cast<const float*>(u), static_cast<long long>(n),
                   static_cast<long long>(r), p.b, p.b_stride, p.gate, p.gate_per_output, p.grad_b, p.grad_b_stride,
                   p.grad_gate ? gate_sums : nullptr);
       LK_CUDA_CHECK_LAUNCH("low_rank_grads_kernel launch");
