@@ -32,4 +32,9 @@ class Error : public std::runtime_error {
   ErrorCode code_;
 };
 
+// The ops' own checks (csrc/ops): "<op>: <what>" with the error's code.
+[[noreturn]] inline void fail(const char* op, ErrorCode code, const std::string& what) {
+  throw Error(code, std::string(op) + ": " + what);
+}
+
 }  // namespace lk

@@ -15,10 +15,6 @@
 namespace lk {
 namespace {
 
-[[noreturn]] void fail(const char* op, ErrorCode code, const std::string& what) {
-  throw Error(code, std::string(op) + ": " + what);
-}
-
 void check_magnitude(const char* op, DType dtype, const void* magnitude, DType magnitude_dtype) {
   if (!magnitude) fail(op, ErrorCode::Argument, "magnitude must not be null");
   if (magnitude_dtype != DType::Float32 && magnitude_dtype != dtype)

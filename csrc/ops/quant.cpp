@@ -14,10 +14,6 @@
 namespace lk {
 namespace {
 
-[[noreturn]] void fail(const char* op, ErrorCode code, const std::string& what) {
-  throw Error(code, std::string(op) + ": " + what);
-}
-
 void check_dtype(const char* op, DType dtype) {
   if (!is_float_dtype(dtype)) fail(op, ErrorCode::DType, std::string("dtype must be float32, float16 or bfloat16, got ") + dtype_name(dtype));
 }

@@ -12,10 +12,6 @@
 namespace lk {
 namespace {
 
-[[noreturn]] void fail(const char* op, ErrorCode code, const std::string& what) {
-  throw Error(code, std::string(op) + ": " + what);
-}
-
 void check_sizes(const char* op, DType dtype, int64_t m, int64_t k) {
   if (!is_float_dtype(dtype)) fail(op, ErrorCode::DType, std::string("dtype must be float32, float16 or bfloat16, got ") + dtype_name(dtype));
   if (m < 0 || k < 1) fail(op, ErrorCode::Shape, "sizes must be m ≥ 0, k ≥ 1");

@@ -13,8 +13,6 @@
 namespace lk {
 namespace {
 
-[[noreturn]] void fail(const char* op, const std::string& what) { throw Error(ErrorCode::Argument, std::string(op) + ": " + what); }
-
 void check_dtype(const char* op, DType dtype) {
   if (!is_float_dtype(dtype))
     throw Error(ErrorCode::DType, std::string(op) + ": dtype must be float32, float16 or bfloat16, got " + dtype_name(dtype));
@@ -25,11 +23,11 @@ void check_params(const QuantMatmulParams& p) {
   check_dtype(op, p.dtype);
   check_quant_weight(op, p.weight);
   const int64_t k = p.weight.k, n = p.weight.n;
-  if (p.m < 0 || p.r < 0) fail(op, "sizes must be m ≥ 0, r ≥ 0");
-  if (p.m > 0 && (!p.x || !p.y)) fail(op, "x and y must not be null");
-  if (p.r > 0 && (!p.a || !p.b)) fail(op, "a and b must not be null when r > 0");
-  if (p.x_stride < k || p.y_stride < n) fail(op, "row strides must cover a row");
-  if (p.r > 0 && (p.a_stride < k || p.b_stride < p.r)) fail(op, "a/b row strides must cover a row");
+  if (p.m < 0 || p.r < 0) fail(op, ErrorCode::Argument, "sizes must be m ≥ 0, r ≥ 0");
+  if (p.m > 0 && (!p.x || !p.y)) fail(op, ErrorCode::Argument, "x and y must not be null");
+  if (p.r > 0 && (!p.a || !p.b)) fail(op, ErrorCode::Argument, "a and b must not be null when r > 0");
+  if (p.x_stride < k || p.y_stride < n) fail(op, ErrorCode::Argument, "row strides must cover a row");
+  if (p.r > 0 && (p.a_stride < k || p.b_stride < p.r)) fail(op, ErrorCode::Argument, "a/b row strides must cover a row");
 }
 
 void check_params(const QuantMatmulBackwardParams& p) {
@@ -37,12 +35,12 @@ void check_params(const QuantMatmulBackwardParams& p) {
   check_dtype(op, p.dtype);
   check_quant_weight(op, p.weight);
   const int64_t k = p.weight.k, n = p.weight.n;
-  if (p.m < 0 || p.r < 1) fail(op, "sizes must be m ≥ 0, r ≥ 1");
-  if (!p.a || !p.b || !p.grad_a || !p.grad_b) fail(op, "a, b, gradA and gradB must not be null");
-  if (p.m > 0 && (!p.x || !p.grad_output)) fail(op, "x and gradOutput must not be null");
-  if (p.x_stride < k || p.grad_output_stride < n) fail(op, "row strides must cover a row");
-  if (p.a_stride < k || p.b_stride < p.r || p.grad_a_stride < k || p.grad_b_stride < p.r) fail(op, "a/b/gradA/gradB row strides must cover a row");
-  if (p.grad_input && p.grad_input_stride < k) fail(op, "gradInput row stride must cover a row");
+  if (p.m < 0 || p.r < 1) fail(op, ErrorCode::Argument, "sizes must be m ≥ 0, r ≥ 1");
+  if (!p.a || !p.b || !p.grad_a || !p.grad_b) fail(op, ErrorCode::Argument, "a, b, gradA and gradB must not be null");
+  if (p.m > 0 && (!p.x || !p.grad_output)) fail(op, ErrorCode::Argument, "x and gradOutput must not be null");
+  if (p.x_stride < k || p.grad_output_stride < n) fail(op, ErrorCode::Argument, "row strides must cover a row");
+  if (p.a_stride < k || p.b_stride < p.r || p.grad_a_stride < k || p.grad_b_stride < p.r) fail(op, ErrorCode::Argument, "a/b/gradA/gradB row strides must cover a row");
+  if (p.grad_input && p.grad_input_stride < k) fail(op, ErrorCode::Argument, "gradInput row stride must cover a row");
 }
 
 }  // namespace
