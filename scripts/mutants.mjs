@@ -3,13 +3,15 @@
 // Makes mutated COPIES of the GEMM engine's kernels, cuda/gemm_kernels.cuh (the real file is only
 // read), in build-mutants/<id>/: a removed cp.async wait, wrong pipeline stage indices, off-by-one
 // edge predicates, removed barriers, an unswizzled shared-memory write, the dropout mask applied one
-// k-tile late, an epilogue that writes one row too many. Each mutant recompiles the one translation
-// unit that holds the mutated code (a copy of cuda/gemm_mma_bf16.cu or gemm_fma_f32.cu next to the
-// copied header, so that its #include "gemm_kernels.cuh" finds the mutant), by g++ against csrc/simt with
+// k-tile late, an epilogue that writes one row too many, and on the dequantizing B operand a wait
+// that misses the k-tile dequantized ahead, the wrong NF4 block's absmax, an over-reading K edge and
+// swapped code bytes. Each mutant recompiles the one translation unit that holds the mutated code (a
+// copy of cuda/gemm_mma_bf16.cu, gemm_fma_f32.cu, gemm_mma_quant_bf16.cu or gemm_fma_quant.cu next to
+// the copied header, so that its #include "gemm_kernels.cuh" finds the mutant), by g++ against csrc/simt with
 // ASan + UBSan, and links it with the other CUDA sources (compiled once) and the standalone driver
-// test/simt/engine_oracle.cpp (lora.forward, lora.backward, DoRA's norms and per-tile segment lists
-// on odd shapes that reach every tile, layout and split-K path with SIMT_EMU_WORKERS=2, compared
-// with float64 references). Every variant runs once per SIMT_EMU_SCHED (forward, reverse,
+// test/simt/engine_oracle.cpp (lora.forward, lora.backward, DoRA's norms, per-tile segment lists and
+// NF4 / ternary B operands on odd shapes that reach every tile, layout and split-K path with
+// SIMT_EMU_WORKERS=2, compared with float64 references). Every variant runs once per SIMT_EMU_SCHED (forward, reverse,
 // shuffle). A mutant is KILLED when at least one run fails (wrong results, a sanitizer report, an
 // emulator abort); the unmutated build must pass every run. Prints a table; exits non-zero if the
 // original fails or any mutant survives.
@@ -115,6 +117,34 @@ const MUTANTS = [
     anchor: /(__device__ __forceinline__ void row_norm_finish\(const Params& p, float\* sums, int m0, int n_tile\) \{\s*)__syncthreads\(\);/,
     replace: `$1${GONE}`,
     tu: 'gemm_mma_bf16.cu',
+  },
+  {
+    id: 'quant-wait-ahead',
+    what: 'quantized B (mma): the wait does not count the k-tile dequantized ahead (its codes are read before they land)',
+    anchor: /constexpr int kAhead = kQuant \? 1 : 0;/,
+    replace: 'constexpr int kAhead = kQuant ? 0 : 0;',
+    tu: 'gemm_mma_quant_bf16.cu',
+  },
+  {
+    id: 'quant-absmax-block',
+    what: 'quantized B (mma, staged NF4): each value takes the absmax of the next block (block index + 1)',
+    anchor: /\[\(\(w_row \* q\.k \+ w_col\) >> p\.quant_shift\) - first\]/,
+    replace: '[((w_row * q.k + w_col) >> p.quant_shift) + 1 - first]',
+    tu: 'gemm_mma_quant_bf16.cu',
+  },
+  {
+    id: 'quant-edge-k',
+    what: 'quantized B (mma, element loads): the K edge `kk + t < k_len` → `<=` (reads one code past the row, past the weight on the last)',
+    anchor: /(const bool ok = L == Layout::KMajor \? kk \+ t )<( k_len : j \+ t < limit;)/,
+    replace: '$1<=$2',
+    tu: 'gemm_mma_quant_bf16.cu',
+  },
+  {
+    id: 'quant-fma-bytes',
+    what: 'quantized B (FMA): the two code bytes of a run of 4 NF4 values are swapped (elements 0, 1 ↔ 2, 3)',
+    anchor: /q\.packed\[e0 \/ 2\] \| static_cast<uint32_t>\(q\.packed\[e0 \/ 2 \+ 1\]\) << 8/,
+    replace: 'q.packed[e0 / 2 + 1] | static_cast<uint32_t>(q.packed[e0 / 2]) << 8',
+    tu: 'gemm_fma_quant.cu',
   },
   {
     id: 'epilogue-row',

@@ -3,15 +3,16 @@
 // scripts/mutants.mjs compiles this file with g++ together with cuda/*.cu against csrc/simt, once
 // with the real engine and once per mutant of it (cuda/gemm_kernels.cuh copied and changed), and
 // runs it once per SIMT_EMU_SCHED. Every case goes through the ops' CUDA entries (lora_forward,
-// lora_backward, dora_norms) or gemm::run itself (per-tile segment lists), and is compared with a
-// float64 reference on the same dtype-rounded inputs; outputs are poisoned with NaN first and row
-// padding must stay untouched. Exit status: 0 all cases match, 1 a mismatch, 2 an lk::Error.
+// lora_backward, dora_norms) or gemm::run itself (per-tile segment lists, a quantized B), and is
+// compared with a float64 reference on the same dtype-rounded inputs; outputs are poisoned with NaN
+// first and row padding must stay untouched. Exit status: 0 all cases match, 1 a mismatch, 2 an lk::Error.
 //
 // With SIMT_EMU_WORKERS=2 (the emulated device then reports 2 SMs, which decides tiles and splits)
 // the cases cover: the 128×256, 128×128, 64×64 and 128×32 mma.sync tiles, K-major and MN-major
 // operands, split-K, the hi + lo low-rank activations, the mask between segments, TF32, the FMA
 // mainloop, the row-norm epilogue, per-tile segment lists with gathered rows, K edges inside a
-// k-tile, rows that are not 16-byte aligned and padded row strides.
+// k-tile, rows that are not 16-byte aligned, padded row strides, and an NF4 / ternary B (K-major and
+// MN-major; codes staged by cp.async or read element by element; mma.sync and FMA).
 //
 // Build by hand (scripts/mutants.mjs adds ASan + UBSan and -O1):
 //   g++ -std=c++17 -Icsrc -Icuda -isystem /usr/local/cuda/include -Wno-unknown-pragmas
@@ -30,9 +31,12 @@
 #include "common.cuh"
 #include "core/status.h"
 #include "dora.cuh"
+#include "formats/nf4.h"
+#include "formats/ternary.h"
 #include "gemm.cuh"
 #include "lora_backward.cuh"
 #include "lora_linear.cuh"
+#include "ops/quant.h"
 #include "simt/simt.h"
 
 namespace {
@@ -467,6 +471,97 @@ long long tile_list_case(DType d) {
   });
 }
 
+// ---- a quantized B: the dequantizing operand loaders --------------------------------------------------
+// W [wn, wk] in NF4 (float32 absmax, blocks of 64 over the flattened weight, so blocks straddle rows
+// when wk is not a multiple of 64) or ternary, random codes (every byte value) and positive absmax /
+// scale. K-major: y = x·deq(W)ᵀ [m, wn] (quant.matmul); MN-major: y = g·deq(W) [m, wk]
+// (quant.matmulBackward's gradInput). deq(W) is float32 code·absmax rounded once to the dtype, as
+// gemm.cuh defines it.
+struct QuantCase {
+  const char* name;
+  DType dtype;
+  lk::QuantFormat format;
+  bool mn_major;
+  long long m, wn, wk;
+};
+
+void* device_copy(const void* host, size_t bytes) {
+  void* dev;
+  check(cudaMalloc(&dev, bytes ? bytes : 1), "cudaMalloc");
+  check(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  return dev;
+}
+
+long long quant_case(const QuantCase& c) {
+  namespace gemm = lk::cuda_ops::gemm;
+  const DType d = c.dtype;
+  const bool nf4 = c.format == lk::QuantFormat::Nf4;
+  const long long block = 64, elems = c.wn * c.wk;
+  const long long code_bytes = nf4 ? lk::nf4::packed_bytes(elems) : c.wn * lk::ternary::row_bytes(c.wk);
+  const long long blocks = nf4 ? lk::nf4::blocks(elems, block) : 0;
+  std::vector<uint8_t> packed(static_cast<size_t>(code_bytes));
+  for (auto& b : packed) b = static_cast<uint8_t>((uniform() + 1.0) * 128.0);
+  std::vector<float> absmax(static_cast<size_t>(blocks));
+  for (auto& a : absmax) a = static_cast<float>(0.25 + 0.5 * (uniform() + 1.0));
+  const float scale = 0.625f;
+  // The dequantized weight in the dtype, exactly as the kernels must see it.
+  std::vector<double> w(static_cast<size_t>(elems));
+  for (long long j = 0; j < c.wn; ++j)
+    for (long long kk = 0; kk < c.wk; ++kk) {
+      const long long e = j * c.wk + kk;
+      const uint8_t* row = packed.data() + j * lk::ternary::row_bytes(c.wk);
+      const float v = nf4 ? lk::nf4::code_value(lk::nf4::nibble(packed.data(), e)) * absmax[static_cast<size_t>(e / block)]
+                          : static_cast<float>(lk::ternary::code_value(lk::ternary::code_at(row, kk))) * scale;
+      unsigned char bytes[4];
+      store(d, bytes, v);
+      w[static_cast<size_t>(e)] = load(d, bytes);
+    }
+  const long long k = c.mn_major ? c.wn : c.wk, n = c.mn_major ? c.wk : c.wn;
+  Mat a = random_mat(d, c.m, k), y = poisoned(d, c.m, n);
+  lk::QuantWeight q;
+  q.format = c.format;
+  q.n = c.wn;
+  q.k = c.wk;
+  q.packed = static_cast<const uint8_t*>(device_copy(packed.data(), packed.size()));
+  q.block_size = block;
+  q.absmax = nf4 ? static_cast<const float*>(device_copy(absmax.data(), absmax.size() * sizeof(float))) : nullptr;
+  q.scale = scale;
+  gemm::Problem p;
+  p.dtype = d;
+  p.b_layout = c.mn_major ? gemm::Layout::MNMajor : gemm::Layout::KMajor;
+  p.m = static_cast<int>(c.m);
+  p.n = static_cast<int>(n);
+  p.quant = q;
+  p.seg[0] = {a.dev, nullptr, a.stride, 0, static_cast<int>(k), 0, static_cast<int>(c.m), INT_MAX, false};
+  p.seg[0].quant_b = true;
+  p.num_segments = 1;
+  p.epi.out = y.dev;
+  p.epi.out_stride = y.stride;
+  try {
+    gemm::run(p, 0, lk::cuda_ops::begin_op(0, "oracle.quant"));
+  } catch (const lk::Error& e) {
+    lk_error(c.name, e);
+  }
+  auto b = [&](long long j, long long kk) {  // B(j, kk): W[j, kk] K-major, W[kk, j] MN-major
+    return w[static_cast<size_t>(c.mn_major ? kk * c.wk + j : j * c.wk + kk)];
+  };
+  std::vector<double> ref(static_cast<size_t>(c.m * n)), mag(ref.size());
+  for (long long i = 0; i < c.m; ++i)
+    for (long long j = 0; j < n; ++j) {
+      double v = 0, va = 0;
+      for (long long kk = 0; kk < k; ++kk) {
+        v += a(i, kk) * b(j, kk);
+        va += std::fabs(a(i, kk) * b(j, kk));
+      }
+      ref[static_cast<size_t>(i * n + j)] = v;
+      mag[static_cast<size_t>(i * n + j)] = va;
+    }
+  return compare("y", y, ref, [&](long long i, long long j) {
+    const size_t e = static_cast<size_t>(i * n + j);
+    return tolerance(d, false, k, mag[e], ref[e]);
+  });
+}
+
 }  // namespace
 
 int main() {
@@ -485,6 +580,18 @@ int main() {
       {"backward mma NN split-K", DType::Float16, 700, 60, 50, 8, false},
       {"backward FMA", DType::Float32, 100, 60, 50, 6, true},
   };
+  constexpr lk::QuantFormat kNf4 = lk::QuantFormat::Nf4, kTernary = lk::QuantFormat::Ternary;
+  const QuantCase quants[] = {
+      // name                                            dtype              format    MN-major  m    wn   wk
+      {"quant nf4 KK staged (cp.async)", DType::BFloat16, kNf4, false, 70, 75, 96},
+      {"quant nf4 KN staged (cp.async), gradInput", DType::BFloat16, kNf4, true, 70, 75, 96},
+      {"quant nf4 KK element loads (k % 32 != 0)", DType::BFloat16, kNf4, false, 40, 46, 77},
+      {"quant ternary KK staged (cp.async)", DType::BFloat16, kTernary, false, 66, 70, 128},
+      {"quant ternary KN element loads, gradInput", DType::BFloat16, kTernary, true, 50, 80, 70},
+      {"quant nf4 KK float32 (FMA)", DType::Float32, kNf4, false, 70, 75, 77},
+      {"quant nf4 KN float32 (FMA), gradInput", DType::Float32, kNf4, true, 50, 75, 96},
+      {"quant ternary KK float32 (FMA)", DType::Float32, kTernary, false, 66, 70, 70},
+  };
   long long failed = 0;
   auto report = [&](const std::string& name, long long bad) {
     std::printf("oracle [%s] %-52s %-8s %s\n", sched ? sched : "forward", name.c_str(), bad ? "MISMATCH" : "ok",
@@ -500,6 +607,7 @@ int main() {
   report("dora norms: row-norm epilogue float32 (FMA)", dora_case(DType::Float32, 130, 150, 3));
   report("per-tile segment lists, gathered rows bf16", tile_list_case(DType::BFloat16));
   report("per-tile segment lists, gathered rows float32 (FMA)", tile_list_case(DType::Float32));
+  for (const QuantCase& c : quants) report(c.name, quant_case(c));
   std::fflush(stdout);
   return failed ? 1 : 0;
 }
