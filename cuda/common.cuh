@@ -48,6 +48,18 @@ __host__ __device__ __forceinline__ constexpr T ceil_div(T a, T b) {
   return (a + b - 1) / b;
 }
 
+// ---- warp helpers ----------------------------------------------------------------------------
+constexpr unsigned kFullMask = 0xffffffffu;  // every lane of a warp in a shuffle
+
+#if defined(SIMT_DEVICE_PATH)
+// max over the 32 lanes (fmaxf: a NaN lane is ignored unless every lane is NaN), in every lane.
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o >= 1; o /= 2) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
+  return v;
+}
+#endif
+
 // ---- element types ---------------------------------------------------------------------------
 // Storage is float or raw 16-bit patterns (uint16_t), like the tensors the binding hands us.
 // to_float / from_float round to nearest even; pack2 (16-bit types) rounds two floats into one

@@ -76,7 +76,6 @@ namespace lk::cuda_ops {
 namespace {
 
 constexpr int kWarpSize = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 
 constexpr int kRowsPerWarp = 4;  // W rows per warp: x chunks are reused 4×, 4·M partial sums per lane
 constexpr int kGemvWarps = 4;
@@ -741,6 +740,24 @@ void gemv(const GemvParams& p, int device, cudaStream_t st) {
             " m=" + std::to_string(p.m) + (vector ? "" : " element loads"));
 }
 
+void gemv_low_rank(GemvParams g, GemvShrinkParams shrink, int device, cudaStream_t st) {
+  std::unique_ptr<DeviceScratch> t_partials;
+  if (shrink.r_max > 0) {
+    shrink.dtype = g.dtype;
+    shrink.m = g.m;
+    shrink.k = g.k;
+    shrink.x = g.x;
+    shrink.x_stride = g.x_stride;
+    const int splits = gemv_shrink_splits(shrink, device_props(device).sm_count);
+    t_partials = std::make_unique<DeviceScratch>(device, static_cast<size_t>(splits * g.m * shrink.r_max) * sizeof(float));
+    gemv_shrink(shrink, t_partials->as<float>(), splits, st);
+    g.t = t_partials->as<float>();
+    g.t_splits = splits;
+    g.r_max = shrink.r_max;
+  }
+  gemv(g, device, st);
+}
+
 void lora_forward_decode(const LoraForwardParams& p, int device, cudaStream_t st) {
   GemvParams g;
   g.dtype = p.dtype;
@@ -755,30 +772,16 @@ void lora_forward_decode(const LoraForwardParams& p, int device, cudaStream_t st
   g.bias = p.bias;
   g.y = p.y;
   g.y_stride = p.y_stride;
-  std::unique_ptr<DeviceScratch> t_partials;
-  if (p.r > 0) {
-    GemvShrinkParams s;
-    s.dtype = p.dtype;
-    s.m = p.m;
-    s.k = p.k;
-    s.r_max = p.r;
-    s.x = p.x;
-    s.x_stride = p.x_stride;
-    s.mask = p.dropout_mask;
-    s.mask_stride = p.mask_stride;
-    s.a = p.a;
-    s.a_stride = p.a_stride;
-    s.scale = p.scale;
-    const int splits = gemv_shrink_splits(s, device_props(device).sm_count);
-    t_partials = std::make_unique<DeviceScratch>(device, static_cast<size_t>(splits * p.m * p.r) * sizeof(float));
-    gemv_shrink(s, t_partials->as<float>(), splits, st);
-    g.t = t_partials->as<float>();
-    g.t_splits = splits;
-    g.r_max = p.r;
-    g.b = p.b;
-    g.b_stride = p.b_stride;
-  }
-  gemv(g, device, st);
+  g.b = p.b;
+  g.b_stride = p.b_stride;
+  GemvShrinkParams s;
+  s.r_max = p.r;
+  s.mask = p.dropout_mask;
+  s.mask_stride = p.mask_stride;
+  s.a = p.a;
+  s.a_stride = p.a_stride;
+  s.scale = p.scale;
+  gemv_low_rank(g, s, device, st);
 }
 
 void lora_forward_multi_decode(const LoraMultiParams& p, int device, cudaStream_t st) {

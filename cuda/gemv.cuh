@@ -75,6 +75,10 @@ struct GemvParams {
   long long y_stride = 0;
 };
 void gemv(const GemvParams& p, int device, cudaStream_t st);
+// The GEMV with one adapter's low-rank term: when shrink.r_max > 0, T = shrink.scale·(x ⊙ mask)·Aᵀ
+// by gemv_shrink (its dtype, m, k and x taken from g) into float32 partials, then g adds T·Bᵀ (g.b,
+// g.low_rank_scale as the caller set them) as it stores y. Enqueued on `st`, no wait.
+void gemv_low_rank(GemvParams g, GemvShrinkParams shrink, int device, cudaStream_t st);
 
 // lora.forward at m ≤ 16: shrink (p.scale, p.dropout_mask) when p.r > 0, then the GEMV with
 // p.column_scale and p.bias. Enqueued on `st` (from begin_op), no wait.

@@ -35,7 +35,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 // The low nibble of an odd element count's last byte: the code of 0.0 (bitsandbytes pads with 0.0f).
 constexpr int kPadCode = 7;
 
@@ -81,12 +80,6 @@ __device__ __forceinline__ float element(const void* w, long long stride, long l
 template <class E>
 __device__ __forceinline__ float flat_element(const Nf4QuantizeArgs& a, long long e) {
   return element<E>(a.w, a.w_stride, e / a.k, e % a.k);
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o >= 1; o /= 2) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
-  return v;
 }
 
 #endif

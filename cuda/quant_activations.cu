@@ -21,7 +21,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 
 struct QuantizeArgs {
   const void* x;
@@ -36,14 +35,6 @@ struct DequantizeArgs {
   long long m, k;
   void* out;
 };
-
-#if defined(SIMT_DEVICE_PATH)
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o >= 1; o /= 2) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
-  return v;
-}
-#endif
 
 template <class E>
 __global__ void __launch_bounds__(kThreads) int8_quantize_kernel(QuantizeArgs a) {

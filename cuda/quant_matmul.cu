@@ -131,7 +131,6 @@ gemm::Segment quant_segment(const void* a, long long a_stride, long long k, int 
   return s;
 }
 
-
 // m ≤ 16: the shrink T = s·G·x·Aᵀ (a scalar gate folded into its scale), then one GEMV pass over
 // the packed codes that adds T·(G ⊙ B)ᵀ (a per-output gate) and the bias as it stores y.
 void quant_matmul_decode(const QuantMatmulParams& p, int device, cudaStream_t st) {
@@ -147,29 +146,15 @@ void quant_matmul_decode(const QuantMatmulParams& p, int device, cudaStream_t st
   g.bias = p.bias;
   g.y = p.y;
   g.y_stride = p.y_stride;
-  std::unique_ptr<DeviceScratch> t_partials;
-  if (p.r > 0) {
-    GemvShrinkParams s;
-    s.dtype = p.dtype;
-    s.m = p.m;
-    s.k = p.weight.k;
-    s.r_max = p.r;
-    s.x = p.x;
-    s.x_stride = p.x_stride;
-    s.a = p.a;
-    s.a_stride = p.a_stride;
-    s.scale = per_output ? p.scale : p.scale * p.gate;
-    const int splits = gemv_shrink_splits(s, device_props(device).sm_count);
-    t_partials = std::make_unique<DeviceScratch>(device, static_cast<size_t>(splits * p.m * p.r) * sizeof(float));
-    gemv_shrink(s, t_partials->as<float>(), splits, st);
-    g.t = t_partials->as<float>();
-    g.t_splits = splits;
-    g.r_max = p.r;
-    g.b = p.b;
-    g.b_stride = p.b_stride;
-    g.low_rank_scale = per_output ? p.gate_per_output : nullptr;
-  }
-  gemv(g, device, st);
+  g.b = p.b;
+  g.b_stride = p.b_stride;
+  g.low_rank_scale = per_output ? p.gate_per_output : nullptr;
+  GemvShrinkParams s;
+  s.r_max = p.r;
+  s.a = p.a;
+  s.a_stride = p.a_stride;
+  s.scale = per_output ? p.scale : p.scale * p.gate;
+  gemv_low_rank(g, s, device, st);
 }
 
 }  // namespace
