@@ -193,7 +193,7 @@ export function gpuDims<T extends Record<string, number>>(dims: T): T {
 /** One task for the torch peer; the runner adds the device (and on the GPU the timing plan). */
 export interface PeerTask {
   id: string;
-  op: 'matmul' | 'lora_unfused' | 'lora_backward' | 'dora_peft' | 'multi_gather_bmm';
+  op: 'matmul' | 'lora_unfused' | 'lora_backward' | 'dora_peft' | 'multi_gather_bmm' | 'svd' | 'svd_numpy' | 'svd_lowrank';
   dtype: string;
   shape: Record<string, number>;
   /** CPU: timed samples after one warm-up call (default 10). */
@@ -214,10 +214,12 @@ export interface PeerResult {
   batch?: number;
 }
 
-/** What ran the peer: torch's version and threads; on the GPU also CUDA, cuBLAS and the GPU it saw. */
+/** What ran the peer: torch's version and threads, numpy's version; on the GPU also CUDA, cuBLAS and the GPU it saw. */
 export interface PeerEnv {
   torch: string;
   threads: number;
+  /** numpy's version in the peer's python (null without numpy; svd_numpy needs it). */
+  numpy?: string | null;
   cuda?: string | null;
   cublas?: string | null;
   gpu?: string;

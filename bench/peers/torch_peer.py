@@ -1,10 +1,14 @@
 """Times PyTorch peers for the benchmarks in the same run as ours, on the CPU or a CUDA GPU.
 
 Reads a JSON list of tasks on stdin:
-  {"id", "op", "dtype", "device": "cpu" | "cuda", "shape": {"m", "k", "n", "r", "adapters"?},
-   "iterations", "allow_tf32"?, "ids"?, "scales"?, "timing"? (cuda: see time_cuda)}
+  {"id", "op", "dtype", "device": "cpu" | "cuda", "shape", "iterations", "allow_tf32"?, "ids"?,
+   "scales"?, "timing"? (cuda: see time_cuda)}
+with the shape {"m", "k", "n", "r", "adapters"?} for the LoRA ops, {"batch", "m", "n"} for the SVDs
+(svd: torch.linalg.svd, svd_numpy: numpy.linalg.svd on the CPU) and {"m", "n", "rank",
+"oversample", "iters"} for svd_lowrank.
 Prints JSON lines, flushed one by one (bench/common.ts keeps what came when it stops a slow peer):
-first the environment {"torch", "threads", and on cuda "cuda", "cublas", "gpu", "capability"},
+first the environment {"torch", "threads", "numpy" (null without it), and on cuda "cuda", "cublas",
+"gpu", "capability"},
 then per task {"id", "ms_median", "ms_min", "runs"} plus, on cuda, {"event_ms", "batch"}.
 A task that fails prints {"id", "error"} and the others go on. Exits with 3 when a cuda task
 is asked of a torch that has no usable CUDA device.
@@ -51,8 +55,17 @@ def cublas_version():
         return None
 
 
+def numpy_version():
+    """numpy's version, or None where this python has no numpy (only svd_numpy needs it)."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy.__version__
+
+
 def environment(use_cuda):
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "numpy": numpy_version()}
     if use_cuda:
         env.update(
             cuda=torch.version.cuda,
@@ -64,7 +77,7 @@ def environment(use_cuda):
 
 
 class Inputs:
-    """Seeded operands of one task on its device: x [m, k], w [n, k], a [r, k], b [n, r]."""
+    """A task's device, dtype, shape and a seeded generator for its operands."""
 
     def __init__(self, task):
         self.device = task.get("device", "cpu")
@@ -72,14 +85,31 @@ class Inputs:
         self.shape = task["shape"]
         self.task = task
         self.generator = torch.Generator(device=self.device).manual_seed(0)
+
+    def randn(self, *shape):
+        return torch.randn(*shape, generator=self.generator, dtype=self.dtype, device=self.device)
+
+
+class LoraInputs(Inputs):
+    """The LoRA ops' operands: x [m, k], w [n, k], a [r, k], b [n, r]."""
+
+    def __init__(self, task):
+        super().__init__(task)
         m, k, n, r = (self.shape[d] for d in "mknr")
         self.x = self.randn(m, k)
         self.w = self.randn(n, k)
         self.a = self.randn(r, k)
         self.b = self.randn(n, r)
 
-    def randn(self, *shape):
-        return torch.randn(*shape, generator=self.generator, dtype=self.dtype, device=self.device)
+
+class MatrixInputs(Inputs):
+    """The SVDs' operand: one m × n matrix (batch 1) or a batch of them [batch, m, n]."""
+
+    def __init__(self, task):
+        super().__init__(task)
+        batch = self.shape.get("batch", 1)
+        m, n = self.shape["m"], self.shape["n"]
+        self.matrix = self.randn(m, n) if batch == 1 else self.randn(batch, m, n)
 
 
 def op_matmul(t):
@@ -131,12 +161,39 @@ def op_multi_gather_bmm(t):
     return gather_bmm
 
 
+def op_svd(t):
+    # The economy SVD with U and Vh, LAPACK's gesdd on the CPU, cuSOLVER on the GPU.
+    return lambda: torch.linalg.svd(t.matrix, full_matrices=False)
+
+
+def op_svd_numpy(t):
+    # numpy's economy SVD (LAPACK gesdd per matrix, float32 in and out) on a copy of the same matrix.
+    import numpy
+
+    if t.device != "cpu":
+        raise ValueError("numpy runs on the CPU only")
+    matrix = t.matrix.numpy()
+    return lambda: numpy.linalg.svd(matrix, full_matrices=False)
+
+
+def op_svd_lowrank(t):
+    # torch.svd_lowrank(A, q, niter): a Gaussian sketch of q columns, niter power iterations each
+    # re-orthonormalized by QR, the SVD of Qᴴ·A; it returns all q triplets. q = rank + oversample
+    # is the sketch width of our linalg.svdLowRank (which then keeps the leading rank).
+    q = t.shape["rank"] + t.shape["oversample"]
+    return lambda: torch.svd_lowrank(t.matrix, q=q, niter=t.shape["iters"])
+
+
+# Each op: the operands it is built on and the builder of the timed call.
 OPS = {
-    "matmul": op_matmul,
-    "lora_unfused": op_lora_unfused,
-    "dora_peft": op_dora_peft,
-    "lora_backward": op_lora_backward,
-    "multi_gather_bmm": op_multi_gather_bmm,
+    "matmul": (LoraInputs, op_matmul),
+    "lora_unfused": (LoraInputs, op_lora_unfused),
+    "dora_peft": (LoraInputs, op_dora_peft),
+    "lora_backward": (LoraInputs, op_lora_backward),
+    "multi_gather_bmm": (LoraInputs, op_multi_gather_bmm),
+    "svd": (MatrixInputs, op_svd),
+    "svd_numpy": (MatrixInputs, op_svd_numpy),
+    "svd_lowrank": (MatrixInputs, op_svd_lowrank),
 }
 
 
@@ -183,14 +240,14 @@ def time_cuda(fn, timing):
 
 
 def run_task(task):
-    build = OPS.get(task["op"])
-    if build is None:
+    if task["op"] not in OPS:
         raise ValueError("unknown op " + task["op"])
+    inputs, build = OPS[task["op"]]
     if task.get("device", "cpu") == "cpu":
-        return time_cpu(build(Inputs(task)), task.get("iterations", 10))
+        return time_cpu(build(inputs(task)), task.get("iterations", 10))
     set_tf32(task.get("allow_tf32", False))
     try:
-        return time_cuda(build(Inputs(task)), task["timing"])
+        return time_cuda(build(inputs(task)), task["timing"])
     finally:
         torch.cuda.empty_cache()  # the next task's operands may be larger
 
