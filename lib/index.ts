@@ -16,7 +16,9 @@ import {
 } from './ops/quant.js';
 import { matmul, matmulAsync, matmulBackward, matmulBackwardAsync } from './ops/quant_matmul.js';
 import { int8Dequantize, int8DequantizeAsync, int8Quantize, int8QuantizeAsync } from './ops/quant_activations.js';
-import { loftq } from './ops/init.js';
+import { loftq, pissa } from './ops/init.js';
+import { qr, qrAsync, svd, svdAsync, svdLowRank, svdProduct } from './ops/linalg.js';
+import { compress, merge } from './ops/lora_merge.js';
 
 export { backends, buildInfo } from './backends.js';
 export type { Backends, BuildInfo } from './backends.js';
@@ -37,13 +39,26 @@ export type {
 } from './ops/quant.js';
 export type { QuantMatmulArgs, QuantMatmulBackwardArgs, QuantMatmulGradients } from './ops/quant_matmul.js';
 export type { Int8Activations, Int8DequantizeOptions, Int8QuantizeOptions } from './ops/quant_activations.js';
-export type { LoftqFormat, LoftqOptions, LoftqResult } from './ops/init.js';
+export type { LoftqFormat, LoftqOptions, LoftqResult, PissaMethod, PissaOptions, PissaResult } from './ops/init.js';
+export type {
+  LowRankSvd, QrOptions, QrResult, SvdLowRankOptions, SvdOptions, SvdProductOptions, SvdResult, SvdValues,
+} from './ops/linalg.js';
+export type { LoraFactors } from './ops/lora_merge.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
 export type { SafetensorsReadOptions, SafetensorsTensors } from './formats/safetensors.js';
 export type { PeftAdapter, PeftLayer, PeftLoadOptions, PeftLoraConfig, PeftLoraConfigFields, PeftSaveArgs } from './formats/peft.js';
 
-/** LoRA linear layers. */
-export const lora = { forward, forwardAsync, backward, backwardAsync, forwardMulti, forwardMultiAsync, doraForward, doraForwardAsync, doraBackward, doraBackwardAsync };
+/** LoRA linear layers; `compress` / `merge`: adapters re-expressed at another rank (best in the Frobenius norm). */
+export const lora = {
+  forward, forwardAsync, backward, backwardAsync, forwardMulti, forwardMultiAsync, doraForward, doraForwardAsync, doraBackward,
+  doraBackwardAsync, compress, merge,
+};
+
+/**
+ * Batched float32 factorizations on every backend: `svd` (one-sided Jacobi) and `qr`
+ * (Householder), and composed from them: `svdLowRank` (randomized) and `svdProduct` (of b·a).
+ */
+export const linalg = { svd, svdAsync, qr, qrAsync, svdLowRank, svdProduct };
 
 /**
  * Quantized base weights with a low-rank correction: NF4 (bitsandbytes' bytes) and 1.58-bit
@@ -62,8 +77,12 @@ export const quant = {
   dispose: disposeQuantized,
 };
 
-/** Initialisation of a quantized weight's LoRA pair: `loftq(weight, { rank, format, … })` (LoftQ / LQ-LoRA). */
-export const init = { loftq };
+/**
+ * LoRA initialisations from the weight's SVD: `pissa(weight, { rank, … })` (PiSSA: principal part
+ * as the adapter, residual as the base) and `loftq(weight, { rank, format, … })` (a quantized
+ * weight's pair, LoftQ / LQ-LoRA).
+ */
+export const init = { pissa, loftq };
 
 /** bitsandbytes 4-bit checkpoints: `loadNf4(tensors, prefix)`. */
 export const bnb = { loadNf4 };

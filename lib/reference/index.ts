@@ -5,18 +5,23 @@ import { doraBackward, doraForward, doraWeightNorm } from './dora.js';
 import { dequantize, nf4Absmax, nf4Quantize, ternaryQuantize } from './quant.js';
 import { matmul, matmulBackward } from './quant_matmul.js';
 import { int8Dequantize, int8Quantize } from './quant_activations.js';
-import { loftq } from './init.js';
+import { loftq, pissa } from './init.js';
+import { compress, merge, qr, svd } from './linalg.js';
 
-export { assertClose, compareClose, TOLERANCES } from './tolerance.js';
+export { assertClose, compareClose, LINALG_TOLERANCES, TOLERANCES } from './tolerance.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './tolerance.js';
 export type { ReferenceLoraBackwardArgs, ReferenceLoraForwardArgs, ReferenceLoraGradients } from './lora_linear.js';
 export type { ReferenceLoraForwardMultiArgs } from './lora_multi.js';
 export type { RefInput, ReferenceDoraBackwardArgs, ReferenceDoraForwardArgs, ReferenceDoraGradients, ReferenceDoraWeightNormArgs } from './dora.js';
 
-export type { ReferenceLoftqResult } from './init.js';
+export type { ReferenceLoftqResult, ReferencePissaResult } from './init.js';
+export type { ReferenceQr, ReferenceSvd } from './linalg.js';
 export type { ReferenceQuantMatmulArgs, ReferenceQuantMatmulBackwardArgs, ReferenceQuantMatmulGradients } from './quant_matmul.js';
 
-export const lora = { forward, backward, forwardMulti, doraForward, doraBackward, doraWeightNorm };
+export const lora = { forward, backward, forwardMulti, doraForward, doraBackward, doraWeightNorm, compress, merge };
+
+/** linalg.svd (economy, one-sided Jacobi to float64 precision) and linalg.qr (Householder). */
+export const linalg = { svd, qr };
 
 /**
  * quant.*: quantizers that produce the kernels' bytes exactly, dequantize (the float32 values that
@@ -32,5 +37,5 @@ export const quant = {
   matmulBackward,
 };
 
-/** init.loftq with an exact truncated SVD. */
-export const init = { loftq };
+/** init.pissa and init.loftq with an exact truncated SVD. */
+export const init = { pissa, loftq };

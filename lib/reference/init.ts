@@ -1,5 +1,11 @@
 /**
- * Reference of init.loftq (lib/ops/init.ts): the same alternation with the byte-exact reference
+ * References of init.pissa and init.loftq (lib/ops/init.ts).
+ *
+ * pissa: the exact SVD of W in float64 (reference.linalg.svd), b = U_r·sqrt(S_r/scale) and
+ * a = sqrt(S_r/scale)·Vh_r rounded to the weight's dtype, residual = W − scale·b·a from the
+ * rounded parts, rounded to the dtype.
+ *
+ * loftq: the same alternation with the byte-exact reference
  * quantizers and an EXACT truncated SVD of E = W − deq(Q) in float64, from the eigenvectors of
  * the smaller Gram matrix (E·Eᵀ or Eᵀ·E) by cyclic Jacobi rotations. The Gram matrix squares the
  * condition number, which costs accuracy only in the small singular values; the rank-r part is
@@ -10,9 +16,10 @@
  * the error is that of the rounded parts; Q remembers the weight's dtype.
  */
 import { numbersToStorage, storageToFloat64 } from '../dtype.js';
-import type { LoftqOptions } from '../ops/init.js';
+import type { LoftqOptions, PissaOptions } from '../ops/init.js';
 import type { QuantDType, QuantizedTensor } from '../ops/quant.js';
 import { Tensor } from '../tensor.js';
+import { splitTruncated } from './linalg.js';
 import { dequantize, nf4Quantize, ternaryQuantize } from './quant.js';
 import type { RefTensor } from './tolerance.js';
 
@@ -24,6 +31,33 @@ export interface ReferenceLoftqResult {
   /** B [N, r]: values of the weight's dtype, as float64. */
   b: RefTensor;
   errors: number[];
+}
+
+export interface ReferencePissaResult {
+  /** A [r, K]: values of the weight's dtype, as float64. */
+  a: RefTensor;
+  /** B [N, r]: values of the weight's dtype, as float64. */
+  b: RefTensor;
+  /** W − scale·B·A [N, K]: values of the weight's dtype, as float64. */
+  residual: RefTensor;
+}
+
+/** init.pissa in float64 with the exact SVD (see the top); options as the op's, assumed valid (method and its options ignored). */
+export function pissa(weight: Tensor, opts: PissaOptions): ReferencePissaResult {
+  const [n, k] = weight.shape as [number, number];
+  const { rank } = opts;
+  const scale = opts.scale ?? 1;
+  const dtype = weight.dtype as QuantDType;
+  const w = storageToFloat64(weight.dtype, weight.toArray());
+  const { a, b } = splitTruncated({ data: w, shape: [n, k] }, rank, scale, dtype);
+  const residual = Float64Array.from(w);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < rank; j++) {
+      const bij = scale * b.data[i * rank + j]!;
+      for (let p = 0; p < k; p++) residual[i * k + p]! -= bij * a.data[j * k + p]!;
+    }
+  }
+  return { a, b, residual: { data: roundTo(dtype, residual), shape: [n, k] } };
 }
 
 /** Eigen-decomposition of a symmetric n × n matrix (row-major, destroyed): eigenvalues and eigenvectors as columns of v. */
