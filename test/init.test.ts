@@ -247,3 +247,86 @@ describe.each(testDevices())('init.loftq on $device', ({ device }) => {
     expectError(call(gone, ok), 'ERR_DISPOSED', /weight must be a live tensor/);
   });
 });
+
+/** residual + scale·b·a [N, K] in float64 from what init.pissa returned. */
+function reassembled(got: { a: Tensor; b: Tensor; residual: Tensor }, scale: number): Float64Array {
+  const ba = product(got.b, got.a), residual = got.residual.toFloat32();
+  return Float64Array.from(residual, (x, e) => x + scale * ba[e]!);
+}
+
+describe.each(testDevices())('init.pissa on $device', ({ device }) => {
+  const expectPissaParts = (got: { a: Tensor; b: Tensor; residual: Tensor }, w: Tensor, rank: number) => {
+    const [n, k] = w.shape as [number, number];
+    expect(got.a.shape).toEqual([rank, k]);
+    expect(got.b.shape).toEqual([n, rank]);
+    expect(got.residual.shape).toEqual([n, k]);
+    for (const t of [got.a, got.b, got.residual]) {
+      expect(t.dtype).toBe(w.dtype);
+      expect(t.device).toBe(device);
+    }
+  };
+
+  it.each([
+    { n: 37, k: 29, rank: 4, scale: 1 },
+    { n: 29, k: 41, rank: 4, scale: 2.5 },
+    { n: 23, k: 31, rank: 1, scale: 0.5 },
+  ])('exact, [$n, $k], rank $rank, scale $scale: the reference\'s parts; residual + scale·b·a = W', ({ n, k, rank, scale }) => {
+    const w = lowRankPlusNoise(n, k, 40 + n);
+    const got = init.pissa(onDevice(w, device), { rank, scale });
+    expectPissaParts(got, w, rank);
+    const want = reference.init.pissa(w, { rank, scale });
+    reference.assertClose(reassembled(got, scale), w, { dtype: 'float32', label: 'residual + scale·b·a' });
+    reference.assertClose(got.residual, want.residual, { dtype: 'float32', label: 'residual' });
+    reference.assertClose(product(got.b, got.a), product(Tensor.from(want.b.data, [n, rank]), Tensor.from(want.a.data, [rank, k])), { dtype: 'float32', label: 'b·a' });
+    // b = U·sqrt(S/scale), a = sqrt(S/scale)·Vh: column j of b and row j of a both have norm sqrt(σ_j/scale).
+    const sigma = reference.linalg.svd(w).s.data, bv = got.b.toFloat32(), av = got.a.toFloat32();
+    for (let j = 0; j < rank; j++) {
+      const expected = Math.sqrt(sigma[j]! / scale);
+      expect(frobenius(Array.from({ length: n }, (_, i) => bv[i * rank + j]!))).toBeCloseTo(expected, 5);
+      expect(frobenius(av.subarray(j * k, (j + 1) * k))).toBeCloseTo(expected, 5);
+    }
+  });
+
+  it.each(['float16', 'bfloat16'] as const)('a %s weight: parts in its dtype, close to the reference, residual + scale·b·a = W to its rounding', (dtype) => {
+    const w = lowRankPlusNoise(33, 27, 9, dtype);
+    const got = init.pissa(onDevice(w, device), { rank: 4, scale: 2 });
+    expectPissaParts(got, w, 4);
+    reference.assertClose(reassembled(got, 2), w, { dtype, label: 'residual + scale·b·a' });
+    const want = reference.init.pissa(w, { rank: 4, scale: 2 });
+    reference.assertClose(got.residual, want.residual, { dtype, label: 'residual' });
+  });
+
+  it('randomized on a low-rank-plus-noise weight: residual within 2% of the exact one\'s, residual + scale·b·a = W', () => {
+    const w = lowRankPlusNoise(67, 93, 13);
+    const opts = { rank: 4, scale: 1.5, method: 'randomized' as const, iters: 2, seed: 5 };
+    const got = init.pissa(onDevice(w, device), opts);
+    expectPissaParts(got, w, 4);
+    reference.assertClose(reassembled(got, 1.5), w, { dtype: 'float32', label: 'residual + scale·b·a' });
+    const exact = frobenius(reference.init.pissa(w, opts).residual.data);
+    const residual = frobenius(got.residual.toFloat32());
+    expect(residual).toBeGreaterThanOrEqual(exact * (1 - 1e-5));
+    expect(residual).toBeLessThanOrEqual(exact * (1 + reference.LINALG_TOLERANCES.lowRankExcess));
+    // The seed fixes the result.
+    expect(Array.from(init.pissa(onDevice(w, device), opts).a.toFloat32())).toEqual(Array.from(got.a.toFloat32()));
+  });
+
+  it('a zero weight gives zero parts and a zero residual', () => {
+    const got = init.pissa(Tensor.zeros([6, 5], { device }), { rank: 2 });
+    for (const t of [got.a, got.b, got.residual]) expect(Array.from(t.toFloat32()).every((x) => x === 0)).toBe(true);
+  });
+
+  it('bad input is a typed error naming the argument', () => {
+    const w = onDevice(Tensor.randn([9, 13], { seed: 1 }), device);
+    const call = (weight: unknown, opts: unknown) => () => init.pissa(weight as Tensor, opts as { rank: number });
+    expectError(call(w.toFloat32(), { rank: 2 }), 'ERR_ARGUMENT', /^init\.pissa: weight must be a Tensor, got a Float32Array$/);
+    expectError(call(onDevice(Tensor.randn([9, 13], { dtype: 'int8' }), device), { rank: 2 }), 'ERR_DTYPE', /weight must be of dtype float32 or float16 or bfloat16, got int8/);
+    expectError(call(onDevice(Tensor.randn([2, 9, 13]), device), { rank: 2 }), 'ERR_SHAPE', /weight\.shape must be \[N, K\] with N, K ≥ 1, got \[2, 9, 13\]/);
+    expectError(call(w, 3), 'ERR_ARGUMENT', /opts must be an object with rank, got number 3/);
+    expectError(call(w, { rank: 10 }), 'ERR_ARGUMENT', /opts\.rank must be an integer from 1 to min\(N, K\) = 9, got number 10/);
+    expectError(call(w, { rank: 2, scale: 0 }), 'ERR_ARGUMENT', /opts\.scale must be a positive finite number/);
+    expectError(call(w, { rank: 2, method: 'svd' }), 'ERR_ARGUMENT', /opts\.method must be 'exact' or 'randomized', got the string "svd"/);
+    expectError(call(w, { rank: 2, iters: 3 }), 'ERR_ARGUMENT', /opts\.iters must be undefined for method 'exact', got number 3/);
+    expectError(call(w, { rank: 2, method: 'randomized', iters: -1 }), 'ERR_ARGUMENT', /opts\.iters must be an integer ≥ 0/);
+    expectError(call(w, { rank: 2, method: 'randomized', seed: 0.5 }), 'ERR_ARGUMENT', /opts\.seed must be a safe integer/);
+  });
+});
