@@ -8,11 +8,12 @@ export type ErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_CUDA'
   | 'ERR_FORMAT'
-  | 'ERR_DISPOSED';
+  | 'ERR_DISPOSED'
+  | 'ERR_CONVERGENCE';
 
 const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'ERR_ARGUMENT', 'ERR_SHAPE', 'ERR_DTYPE', 'ERR_DEVICE', 'ERR_UNSUPPORTED',
-  'ERR_OUT_OF_MEMORY', 'ERR_CUDA', 'ERR_FORMAT', 'ERR_DISPOSED',
+  'ERR_OUT_OF_MEMORY', 'ERR_CUDA', 'ERR_FORMAT', 'ERR_DISPOSED', 'ERR_CONVERGENCE',
 ]);
 
 /** Every failure of this package, from argument checks to CUDA errors, is one of these. */

@@ -170,6 +170,45 @@ export interface NativeInt8Dequantize {
   out: NativeTensor;
 }
 
+/** [batch, rows, cols] element strides of a strided operand (csrc/ops/linalg.h MatrixArg). */
+export type NativeMatrixStrides = [batch: number, row: number, col: number];
+
+/**
+ * a [batch, m, n] float32 (through aStrides) → s float32 [batch, keep] (descending), u [batch, m,
+ * keep | m] and vh [batch, keep | n, n] through their strides (both or neither: values only),
+ * sweeps int32 [batch] (−1: not converged). tol 0: the kernel's default. csrc/ops/linalg.h.
+ */
+export interface NativeLinalgSvd {
+  a: NativeTensor;
+  aStrides: NativeMatrixStrides;
+  batch: number;
+  m: number;
+  n: number;
+  keep: number;
+  fullMatrices: boolean;
+  maxSweeps: number;
+  tol: number;
+  s: NativeTensor;
+  u?: NativeTensor;
+  uStrides?: NativeMatrixStrides;
+  vh?: NativeTensor;
+  vhStrides?: NativeMatrixStrides;
+  sweeps: NativeTensor;
+}
+
+/** a [batch, m, n] float32 → q [batch, m, k], r [batch, k, n] (k = min(m, n), diag(r) ≥ 0), all strided. */
+export interface NativeLinalgQr {
+  a: NativeTensor;
+  aStrides: NativeMatrixStrides;
+  batch: number;
+  m: number;
+  n: number;
+  q: NativeTensor;
+  qStrides: NativeMatrixStrides;
+  r?: NativeTensor;
+  rStrides?: NativeMatrixStrides;
+}
+
 export interface NativeQuantMatmul {
   x: NativeTensor;
   weight: NativeQuantWeight;
@@ -254,6 +293,10 @@ export interface NativeModule {
   int8QuantizeAsync(args: NativeInt8Quantize): Promise<void>;
   int8Dequantize(args: NativeInt8Dequantize): void;
   int8DequantizeAsync(args: NativeInt8Dequantize): Promise<void>;
+  linalgSvd(args: NativeLinalgSvd): void;
+  linalgSvdAsync(args: NativeLinalgSvd): Promise<void>;
+  linalgQr(args: NativeLinalgQr): void;
+  linalgQrAsync(args: NativeLinalgQr): Promise<void>;
 }
 
 // Every export of the contract, checked at load: the compiler keeps this list complete, and a
@@ -268,7 +311,7 @@ const NATIVE_EXPORTS: Record<keyof NativeModule, true> = {
   doraBackwardAsync: true, loraBackward: true, loraBackwardAsync: true, nf4Quantize: true, nf4QuantizeAsync: true,
   ternaryQuantize: true, ternaryQuantizeAsync: true, quantDequantize: true, quantDequantizeAsync: true, quantMatmul: true,
   quantMatmulAsync: true, quantMatmulBackward: true, quantMatmulBackwardAsync: true, int8Quantize: true, int8QuantizeAsync: true,
-  int8Dequantize: true, int8DequantizeAsync: true,
+  int8Dequantize: true, int8DequantizeAsync: true, linalgSvd: true, linalgSvdAsync: true, linalgQr: true, linalgQrAsync: true,
 };
 
 let loaded: { addon: NativeModule; binary: LoadedBinary } | undefined;

@@ -305,6 +305,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   register_quant(env, exports);
   register_quant_matmul(env, exports);
   register_quant_activations(env, exports);
+  register_linalg(env, exports);
   return exports;
 }
 

@@ -6,7 +6,7 @@
 
 namespace lk {
 
-enum class ErrorCode { Argument, Shape, DType, Device, Unsupported, OutOfMemory, Cuda, Format, Disposed };
+enum class ErrorCode { Argument, Shape, DType, Device, Unsupported, OutOfMemory, Cuda, Format, Disposed, Convergence };
 
 constexpr const char* error_code_name(ErrorCode c) {
   switch (c) {
@@ -19,6 +19,7 @@ constexpr const char* error_code_name(ErrorCode c) {
     case ErrorCode::Cuda: return "ERR_CUDA";
     case ErrorCode::Format: return "ERR_FORMAT";
     case ErrorCode::Disposed: return "ERR_DISPOSED";
+    case ErrorCode::Convergence: return "ERR_CONVERGENCE";
   }
   return "ERR_ARGUMENT";
 }

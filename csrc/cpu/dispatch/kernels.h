@@ -4,6 +4,7 @@
 #include "ops/lora_linear.h"
 #include "ops/lora_multi.h"
 #include "ops/dora.h"
+#include "ops/linalg.h"
 #include "ops/quant.h"
 #include "ops/quant_activations.h"
 #include "ops/quant_matmul.h"
@@ -20,7 +21,9 @@
   X(quant_matmul, (const QuantMatmulParams& p), (p)) \
   X(quant_matmul_backward, (const QuantMatmulBackwardParams& p), (p)) \
   X(int8_quantize, (const Int8QuantizeParams& p), (p)) \
-  X(int8_dequantize, (const Int8DequantizeParams& p), (p))
+  X(int8_dequantize, (const Int8DequantizeParams& p), (p)) \
+  X(svd, (const SvdParams& p), (p)) \
+  X(qr, (const QrParams& p), (p))
 
 #define LK_CPU_DECLARE_IN(level)                                   \
   namespace lk::cpu::level {                                       \
