@@ -215,11 +215,11 @@ function options(op: string, opts: unknown): Args {
   return new Args(op, Object.fromEntries(Object.entries(opts ?? {}).map(([key, value]) => [`opts.${key}`, value])));
 }
 
-/** An integer option in [min, max] (or its fallback when absent). */
-function integer(op: string, name: string, value: unknown, fallback: number, min: number, max: number, range: string): number {
+/** An integer option in [min, max] (or its fallback when absent); `expected` says which in messages. */
+function integer(op: string, name: string, value: unknown, fallback: number, min: number, max: number, expected: string): number {
   const v = value ?? fallback;
   if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) {
-    throw argumentError('ERR_ARGUMENT', op, name, `an integer ${range}`, describeValue(value));
+    throw argumentError('ERR_ARGUMENT', op, name, expected, describeValue(value));
   }
   return v as number;
 }
@@ -241,7 +241,7 @@ function matrixArg(args: Args, name: string, matrix: boolean): { t: Tensor; batc
  * not be given.
  */
 function outputs<K extends string>(
-  op: string, given: unknown, device: Device, input: Tensor, shapes: Record<K, number[] | undefined>, absentWhy: string,
+  op: string, given: unknown, device: Device, input: Tensor, shapes: Record<K, number[] | undefined>, absentWhy = '',
 ): Partial<Record<K, Tensor>> {
   if (given !== undefined && (given === null || typeof given !== 'object' || Array.isArray(given))) {
     throw argumentError('ERR_ARGUMENT', op, 'opts.out', `an object { ${Object.keys(shapes).map((k) => `${k}?`).join(', ')} }`, describeValue(given));
@@ -280,7 +280,7 @@ function prepareSvd(op: string, a: Tensor, opts: SvdOptions | undefined): { call
   const o = options(op, opts);
   const fullMatrices = o.boolean('opts.fullMatrices', false);
   const computeUV = o.boolean('opts.computeUV', true);
-  const maxSweeps = integer(op, 'opts.maxSweeps', opts?.maxSweeps, DEFAULT_MAX_SWEEPS, 1, 2 ** 31 - 1, '≥ 1');
+  const maxSweeps = integer(op, 'opts.maxSweeps', opts?.maxSweeps, DEFAULT_MAX_SWEEPS, 1, 2 ** 31 - 1, 'an integer ≥ 1');
   const k = Math.min(m, n);
   const uCols = fullMatrices ? m : k, vhRows = fullMatrices ? n : k;
   const out = outputs(op, opts?.out, t.device, t, {
@@ -335,7 +335,7 @@ function prepareQr(op: string, a: Tensor, opts: QrOptions | undefined): QrCall {
   const { t, batchShape, batch, m, n } = matrixArg(new Args(op, { a }), 'a', false);
   options(op, opts);
   const k = Math.min(m, n);
-  const out = outputs(op, opts?.out, t.device, t, { q: [...batchShape, m, k], r: [...batchShape, k, n] }, '');
+  const out = outputs(op, opts?.out, t.device, t, { q: [...batchShape, m, k], r: [...batchShape, k, n] });
   return { batch, m, n, a: rowMajor(t, m, n), q: rowMajor(out.q!, m, k), r: rowMajor(out.r!, k, n) };
 }
 
@@ -428,10 +428,10 @@ function validateLowRank(op: string, a: unknown, opts: unknown): { t: Tensor; m:
   }
   const o = opts as Record<string, unknown>;
   const maxRank = Math.min(m, n);
-  const rank = integer(op, 'opts.rank', o['rank'], NaN, 1, maxRank, `from 1 to min(m, n) = ${maxRank}`);
-  const oversample = integer(op, 'opts.oversample', o['oversample'], 10, 0, Number.MAX_SAFE_INTEGER, '≥ 0');
-  const iters = integer(op, 'opts.iters', o['iters'], 2, 0, Number.MAX_SAFE_INTEGER, '≥ 0');
-  const seed = integer(op, 'opts.seed', o['seed'], 0, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, '(a safe integer)');
+  const rank = integer(op, 'opts.rank', o['rank'], NaN, 1, maxRank, `an integer from 1 to min(m, n) = ${maxRank}`);
+  const oversample = integer(op, 'opts.oversample', o['oversample'], 10, 0, Number.MAX_SAFE_INTEGER, 'an integer ≥ 0');
+  const iters = integer(op, 'opts.iters', o['iters'], 2, 0, Number.MAX_SAFE_INTEGER, 'an integer ≥ 0');
+  const seed = integer(op, 'opts.seed', o['seed'], 0, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 'a safe integer');
   return { t, m, n, rank, oversample, iters, seed };
 }
 
@@ -444,10 +444,10 @@ function validateLowRank(op: string, a: unknown, opts: unknown): { t: Tensor; m:
  * Everything stays on the device; the thin factors are rows (see the top), so each product is one
  * lora.forward or lora.backward and each QR reads and writes them through strides. U = Q·U_b needs
  * Q as the contiguous [m, l] matrix (the x of x·U_bᵀ, with U_b written transposed by the SVD)
- * while Qᵀ·a needs it as rows: the last Y is factored twice, once per layout — 2·2m·l² flops, next
- * to the (2 + 2·iters)·2·m·n·l of the products: ~1.3% for 4096², l = 26, iters 2.
- * Napkin math (4096², rank 16, iters 2): six products of 0.87 GFLOP, ~5 GFLOP in all (a dense SVD:
- * ~10·n³ ≈ 700 GFLOP).
+ * while Qᵀ·a needs it as rows: the last Y is factored twice, once per layout. Napkin math (4096²,
+ * rank 16, l = 26, iters 2): (2 + 2·iters) = 6 products of 2·m·n·l ≈ 0.87 GFLOP, 5.2 GFLOP in all
+ * (a dense SVD: ~10·n³ ≈ 700 GFLOP); a QR with its Q ~4·m·l² ≈ 11 MFLOP, so the second one adds
+ * 0.2%.
  */
 export function svdLowRank(a: Tensor, opts: SvdLowRankOptions): LowRankSvd {
   const op = 'linalg.svdLowRank';
@@ -487,7 +487,7 @@ function validateProduct(op: string, b: unknown, a: unknown, opts: unknown): { b
   const n = at.shape[1]!;
   const maxRank = Math.min(m, r, n);
   options(op, opts);
-  const rank = integer(op, 'opts.rank', (opts as SvdProductOptions | undefined)?.rank, maxRank, 1, maxRank, `from 1 to min(m, r, n) = ${maxRank}`);
+  const rank = integer(op, 'opts.rank', (opts as SvdProductOptions | undefined)?.rank, maxRank, 1, maxRank, `an integer from 1 to min(m, r, n) = ${maxRank}`);
   return { b: bt, a: at, m, r, n, rank };
 }
 
