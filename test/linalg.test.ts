@@ -372,6 +372,9 @@ describe.each(testDevices())('linalg on $device', ({ device, emulated }) => {
       expectError(call(a, { rank: 2, oversample: -1 }), 'ERR_ARGUMENT', /opts\.oversample must be an integer ≥ 0/);
       expectError(call(a, { rank: 2, iters: 1.5 }), 'ERR_ARGUMENT', /opts\.iters must be an integer ≥ 0/);
       expectError(call(a, { rank: 2, seed: 'x' }), 'ERR_ARGUMENT', /opts\.seed must be a safe integer/);
+      const nan = Tensor.randn([9, 7], { seed: 1 }).toFloat32();
+      nan[10] = NaN;
+      expectError(call(onDevice(Tensor.from(nan, [9, 7]), device), { rank: 2 }), 'ERR_CONVERGENCE', /^linalg\.svdLowRank: matrix 0 did not converge/);
     });
   });
 
@@ -405,6 +408,9 @@ describe.each(testDevices())('linalg on $device', ({ device, emulated }) => {
       expectError(() => linalg.svdProduct(b, a, { rank: 4 }), 'ERR_ARGUMENT', /opts\.rank must be an integer from 1 to min\(m, r, n\) = 3, got number 4/);
       expectError(() => linalg.svdProduct(Tensor.randn([6, 3], { dtype: 'bfloat16' }), a), 'ERR_DTYPE', /b must be of dtype float32/);
       if (device !== 'cpu') expectError(() => linalg.svdProduct(b, Tensor.randn([3, 5])), 'ERR_DEVICE', /a must be on cuda(:0)? like b, got cpu/);
+      const nan = Tensor.randn([3, 5]).toFloat32();
+      nan[7] = Infinity;
+      expectError(() => linalg.svdProduct(b, onDevice(Tensor.from(nan, [3, 5]), device)), 'ERR_CONVERGENCE', /^linalg\.svdProduct: matrix 0 did not converge/);
     });
   });
 });

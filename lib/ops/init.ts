@@ -163,7 +163,7 @@ function dequantizeF32(q: QuantizedTensor): Tensor {
 /**
  * LoftQ initialisation of a quantized weight and its LoRA pair (see the top): returns Q from the
  * last step, a [r, K] and b [N, r] in the weight's dtype on its device, and the relative error
- * after each step. On CUDA it waits for the device every step (the host does the small algebra).
+ * after each step. On CUDA it waits for the device every step (the host forms E and the residual).
  */
 export function loftq(weight: Tensor, opts: LoftqOptions): LoftqResult {
   const v = validate(weight, opts);
