@@ -6,6 +6,7 @@ import * as loraMulti from './lora_multi.bench.js';
 import * as dora from './dora.bench.js';
 import * as loraBackward from './lora_backward.bench.js';
 import * as quantMatmul from './quant.bench.js';
+import * as linalgBench from './linalg.bench.js';
 
 export const BENCHES: Readonly<Record<string, { run(device: BenchDevice): Promise<void> }>> = {
   'lora.forward': loraLinear,
@@ -13,6 +14,7 @@ export const BENCHES: Readonly<Record<string, { run(device: BenchDevice): Promis
   'lora.doraForward': dora,
   'lora.backward': loraBackward,
   'quant.matmul': quantMatmul,
+  linalg: linalgBench,
 };
 
 export interface BenchOptions {

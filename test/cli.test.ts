@@ -45,7 +45,7 @@ describe('lora-kernels CLI', () => {
   it('bench --list names every benchmark', () => {
     const res = cli('bench', '--list');
     expect(res.status).toBe(0);
-    expect(res.stdout.trim().split('\n')).toEqual(['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul']);
+    expect(res.stdout.trim().split('\n')).toEqual(['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul', 'linalg']);
   });
 
   it('mistakes are an exit code and a message, never a stack trace', () => {
@@ -97,7 +97,7 @@ describe('lora-kernels CLI', () => {
       }
       expect(res.stderr).not.toMatch(STACK_FRAME);
       expect(res.status).toBe(0);
-      for (const bench of ['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul']) {
+      for (const bench of ['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul', 'linalg']) {
         expect(res.stdout).toContain(`== ${bench} on the GPU`);
         const lines = fs.readFileSync(path.join(out, `${bench.replace('.', '_')}_cuda.jsonl`), 'utf8').trim().split('\n');
         for (const line of lines) {
@@ -111,7 +111,9 @@ describe('lora-kernels CLI', () => {
       expect(res.stdout).toMatch(/^case\s+dtype\s+impl\s+wall ms\s+event ms\s+TFLOP\/s\s+GB\/s\s+vs\s+vs wall ms\s+vs event ms\s+× vs \(event\)\s+× vs \(wall\)\s+goal\s+met$/m);
       expect(res.stdout).toContain('≤ 2.2× torch x@W.T');
       expect(res.stdout).toContain('≤ 1.15× ours single-adapter forward');
-      expect(res.stdout).toMatch(/^\d+ of 25 goals met/m);
+      expect(res.stdout).toContain('≤ 0.05× torch.linalg.svd');
+      expect(res.stdout).toContain('≤ 1.0× torch.svd_lowrank');
+      expect(res.stdout).toMatch(/^\d+ of 31 goals met/m);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }
