@@ -61,8 +61,8 @@ constexpr int64_t kLaneMaxCols = 64;
 // σ_j ≤ σ₁·2^-100: the column is the rounding noise of a (numerically) zero singular value.
 constexpr double kNegligible = 7.888609052210118e-31;
 
-enum class SvdBuffer { A, Tau, J, X, U, Sigma, Column, GroupJ, GroupX, Norms, Count };
-enum class QrBuffer { A, Tau, Column, Count };
+enum class SvdBuffer { A, Tau, J, X, U, E, Sigma, Column, GroupJ, GroupX, Norms, Coef, Count };
+enum class QrBuffer { A, Tau, E, Column, Count };
 
 // A float64 view of a thread's scratch buffer (64-byte aligned, grow-only).
 template <class Which>
@@ -85,22 +85,39 @@ void axpy(double alpha, const double* x, double* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// ---- Householder QR (column-major float64, in place) -------------------------------------------
-// Reflector k: H_k = I − tau_k·v·vᵀ with v = (1, a[k+1:, k]) below the diagonal, R above (LAPACK's
-// convention, beta = −sign(x0)·‖x‖ so that x0 − beta never cancels).
+// ---- Householder QR (row-major float64, in place) ----------------------------------------------
+// Reflector k: H_k = I − tau_k·v·vᵀ with v = (1, a[k+1:, k]) below the diagonal, R on and above it
+// (LAPACK's convention, beta = −sign(x0)·‖x‖ so that x0 − beta never cancels). Row-major, so that
+// applying a reflector to many columns runs along rows: d = vᵀ·E and E −= tau·v·d are vector
+// loops over the columns, with no reduction per column.
 
-void apply_reflector(const double* a, int64_t ld, int64_t rows, int64_t k, double tau, double* y) {
-  if (tau == 0) return;
-  const double* v = a + k * ld;
-  const double d = tau * (y[k] + dot(v + k + 1, y + k + 1, rows - k - 1));
-  y[k] -= d;
-  axpy(-d, v + k + 1, y + k + 1, rows - k - 1);
+// Columns [j0, j1) of e (row-major, lde) ← H_k·e; d: scratch of j1 entries.
+void apply_reflector(const double* a, int64_t lda, int64_t rows, int64_t k, double tau, double* e, int64_t lde, int64_t j0,
+                     int64_t j1, double* d) {
+  if (tau == 0 || j0 >= j1) return;
+  double* ek = e + k * lde;
+  for (int64_t j = j0; j < j1; ++j) d[j] = ek[j];
+  for (int64_t i = k + 1; i < rows; ++i) {
+    const double vi = a[i * lda + k];
+    const double* ei = e + i * lde;
+    for (int64_t j = j0; j < j1; ++j) d[j] += vi * ei[j];
+  }
+  for (int64_t j = j0; j < j1; ++j) {
+    d[j] *= tau;
+    ek[j] -= d[j];
+  }
+  for (int64_t i = k + 1; i < rows; ++i) {
+    const double vi = a[i * lda + k];
+    double* ei = e + i * lde;
+    for (int64_t j = j0; j < j1; ++j) ei[j] -= vi * d[j];
+  }
 }
 
-void householder_qr(double* a, int64_t ld, int64_t rows, int64_t cols, double* tau) {
+void householder_qr(double* a, int64_t lda, int64_t rows, int64_t cols, double* tau, double* d) {
   for (int64_t k = 0, end = std::min(rows, cols); k < end; ++k) {
-    double* col = a + k * ld;
-    const double x0 = col[k], tail = dot(col + k + 1, col + k + 1, rows - k - 1);
+    const double x0 = a[k * lda + k];
+    double tail = 0;
+    for (int64_t i = k + 1; i < rows; ++i) tail += a[i * lda + k] * a[i * lda + k];
     if (tail == 0) {  // already upper triangular here: H_k = I
       tau[k] = 0;
       continue;
@@ -108,43 +125,241 @@ void householder_qr(double* a, int64_t ld, int64_t rows, int64_t cols, double* t
     const double norm = std::sqrt(x0 * x0 + tail), beta = x0 >= 0 ? -norm : norm;
     tau[k] = (beta - x0) / beta;
     const double scale = 1 / (x0 - beta);
-    for (int64_t i = k + 1; i < rows; ++i) col[i] *= scale;
-    col[k] = beta;
-    for (int64_t j = k + 1; j < cols; ++j) apply_reflector(a, ld, rows, k, tau[k], a + j * ld);
+    for (int64_t i = k + 1; i < rows; ++i) a[i * lda + k] *= scale;
+    a[k * lda + k] = beta;
+    apply_reflector(a, lda, rows, k, tau[k], a, lda, k + 1, cols, d);
   }
 }
 
-// y ← Q·y = H_0·H_1 ⋯ H_{n−1}·y.
-void apply_q(const double* a, int64_t ld, int64_t rows, int64_t reflectors, const double* tau, double* y) {
-  for (int64_t k = reflectors - 1; k >= 0; --k) apply_reflector(a, ld, rows, k, tau[k], y);
+// Output columns [0, count) of Q·B (Q = H_0·H_1 ⋯ from the first `reflectors` of a), kQChunk at a
+// time through a rows × kQChunk row-major buffer e: fill(e, lde, j0, width) writes B's columns
+// [j0, j0 + width) into the zeroed e, store(e, lde, j0, width) takes the product.
+constexpr int64_t kQChunk = 64;
+
+template <class Which, class Fill, class Store>
+void q_times(Which e_buffer, Which d_buffer, const double* a, int64_t lda, int64_t rows, int64_t reflectors, const double* tau,
+             int64_t count, Fill fill, Store store) {
+  const int64_t lde = round_up(std::min(count, kQChunk), kAcc);
+  double* e = doubles(e_buffer, rows * lde);
+  double* d = doubles(d_buffer, lde);
+  for (int64_t j0 = 0; j0 < count; j0 += kQChunk) {
+    const int64_t width = std::min(kQChunk, count - j0);
+    std::fill(e, e + rows * lde, 0.0);
+    fill(e, lde, j0, width);
+    for (int64_t k = reflectors - 1; k >= 0; --k) apply_reflector(a, lda, rows, k, tau[k], e, lde, 0, width, d);
+    store(e, lde, j0, width);
+  }
 }
+
+// ---- D8: 8 doubles, one AVX-512 vector or two AVX2 ones; plain loops elsewhere (which compile to
+// NEON or SSE2) --------------------------------------------------------------------------------
+#if defined(LK_SIMD_AVX512)
+struct D8 {
+  __m512d v;
+};
+inline D8 d8_zero() { return {_mm512_setzero_pd()}; }
+inline D8 d8_load(const double* p) { return {_mm512_loadu_pd(p)}; }
+inline void d8_store(double* p, D8 a) { _mm512_storeu_pd(p, a.v); }
+inline D8 d8_add(D8 a, D8 b) { return {_mm512_add_pd(a.v, b.v)}; }
+inline D8 d8_mul(D8 a, D8 b) { return {_mm512_mul_pd(a.v, b.v)}; }
+inline D8 d8_fma(D8 a, D8 b, D8 c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+inline D8 d8_fms(D8 a, D8 b, D8 c) { return {_mm512_fmsub_pd(a.v, b.v, c.v)}; }
+inline D8 d8_sqrt(D8 a) { return {_mm512_sqrt_pd(a.v)}; }
+inline D8 d8_set1(double v) { return {_mm512_set1_pd(v)}; }
+inline D8 d8_sub(D8 a, D8 b) { return {_mm512_sub_pd(a.v, b.v)}; }
+inline D8 d8_div(D8 a, D8 b) { return {_mm512_div_pd(a.v, b.v)}; }
+inline D8 d8_abs(D8 a) { return {_mm512_abs_pd(a.v)}; }
+// ±1 with the sign of a
+inline D8 d8_sign(D8 a) { return {_mm512_or_pd(_mm512_and_pd(a.v, _mm512_set1_pd(-0.0)), _mm512_set1_pd(1.0))}; }
+using M8 = __mmask8;
+inline M8 d8_greater(D8 a, D8 b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GT_OQ); }
+inline D8 d8_select(M8 m, D8 yes, D8 no) { return {_mm512_mask_blend_pd(m, no.v, yes.v)}; }
+inline unsigned m8_bits(M8 m) { return m; }
+#elif defined(LK_SIMD_AVX2)
+struct D8 {
+  __m256d lo, hi;
+};
+inline D8 d8_zero() { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
+inline D8 d8_load(const double* p) { return {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)}; }
+inline void d8_store(double* p, D8 a) {
+  _mm256_storeu_pd(p, a.lo);
+  _mm256_storeu_pd(p + 4, a.hi);
+}
+inline D8 d8_add(D8 a, D8 b) { return {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)}; }
+inline D8 d8_mul(D8 a, D8 b) { return {_mm256_mul_pd(a.lo, b.lo), _mm256_mul_pd(a.hi, b.hi)}; }
+inline D8 d8_fma(D8 a, D8 b, D8 c) { return {_mm256_fmadd_pd(a.lo, b.lo, c.lo), _mm256_fmadd_pd(a.hi, b.hi, c.hi)}; }
+inline D8 d8_fms(D8 a, D8 b, D8 c) { return {_mm256_fmsub_pd(a.lo, b.lo, c.lo), _mm256_fmsub_pd(a.hi, b.hi, c.hi)}; }
+inline D8 d8_sqrt(D8 a) { return {_mm256_sqrt_pd(a.lo), _mm256_sqrt_pd(a.hi)}; }
+inline D8 d8_set1(double v) { return {_mm256_set1_pd(v), _mm256_set1_pd(v)}; }
+inline D8 d8_sub(D8 a, D8 b) { return {_mm256_sub_pd(a.lo, b.lo), _mm256_sub_pd(a.hi, b.hi)}; }
+inline D8 d8_div(D8 a, D8 b) { return {_mm256_div_pd(a.lo, b.lo), _mm256_div_pd(a.hi, b.hi)}; }
+inline D8 d8_abs(D8 a) {
+  const __m256d sign = _mm256_set1_pd(-0.0);
+  return {_mm256_andnot_pd(sign, a.lo), _mm256_andnot_pd(sign, a.hi)};
+}
+inline D8 d8_sign(D8 a) {
+  const __m256d sign = _mm256_set1_pd(-0.0), one = _mm256_set1_pd(1.0);
+  return {_mm256_or_pd(_mm256_and_pd(a.lo, sign), one), _mm256_or_pd(_mm256_and_pd(a.hi, sign), one)};
+}
+using M8 = D8;
+inline M8 d8_greater(D8 a, D8 b) { return {_mm256_cmp_pd(a.lo, b.lo, _CMP_GT_OQ), _mm256_cmp_pd(a.hi, b.hi, _CMP_GT_OQ)}; }
+inline D8 d8_select(M8 m, D8 yes, D8 no) { return {_mm256_blendv_pd(no.lo, yes.lo, m.lo), _mm256_blendv_pd(no.hi, yes.hi, m.hi)}; }
+inline unsigned m8_bits(M8 m) { return static_cast<unsigned>(_mm256_movemask_pd(m.lo) | _mm256_movemask_pd(m.hi) << 4); }
+#else
+struct D8 {
+  double v[8];
+};
+template <class F>
+D8 d8_map(F f) {
+  D8 r;
+  for (int k = 0; k < 8; ++k) r.v[k] = f(k);
+  return r;
+}
+inline D8 d8_zero() { return d8_map([](int) { return 0.0; }); }
+inline D8 d8_load(const double* p) { return d8_map([&](int k) { return p[k]; }); }
+inline void d8_store(double* p, D8 a) {
+  for (int k = 0; k < 8; ++k) p[k] = a.v[k];
+}
+inline D8 d8_add(D8 a, D8 b) { return d8_map([&](int k) { return a.v[k] + b.v[k]; }); }
+inline D8 d8_mul(D8 a, D8 b) { return d8_map([&](int k) { return a.v[k] * b.v[k]; }); }
+inline D8 d8_fma(D8 a, D8 b, D8 c) { return d8_map([&](int k) { return a.v[k] * b.v[k] + c.v[k]; }); }
+inline D8 d8_fms(D8 a, D8 b, D8 c) { return d8_map([&](int k) { return a.v[k] * b.v[k] - c.v[k]; }); }
+#if defined(LK_SIMD_NEON)
+inline D8 d8_sqrt(D8 a) {
+  for (int k = 0; k < 8; k += 2) vst1q_f64(a.v + k, vsqrtq_f64(vld1q_f64(a.v + k)));
+  return a;
+}
+#else
+inline D8 d8_sqrt(D8 a) { return d8_map([&](int k) { return std::sqrt(a.v[k]); }); }
+#endif
+inline D8 d8_set1(double v) { return d8_map([&](int) { return v; }); }
+inline D8 d8_sub(D8 a, D8 b) { return d8_map([&](int k) { return a.v[k] - b.v[k]; }); }
+inline D8 d8_div(D8 a, D8 b) { return d8_map([&](int k) { return a.v[k] / b.v[k]; }); }
+inline D8 d8_abs(D8 a) { return d8_map([&](int k) { return std::fabs(a.v[k]); }); }
+inline D8 d8_sign(D8 a) { return d8_map([&](int k) { return std::copysign(1.0, a.v[k]); }); }
+using M8 = unsigned;
+inline M8 d8_greater(D8 a, D8 b) {
+  unsigned m = 0;
+  for (int k = 0; k < 8; ++k) m |= a.v[k] > b.v[k] ? 1u << k : 0u;
+  return m;
+}
+inline D8 d8_select(M8 m, D8 yes, D8 no) { return d8_map([&](int k) { return m >> k & 1 ? yes.v[k] : no.v[k]; }); }
+inline unsigned m8_bits(M8 m) { return m; }
+#endif
+static_assert(kAcc == 8, "D8 holds the kAcc partial sums");
 
 // ---- one-sided Jacobi over L interleaved matrices ----------------------------------------------
-// Column j of lane l: element r at w[(j·ld + r)·L + l]; ld·L is a multiple of kAcc, and rows past
-// the matrix are zero (rotations keep them zero).
+// Column j of lane l: element r at w[(j·ld + r)·L + l]; len = ld·L is a multiple of 8, and rows
+// past the matrix are zero (rotations keep them zero). A D8 of a column holds 8/L rows of L lanes,
+// so per-lane coefficients repeat every L doubles and partial sums fold k → k mod L.
 
 template <int L>
-void lane_dots(const double* x, const double* y, int64_t len, double out[L]) {
-  double acc[kAcc] = {};
-  for (int64_t i = 0; i < len; i += kAcc)
-    for (int k = 0; k < kAcc; ++k) acc[k] += x[i + k] * y[i + k];
+void fold(D8 acc, double* out) {
+  alignas(64) double a[8];
+  d8_store(a, acc);
   for (int l = 0; l < L; ++l) out[l] = 0;
-  for (int k = 0; k < kAcc; ++k) out[k % L] += acc[k];
+  for (int k = 0; k < 8; ++k) out[k % L] += a[k];
+}
+
+// Per lane Σ x·y; four accumulators hide the FMA latency.
+template <int L>
+void lane_dots(const double* x, const double* y, int64_t len, double* out) {
+  D8 acc[4] = {d8_zero(), d8_zero(), d8_zero(), d8_zero()};
+  int64_t i = 0;
+  for (; i + 32 <= len; i += 32)
+    for (int u = 0; u < 4; ++u) acc[u] = d8_fma(d8_load(x + i + 8 * u), d8_load(y + i + 8 * u), acc[u]);
+  for (; i < len; i += 8) acc[0] = d8_fma(d8_load(x + i), d8_load(y + i), acc[0]);
+  fold<L>(d8_add(d8_add(acc[0], acc[1]), d8_add(acc[2], acc[3])), out);
+}
+
+// (x, y) ← (c·x − s·y, s·x + c·y); returns the new x.
+inline D8 rotate8(double* x, double* y, D8 c, D8 s) {
+  const D8 xi = d8_load(x), yi = d8_load(y), xr = d8_fms(c, xi, d8_mul(s, yi));
+  d8_store(x, xr);
+  d8_store(y, d8_fma(s, xi, d8_mul(c, yi)));
+  return xr;
+}
+
+inline void lane_rotate(double* x, double* y, int64_t len, D8 c, D8 s) {
+  for (int64_t i = 0; i < len; i += 8) rotate8(x + i, y + i, c, s);
+}
+
+// lane_rotate, and out = the lanes' dots of the rotated x with z, the next pair's γ: one pass over
+// x instead of two (two accumulators hide the FMA latency).
+template <int L>
+void lane_rotate_dot(double* x, double* y, const double* z, int64_t len, D8 c, D8 s, double* out) {
+  D8 acc0 = d8_zero(), acc1 = d8_zero();
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    acc0 = d8_fma(rotate8(x + i, y + i, c, s), d8_load(z + i), acc0);
+    acc1 = d8_fma(rotate8(x + i + 8, y + i + 8, c, s), d8_load(z + i + 8), acc1);
+  }
+  if (i < len) acc0 = d8_fma(rotate8(x + i, y + i, c, s), d8_load(z + i), acc0);
+  fold<L>(d8_add(acc0, acc1), out);
+}
+
+// Column i of x rotated against each of the columns js[0..count) in turn, coefficients
+// coef[2·q], coef[2·q + 1] for js[q]: row chunks outer, so x_i is loaded and stored once per chunk
+// instead of once per pair (the pass is bound by its stores). U chunks at a time: each step of a
+// chain waits for the previous one's FMA, U independent chains fill the pipeline.
+template <int U>
+void rotate_chain_rows(double* xi_col, double* x, int64_t len, int64_t r, const int64_t* js, int64_t count, const D8* coef) {
+  D8 xi[U];
+  for (int u = 0; u < U; ++u) xi[u] = d8_load(xi_col + r + 8 * u);
+  for (int64_t q = 0; q < count; ++q) {
+    double* xj = x + js[q] * len + r;
+    const D8 c = coef[2 * q], s = coef[2 * q + 1];
+    for (int u = 0; u < U; ++u) {
+      const D8 yj = d8_load(xj + 8 * u);
+      d8_store(xj + 8 * u, d8_fma(s, xi[u], d8_mul(c, yj)));
+      xi[u] = d8_fms(c, xi[u], d8_mul(s, yj));
+    }
+  }
+  for (int u = 0; u < U; ++u) d8_store(xi_col + r + 8 * u, xi[u]);
+}
+
+void rotate_chain(double* x, int64_t len, int64_t i, const int64_t* js, int64_t count, const D8* coef) {
+  int64_t r = 0;
+  for (; r + 32 <= len; r += 32) rotate_chain_rows<4>(x + i * len, x, len, r, js, count, coef);
+  for (; r < len; r += 8) rotate_chain_rows<1>(x + i * len, x, len, r, js, count, coef);
+}
+
+// L lanes repeated over a D8 (lane l in elements l, l + L, …) and back.
+template <int L>
+D8 lanes_load(const double* p) {
+  if constexpr (L == 8) return d8_load(p);
+  alignas(64) double t[8];
+  for (int k = 0; k < 8; ++k) t[k] = p[k % L];
+  return d8_load(t);
 }
 
 template <int L>
-void lane_rotate(double* x, double* y, int64_t len, const double c[L], const double s[L]) {
-  double cv[kAcc], sv[kAcc];
-  for (int k = 0; k < kAcc; ++k) {
-    cv[k] = c[k % L];
-    sv[k] = s[k % L];
-  }
-  for (int64_t i = 0; i < len; i += kAcc)
-    for (int k = 0; k < kAcc; ++k) {
-      const double xi = x[i + k], yi = y[i + k];
-      x[i + k] = cv[k] * xi - sv[k] * yi;
-      y[i + k] = sv[k] * xi + cv[k] * yi;
-    }
+void lanes_store(double* p, D8 v) {
+  alignas(64) double t[8];
+  d8_store(t, v);
+  for (int l = 0; l < L; ++l) p[l] = t[l];
+}
+
+// The rotation of pair (i, j) per lane from γ = w_iᵀw_j and the norms α_i, α_j (updated in place):
+// Rutishauser's ζ = (α_j − α_i)/(2γ), t = sign(ζ)/(|ζ| + sqrt(1 + ζ²)), c = 1/sqrt(1 + t²), s = c·t,
+// α_i −= t·γ, α_j += t·γ; c = 1, s = 0 where |γ| ≤ tol·sqrt(α_i·α_j) (compared squared, no root:
+// float32 data keeps α, β within 2^±300, so the squares stay in range). Vector selects over the
+// lanes (one matrix: its lane repeated 8 times), so no branch per lane and no errno-bound sqrt.
+// Returns the mask of the lanes that rotate; cv, sv as lane_rotate takes them.
+template <int L>
+unsigned rotation(const double* gp, double* ai, double* aj, double tol2, D8& cv, D8& sv) {
+  const D8 g = lanes_load<L>(gp), a = lanes_load<L>(ai), b = lanes_load<L>(aj), one = d8_set1(1.0);
+  const M8 rotate = d8_greater(d8_mul(g, g), d8_mul(d8_set1(tol2), d8_mul(a, b)));
+  const unsigned bits = m8_bits(rotate) & ((1u << L) - 1);
+  if (!bits) return 0;
+  const D8 zeta = d8_div(d8_sub(b, a), d8_add(g, g));
+  const D8 t = d8_div(d8_sign(zeta), d8_add(d8_abs(zeta), d8_sqrt(d8_fma(zeta, zeta, one))));
+  const D8 c = d8_div(one, d8_sqrt(d8_fma(t, t, one))), step = d8_mul(t, g);
+  cv = d8_select(rotate, c, one);
+  sv = d8_select(rotate, d8_mul(c, t), d8_zero());
+  lanes_store<L>(ai, d8_select(rotate, d8_sub(a, step), a));
+  lanes_store<L>(aj, d8_select(rotate, d8_add(b, step), b));
+  return bits;
 }
 
 // Rotates the cols columns of w (and of x, cols × cols with leading dimension ldx, when not null)
@@ -156,41 +371,41 @@ void jacobi(double* w, int64_t ld, int64_t cols, double* x, int64_t ldx, int max
   for (int l = 0; l < L; ++l) sweeps[l] = cols < 2 ? 0 : -1;
   if (cols < 2) return;
   double* norms = doubles(SvdBuffer::Norms, cols * L);
+  // X's rotations of one i, applied after the j loop in one pass (rotate_chain).
+  D8* coef = reinterpret_cast<D8*>(doubles(SvdBuffer::Coef, 16 * cols));
+  thread_local std::vector<int64_t> js;
+  js.resize(static_cast<size_t>(cols));
   const double tol2 = tol * tol;
-  int pending = L;
-  for (int sweep = 1; sweep <= max_sweeps && pending > 0; ++sweep) {
+  unsigned pending = (1u << L) - 1;
+  for (int sweep = 1; sweep <= max_sweeps && pending; ++sweep) {
     for (int64_t j = 0; j < cols; ++j) lane_dots<L>(w + j * wlen, w + j * wlen, wlen, norms + j * L);
-    bool rotated[L] = {};
+    unsigned rotated = 0;
     for (int64_t i = 0; i + 1 < cols; ++i) {
-      double* ai = norms + i * L;
+      double* wi = w + i * wlen;
+      alignas(64) double g[L];
+      lane_dots<L>(wi, wi + wlen, wlen, g);
+      int64_t chain = 0;
       for (int64_t j = i + 1; j < cols; ++j) {
-        double* aj = norms + j * L;
-        double g[L], c[L], s[L];
-        lane_dots<L>(w + i * wlen, w + j * wlen, wlen, g);
-        bool any = false;
-        for (int l = 0; l < L; ++l) {
-          // |γ| > tol·sqrt(α·β), squared: no square root for the pairs that are done. The squares
-          // stay in range: float32 data gives α, β within 2^±300.
-          const bool rotate = g[l] * g[l] > tol2 * ai[l] * aj[l];
-          const double zeta = (aj[l] - ai[l]) / (2 * g[l]);
-          const double t = std::copysign(1.0, zeta) / (std::fabs(zeta) + std::sqrt(1 + zeta * zeta));
-          const double cl = 1 / std::sqrt(1 + t * t);
-          c[l] = rotate ? cl : 1;
-          s[l] = rotate ? cl * t : 0;
-          ai[l] -= rotate ? t * g[l] : 0;
-          aj[l] += rotate ? t * g[l] : 0;
-          rotated[l] = rotated[l] || rotate;
-          any = any || rotate;
+        double* wj = w + j * wlen;
+        D8& c = coef[2 * chain];
+        D8& s = coef[2 * chain + 1];
+        const unsigned mask = rotation<L>(g, norms + i * L, norms + j * L, tol2, c, s);
+        rotated |= mask;
+        const bool last = j + 1 == cols;
+        if (mask) {
+          if (last) lane_rotate(wi, wj, wlen, c, s);
+          else lane_rotate_dot<L>(wi, wj, wj + wlen, wlen, c, s, g);
+          js[chain++] = j;
+        } else if (!last) {
+          lane_dots<L>(wi, wj + wlen, wlen, g);
         }
-        if (!any) continue;
-        lane_rotate<L>(w + i * wlen, w + j * wlen, wlen, c, s);
-        if (x) lane_rotate<L>(x + i * xlen, x + j * xlen, xlen, c, s);
       }
+      if (x && chain) rotate_chain(x, xlen, i, js.data(), chain, coef);
     }
     for (int l = 0; l < L; ++l)
-      if (sweeps[l] < 0 && !rotated[l]) {
+      if ((pending >> l & 1) && !(rotated >> l & 1)) {
         sweeps[l] = sweep;
-        --pending;
+        pending &= ~(1u << l);
       }
   }
 }
@@ -206,7 +421,7 @@ struct View {
 // right = V (cols × keep, or cols × cols), both already mapped onto u / vh.
 struct Plan {
   int64_t batch, rows, cols, keep;
-  bool full, vectors, tall;
+  bool full, vectors, qr_first;
   int max_sweeps;
   double tol;
   const float* a;
@@ -217,7 +432,7 @@ struct Plan {
   View right_view;
   float* s;
   int32_t* sweeps;
-  int64_t lda, ldj;  // rows and cols rounded up to kAcc
+  int64_t lda, ldj;  // cols rounded up to kAcc: the row-major A's rows, J's and X's columns (× lanes)
 };
 
 Plan make_plan(const SvdParams& p) {
@@ -229,7 +444,7 @@ Plan make_plan(const SvdParams& p) {
   plan.keep = p.keep;
   plan.full = p.full_matrices;
   plan.vectors = p.u != nullptr;
-  plan.tall = plan.rows > plan.cols;
+  plan.qr_first = plan.rows > plan.cols;
   plan.max_sweeps = p.max_sweeps;
   plan.tol = p.tol > 0 ? p.tol : kDefaultTol;
   plan.a = p.a;
@@ -244,7 +459,7 @@ Plan make_plan(const SvdParams& p) {
   plan.right_view = wide ? u_as_is : v_into_vh;
   plan.s = p.s;
   plan.sweeps = p.sweeps;
-  plan.lda = round_up(std::max<int64_t>(plan.rows, 1), kAcc);
+  plan.lda = round_up(std::max<int64_t>(plan.cols, 1), kAcc);
   plan.ldj = round_up(std::max<int64_t>(plan.cols, 1), kAcc);
   return plan;
 }
@@ -255,28 +470,32 @@ void store_column(float* base, const View& v, int64_t b, int64_t j, const double
   for (int64_t i = 0; i < rows; ++i) out[i * v.rs] = static_cast<float>(col[i]);
 }
 
+// The rows × width row-major e (lde) into output columns [j0, j0 + width) of matrix b.
+void store_rows(float* base, const View& v, int64_t b, int64_t j0, const double* e, int64_t lde, int64_t rows, int64_t width) {
+  float* out = base + b * v.bs + j0 * v.cs;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < width; ++j) out[i * v.rs + j * v.cs] = static_cast<float>(e[i * lde + j]);
+}
+
 int64_t left_cols(const Plan& p) { return p.full ? p.rows : p.keep; }
 int64_t right_cols(const Plan& p) { return p.full ? p.cols : p.keep; }
 
-// Matrix b into `a` (lda × cols, zero-padded rows), QR'd when tall, and J (Rᵀ or A) into
+// Matrix b into `a` (rows × lda, row-major), QR'd when p.qr_first, and J (Rᵀ or A) into
 // j[(col·ldj + row)·lanes], zero when a value is not finite. Returns whether all were finite.
 bool prepare(const Plan& p, int64_t b, double* a, double* tau, double* j, int lanes) {
   const float* src = p.a + b * p.a_view.bs;
   bool finite = true;
-  for (int64_t c = 0; c < p.cols; ++c) {
-    double* col = a + c * p.lda;
-    for (int64_t r = 0; r < p.rows; ++r) {
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t c = 0; c < p.cols; ++c) {
       const float v = src[r * p.a_view.rs + c * p.a_view.cs];
       finite = finite && std::isfinite(v);
-      col[r] = v;
+      a[r * p.lda + c] = v;
     }
-    std::fill(col + p.rows, col + p.lda, 0.0);
-  }
-  if (finite && p.tall) householder_qr(a, p.lda, p.rows, p.cols, tau);
+  if (finite && p.qr_first) householder_qr(a, p.lda, p.rows, p.cols, tau, doubles(SvdBuffer::Column, p.lda));
   for (int64_t c = 0; c < p.cols; ++c)
     for (int64_t r = 0; r < p.ldj; ++r) {
-      // Tall: J (r, c) = R (c, r), nonzero for c ≤ r < cols.
-      const double v = !finite || r >= p.cols ? 0 : p.tall ? (c <= r ? a[r * p.lda + c] : 0) : a[c * p.lda + r];
+      // QR first: J (r, c) = R (c, r), nonzero for c ≤ r < cols.
+      const double v = !finite || r >= p.cols ? 0 : p.qr_first ? (c <= r ? a[c * p.lda + r] : 0) : a[r * p.lda + c];
       j[(c * p.ldj + r) * lanes] = v;
     }
   return finite;
@@ -346,32 +565,33 @@ void finish(const Plan& p, int64_t b, const double* a, const double* tau, const 
     const double inv = flagged[j] ? 0 : 1 / sj;
     for (int64_t i = 0; i < n; ++i) u[j * p.ldj + i] = src[i] * inv;
   }
-  double* column = doubles(SvdBuffer::Column, std::max(p.rows, n));
-  if (std::find(flagged.begin(), flagged.end(), 1) != flagged.end()) complete_basis(u, p.ldj, n, flagged, column);
+  if (std::find(flagged.begin(), flagged.end(), 1) != flagged.end())
+    complete_basis(u, p.ldj, n, flagged, doubles(SvdBuffer::Column, n));
 
-  // Square: U = Ũ, V = X. Tall: U = Q·X (Q·diag(X, I) for full_matrices), V = Ũ.
-  const double* left_src = p.tall ? x : u;
-  const double* right_src = p.tall ? u : x;
-  for (int64_t j = 0; j < right_cols(p); ++j) {
-    const int64_t src = p.tall ? j : order[j];
-    store_column(p.right, p.right_view, b, j, right_src + src * p.ldj, n);
+  // J = A: U = Ũ, V = X. J = Rᵀ: U = Q·X (Q·diag(X, I) for full_matrices), V = Ũ.
+  const double* right_src = p.qr_first ? u : x;
+  for (int64_t j = 0; j < right_cols(p); ++j)
+    store_column(p.right, p.right_view, b, j, right_src + (p.qr_first ? j : order[j]) * p.ldj, n);
+  if (!p.qr_first) {
+    for (int64_t j = 0; j < left_cols(p); ++j) store_column(p.left, p.left_view, b, j, u + j * p.ldj, n);
+    return;
   }
-  for (int64_t j = 0; j < left_cols(p); ++j) {
-    if (!p.tall) {
-      store_column(p.left, p.left_view, b, j, left_src + j * p.ldj, n);
-      continue;
-    }
-    std::fill(column, column + p.rows, 0.0);
-    if (j < n) std::copy(x + order[j] * p.ldj, x + order[j] * p.ldj + n, column);
-    else column[j] = 1;
-    apply_q(a, p.lda, p.rows, n, tau, column);
-    store_column(p.left, p.left_view, b, j, column, p.rows);
-  }
+  q_times(
+      SvdBuffer::E, SvdBuffer::Column, a, p.lda, p.rows, n, tau, left_cols(p),
+      [&](double* e, int64_t lde, int64_t j0, int64_t width) {
+        for (int64_t jj = 0; jj < width; ++jj) {
+          const int64_t j = j0 + jj;
+          if (j >= n) e[j * lde + jj] = 1;
+          else
+            for (int64_t r = 0; r < n; ++r) e[r * lde + jj] = x[order[j] * p.ldj + r];
+        }
+      },
+      [&](const double* e, int64_t lde, int64_t j0, int64_t width) { store_rows(p.left, p.left_view, b, j0, e, lde, p.rows, width); });
 }
 
 // Matrix b alone, vectors over rows.
 void svd_one(const Plan& p, int64_t b) {
-  double* a = doubles(SvdBuffer::A, p.lda * std::max<int64_t>(p.cols, 1));
+  double* a = doubles(SvdBuffer::A, p.rows * p.lda);
   double* tau = doubles(SvdBuffer::Tau, std::max<int64_t>(p.cols, 1));
   double* j = doubles(SvdBuffer::J, p.ldj * std::max<int64_t>(p.cols, 1));
   double* x = p.vectors ? doubles(SvdBuffer::X, p.ldj * std::max<int64_t>(p.cols, 1)) : nullptr;
@@ -389,13 +609,13 @@ void svd_one(const Plan& p, int64_t b) {
 // Matrices [first, first + kGroup) ∩ batch as the lanes of one interleaved Jacobi.
 void svd_group(const Plan& p, int64_t first) {
   const int64_t count = std::min<int64_t>(kGroup, p.batch - first), jsize = p.ldj * p.cols;
-  double* a = doubles(SvdBuffer::A, kGroup * p.lda * p.cols);
+  double* a = doubles(SvdBuffer::A, kGroup * p.rows * p.lda);
   double* tau = doubles(SvdBuffer::Tau, kGroup * p.cols);
   double* gj = doubles(SvdBuffer::GroupJ, kGroup * jsize);
   double* gx = p.vectors ? doubles(SvdBuffer::GroupX, kGroup * jsize) : nullptr;
   bool finite[kGroup] = {};
   for (int l = 0; l < kGroup; ++l) {
-    if (l < count) finite[l] = prepare(p, first + l, a + l * p.lda * p.cols, tau + l * p.cols, gj + l, kGroup);
+    if (l < count) finite[l] = prepare(p, first + l, a + l * p.rows * p.lda, tau + l * p.cols, gj + l, kGroup);
     else for (int64_t i = 0; i < jsize; ++i) gj[i * kGroup + l] = 0;
     if (gx) identity_lane(p, gx + l, kGroup);
   }
@@ -414,36 +634,35 @@ void svd_group(const Plan& p, int64_t first) {
     for (int64_t i = 0; i < jsize; ++i) w[i] = gj[i * kGroup + l];
     if (x)
       for (int64_t i = 0; i < jsize; ++i) x[i] = gx[i * kGroup + l];
-    finish(p, b, a + l * p.lda * p.cols, tau + l * p.cols, w, x);
+    finish(p, b, a + l * p.rows * p.lda, tau + l * p.cols, w, x);
   }
 }
 
 // ---- QR ----------------------------------------------------------------------------------------
 
 void qr_one(const QrParams& p, int64_t b) {
-  const int64_t m = p.m, n = p.n, k = std::min(m, n), lda = round_up(std::max<int64_t>(m, 1), kAcc);
-  double* a = doubles(QrBuffer::A, lda * n);
+  const int64_t m = p.m, n = p.n, k = std::min(m, n), lda = round_up(std::max<int64_t>(n, 1), kAcc);
+  double* a = doubles(QrBuffer::A, m * lda);
   double* tau = doubles(QrBuffer::Tau, std::max<int64_t>(k, 1));
-  double* column = doubles(QrBuffer::Column, lda);
   const float* src = p.a + b * p.a_layout.batch_stride;
-  for (int64_t c = 0; c < n; ++c)
-    for (int64_t r = 0; r < m; ++r) a[c * lda + r] = src[r * p.a_layout.row_stride + c * p.a_layout.col_stride];
-  householder_qr(a, lda, m, n, tau);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < n; ++c) a[r * lda + c] = src[r * p.a_layout.row_stride + c * p.a_layout.col_stride];
+  householder_qr(a, lda, m, n, tau, doubles(QrBuffer::Column, lda));
   // diag(R) ≥ 0: row i of R and column i of Q change sign together when R_ii < 0.
   auto sign = [&](int64_t i) { return a[i * lda + i] < 0 ? -1.0 : 1.0; };
   if (p.r) {
     float* r = p.r + b * p.r_layout.batch_stride;
     for (int64_t i = 0; i < k; ++i)
       for (int64_t c = 0; c < n; ++c)
-        r[i * p.r_layout.row_stride + c * p.r_layout.col_stride] = c < i ? 0.0f : static_cast<float>(sign(i) * a[c * lda + i]);
+        r[i * p.r_layout.row_stride + c * p.r_layout.col_stride] = c < i ? 0.0f : static_cast<float>(sign(i) * a[i * lda + c]);
   }
-  float* q = p.q + b * p.q_layout.batch_stride;
-  for (int64_t j = 0; j < k; ++j) {
-    std::fill(column, column + m, 0.0);
-    column[j] = sign(j);
-    apply_q(a, lda, m, k, tau, column);
-    for (int64_t i = 0; i < m; ++i) q[i * p.q_layout.row_stride + j * p.q_layout.col_stride] = static_cast<float>(column[i]);
-  }
+  const View q_view{p.q_layout.batch_stride, p.q_layout.row_stride, p.q_layout.col_stride};
+  q_times(
+      QrBuffer::E, QrBuffer::Column, a, lda, m, k, tau, k,
+      [&](double* e, int64_t lde, int64_t j0, int64_t width) {
+        for (int64_t jj = 0; jj < width; ++jj) e[(j0 + jj) * lde + jj] = sign(j0 + jj);
+      },
+      [&](const double* e, int64_t lde, int64_t j0, int64_t width) { store_rows(p.q, q_view, b, j0, e, lde, m, width); });
 }
 
 }  // namespace
