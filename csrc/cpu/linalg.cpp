@@ -6,37 +6,45 @@
 //
 // SVD of one matrix, oriented so that rows ≥ cols (a wide matrix is factored as its transpose: the
 // strides swap the roles of u and vh, nothing is copied twice):
-//   1. load into a float64 column-major buffer; a NaN or infinity → sweeps −1, every output NaN,
-//      no sweep run (it could never converge);
+//   1. load into a float64 row-major buffer; a NaN or infinity → sweeps −1, every output NaN, no
+//      sweep run (it could never converge);
 //   2. tall (rows > cols): Householder QR, A = Q·R, and Jacobi runs on J = Rᵀ (cols × cols): the
 //      triangular factor's transpose converges in fewer sweeps (Drmač–Veselić), and the work per
-//      sweep is cols² · cols instead of cols² · rows. Square: J = A;
+//      sweep is cols² · cols instead of cols² · rows. Square: J = A (QR first saved 2 of ~9
+//      sweeps at 32 × 32 but cost as much: 63 vs 59 ms for 1000 of them);
 //   3. one-sided Jacobi on J, accumulating the rotations in X (J·X = W): cyclic pair order,
 //      Rutishauser's rotation, a pair is skipped when |w_iᵀw_j| ≤ tol·‖w_i‖‖w_j‖; column norms are
 //      updated with each rotation (α − tγ, β + tγ) and recomputed at every sweep's start;
 //   4. σ_j = ‖w_j‖ sorted descending, Ũ = W·Σ⁻¹. A column whose σ is 0 (or below σ₁·2^-100,
 //      where its direction is rounding noise) is replaced by Gram–Schmidt against e_1, e_2, … so
 //      that Ũ stays orthonormal for rank-deficient and zero matrices;
-//   5. square: U = Ũ, V = X. Tall: Rᵀ = Ũ·Σ·Xᵀ, so A = (Q·X)·Σ·Ũᵀ: U = Q·X (Q applied from the
-//      reflectors, one output column at a time; full_matrices: Q·diag(X, I)), V = Ũ.
+//   5. square: U = Ũ, V = X. Tall: Rᵀ = Ũ·Σ·Xᵀ, so A = (Q·X)·Σ·Ũᵀ: U = Q·X (the reflectors applied
+//      to 64 columns at a time; full_matrices: Q·diag(X, I)), V = Ũ.
 //
-// Batches of small matrices (cols ≤ kLaneMaxCols) run kLanes8 matrices at once: their J and X are
-// interleaved, element (r, j) of matrix l at [(j·ld + r)·8 + l], so the pair loop over rows is one
-// 8-wide float64 vector per row (an AVX-512 register, two AVX2 ones) with no horizontal sums, and
-// a lane whose pair is already orthogonal just gets c = 1, s = 0. One matrix at a time the same
-// code runs with the 8 partial sums of a column's rows in the vector (layout [j·ld + r], ld a
-// multiple of 8), reduced once per pair.
+// Batches of small matrices (cols ≤ kLaneMaxCols) run kGroup = 8 matrices at once: their J and X
+// are interleaved, element (r, j) of matrix l at [(j·ld + r)·8 + l], so the pair loop over rows is
+// one 8-wide float64 vector per row (an AVX-512 register, two AVX2 ones) with no horizontal sums,
+// and a lane whose pair is already orthogonal gets c = 1, s = 0. One matrix at a time the same code
+// runs with 8 consecutive rows of a column in the vector (layout [j·ld + r], ld a multiple of 8),
+// reduced once per pair. Per pair: one pass over w_i, w_j that rotates them and accumulates the
+// next pair's γ; X's rotations of one i are applied after its j loop, in one pass that keeps x_i
+// in registers.
 //
-// Napkin math, 32 × 32: a sweep is 496 pairs × 32 rows × (1 dot + 2 × 4 rotation flops over W and
-// X) ≈ 0.3 M float64 FMA-ish operations per matrix, ~7 sweeps; 8 lanes per instruction (~2 per
-// cycle on Zen 4) → ~0.13 M cycles per matrix, 1000 matrices ≈ 40 ms on one core, half on two;
-// the 64 KiB of a group's J and X stay in L2.
+// Napkin math, 32 × 32: a sweep is 496 pairs × 32 rows × (2 loads + 2 stores of W, 1 load + 1 store
+// of X) per 8 lanes; a 64-byte store takes ~2 cycles on Zen 4, so ~6 cycles per row, 0.1 M cycles
+// per sweep for 8 matrices, ~9 sweeps (fewer pairs rotate in the last ones): ~0.1 M cycles per
+// matrix, 1000 matrices ≈ 30 ms on one core. Measured (one thread, LK_NUM_THREADS=1, CPU time, the
+// 2 cores shared with builds at load ~3-4): 1000 × 32 × 32 economy U, V 59 ms (values only 41 ms),
+// 256 × 64 × 64 139 ms, 64 × 128 × 128 324 ms; AVX2 the same as AVX-512 on this Zen 4, scalar
+// 161 ms. Two threads halve that when the cores are free (the batch splits into 125 / 32 / 64
+// independent tasks). torch.linalg.svd here: 102 / 132 / 163 ms on 2 cores.
 //
-// Tolerance (tol = 0 → kDefaultTol = 2^-24 / 2^-23 = ε_float32): after convergence every pair of
-// columns of Ũ has cosine ≤ tol, the orthogonality a float32 U has after rounding anyway (its
-// entries carry ε_float32/2 relative error each); Jacobi converges quadratically, so a tighter
-// default would cost about one more sweep for nothing that survives the rounding. The
-// reconstruction does not depend on tol: W = J·X holds to float64 rounding whatever the sweeps.
+// Tolerance (tol = 0 → kDefaultTol = 2^-23 = ε_float32): after convergence every pair of columns of
+// Ũ has cosine ≤ tol, the orthogonality a float32 U has after rounding anyway (its entries carry
+// ε_float32/2 relative error each). Jacobi converges quadratically, so a tighter tol buys nothing
+// that survives the rounding and costs up to one more sweep: tol = 1e-13 took 65 vs 60 ms at
+// 1000 × 32 × 32, 159 vs 145 ms at 256 × 64 × 64. The reconstruction does not depend on tol:
+// W = J·X holds to float64 rounding whatever the sweeps.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -32,7 +32,7 @@ struct SvdParams {
   // u gets m columns and vh n rows (the orthogonal completions) instead of keep; keep = min(m, n) then.
   bool full_matrices = false;
   int32_t max_sweeps = 30;
-  // The relative orthogonality a pair must reach (see the top); ~m·ε_float32 by default.
+  // The relative orthogonality a pair must reach (see the top); 0: the default, ε_float32 = 2^-23.
   float tol = 0.0f;
   const float* a = nullptr;
   MatrixArg a_layout;
