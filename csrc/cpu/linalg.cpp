@@ -36,8 +36,9 @@
 // matrix, 1000 matrices ≈ 30 ms on one core. Measured (one thread, LK_NUM_THREADS=1, CPU time, the
 // 2 cores shared with builds at load ~3-4): 1000 × 32 × 32 economy U, V 59 ms (values only 41 ms),
 // 256 × 64 × 64 139 ms, 64 × 128 × 128 324 ms; AVX2 the same as AVX-512 on this Zen 4, scalar
-// 161 ms. Two threads halve that when the cores are free (the batch splits into 125 / 32 / 64
-// independent tasks). torch.linalg.svd here: 102 / 132 / 163 ms on 2 cores.
+// 161 ms. Two threads (wall, load ~2.9): 30.7 ms (values only 21 ms), 68.7 ms, 160 ms, against
+// torch.linalg.svd's 102 / 132 / 163 ms on these 2 cores. More than kUnblockedMaxCols columns go
+// to the blocked Jacobi: 512² 258 ms, 1024² 1.38 s (7 sweeps each).
 //
 // Tolerance (tol = 0 → kDefaultTol = 2^-23 = ε_float32): after convergence every pair of columns of
 // Ũ has cosine ≤ tol, the orthogonality a float32 U has after rounding anyway (its entries carry
@@ -54,6 +55,7 @@
 
 #include "core/parallel.h"
 #include "cpu/dispatch/kernels.h"
+#include "cpu/jacobi_blocked.h"
 #include "cpu/packed_gemm.h"
 
 namespace lk::cpu::LK_SIMD_NS {
@@ -66,6 +68,10 @@ constexpr int kAcc = 8;
 // kLaneMaxCols columns (after orientation), where per-pair overhead would dominate one matrix.
 constexpr int kGroup = 8;
 constexpr int64_t kLaneMaxCols = 64;
+// More columns than this: blocked Jacobi (cpu/jacobi_blocked.h), one matrix at a time with the
+// thread pool inside it (its Gram matrices and GEMM updates amortize what the column pairs here
+// spend per pair, and a batch of 1 still uses every core).
+constexpr int64_t kUnblockedMaxCols = 128;
 // σ_j ≤ σ₁·2^-100: the column is the rounding noise of a (numerically) zero singular value.
 constexpr double kNegligible = 7.888609052210118e-31;
 
@@ -597,8 +603,9 @@ void finish(const Plan& p, int64_t b, const double* a, const double* tau, const 
       [&](const double* e, int64_t lde, int64_t j0, int64_t width) { store_rows(p.left, p.left_view, b, j0, e, lde, p.rows, width); });
 }
 
-// Matrix b alone, vectors over rows.
-void svd_one(const Plan& p, int64_t b) {
+// Matrix b alone: vectors over rows, or blocked (then called outside any parallel region: the
+// blocked Jacobi runs its own).
+void svd_one(const Plan& p, int64_t b, bool blocked) {
   double* a = doubles(SvdBuffer::A, p.rows * p.lda);
   double* tau = doubles(SvdBuffer::Tau, std::max<int64_t>(p.cols, 1));
   double* j = doubles(SvdBuffer::J, p.ldj * std::max<int64_t>(p.cols, 1));
@@ -609,7 +616,8 @@ void svd_one(const Plan& p, int64_t b) {
   }
   if (x) identity_lane(p, x, 1);
   int32_t sweeps[1];
-  jacobi<1>(j, p.ldj, p.cols, x, p.ldj, p.max_sweeps, p.tol, sweeps);
+  if (blocked) sweeps[0] = jacobi_blocked(j, p.cols, p.cols, p.ldj, x, p.ldj, p.max_sweeps, p.tol);
+  else jacobi<1>(j, p.ldj, p.cols, x, p.ldj, p.max_sweeps, p.tol, sweeps);
   p.sweeps[b] = sweeps[0];
   finish(p, b, a, tau, j, x);
 }
@@ -681,7 +689,11 @@ void svd(const SvdParams& params) {
     parallel_for(ceil_div(p.batch, kGroup), [&](int64_t group, int) { svd_group(p, group * kGroup); });
     return;
   }
-  parallel_for(p.batch, [&](int64_t b, int) { svd_one(p, b); });
+  if (p.cols > kUnblockedMaxCols) {
+    for (int64_t b = 0; b < p.batch; ++b) svd_one(p, b, true);
+    return;
+  }
+  parallel_for(p.batch, [&](int64_t b, int) { svd_one(p, b, false); });
 }
 
 void qr(const QrParams& params) {
