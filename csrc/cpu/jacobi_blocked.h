@@ -14,13 +14,14 @@
 // micro-kernels run at ~50 GFLOP/s on one Zen4 core (AVX-512, ~58 peak in float64). The inner
 // eigensolve costs ~3·K³ element updates per inner sweep per pair (K = 2b; every round rotates
 // G's columns, its rows and Q's columns): ~72·n²·b flops a sweep for two inner sweeps, 1.8 GFLOP
-// at n = 1024, but L2-bound (G, its copy and Q are 3·K² doubles): ~40% of the time. That is why
+// at n = 1024, but L2-bound (G, its copy and Q are 3·K² doubles): a third of the time. That is why
 // b is small: b = 16, 24, 32 measured the same within noise (smaller b: cheaper eigensolves,
 // narrower GEMMs, more pairs), b = 64 was much slower.
-//   Measured (one core's worth of CPU time; the 2-core machine was shared with compile jobs, so
-// wall ≈ CPU time): random 1024 × 1024 at tol 6e-5: 6 sweeps (4 full, 1 partial, 1 check),
-// ~1.85 s; 512 × 512: 6 sweeps, ~0.30 s. Sweeps at tol 1e-7: random 512: 7, 1024: 7; graded
-// spectrum (σ 1 … 1e-6) 1024: 8; rank deficient 311: 10.
+//   Measured on the 2-core Zen4 (shared with other jobs; CPU time is the steadier number) at tol
+// 6e-5 (~m·ε_float32): random 1024 × 1024: 6 sweeps (4 full, 1 partial, 1 check), 0.93 s wall,
+// 1.75 s CPU: GEMM updates 45%, eigensolves 33%, Gram 11%; random 512 × 512: 6 sweeps, 0.17 s
+// wall. At tol 1e-7: random 512: 7 sweeps, 1024: 7; graded spectrum (σ 1 … 1e-6) 1024: 8;
+// rank deficient 311: 10.
 //   Pairs whose G is already diagonal to tol cost only the cross Gram (the check sweep costs
 // ~1/10 of a full one). Eigenvalues are sorted descending into the lower block of the pair, so
 // large columns gather at the front (de Rijk's idea): with the row-cyclic order this took 6 sweeps
@@ -38,6 +39,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "core/parallel.h"
@@ -48,8 +50,8 @@ namespace jacobi_detail {
 
 // ---- a float64 SIMD vector and the register tiles of the two GEMM micro-kernels ---------------
 // Update tile: kUpdRowVecs vectors of rows × kUpdCols columns of the output, per reduction step
-// kUpdRowVecs loads and kUpdCols broadcasts. Gram tile: kGramRows × kGramColVecs vectors, per
-// step kGramColVecs loads and kGramRows broadcasts. Accumulators + operands fit the registers:
+// kUpdRowVecs loads and kUpdCols broadcasts. Gram tile: kDotX × kDotY dot products of columns,
+// per step kDotX + kDotY loads (summed across lanes at the end). Accumulators + operands fit:
 //   AVX-512 update 3×8 = 24 zmm + 3 + 1, Gram 4×4 = 16 zmm + 4 + 1 (Zen4: one zmm FMA a cycle)
 //   AVX2    update 2×6 = 12 ymm + 2 + 1, Gram 6×2 = 12 ymm + 2 + 1
 //   NEON    update 3×6 = 18 q   + 3 + 1, Gram 8×3 = 24 q   + 3 + 1
@@ -62,7 +64,8 @@ inline DVec dset1(double v) { return _mm512_set1_pd(v); }
 inline DVec dload(const double* p) { return _mm512_loadu_pd(p); }
 inline void dstore(double* p, DVec v) { _mm512_storeu_pd(p, v); }
 inline DVec dfma(DVec a, DVec b, DVec acc) { return _mm512_fmadd_pd(a, b, acc); }
-constexpr int kUpdRowVecs = 3, kUpdCols = 8, kGramRows = 4, kGramColVecs = 4;
+inline double dsum(DVec v) { return _mm512_reduce_add_pd(v); }
+constexpr int kUpdRowVecs = 3, kUpdCols = 8, kDotX = 4, kDotY = 5;
 #elif defined(LK_SIMD_AVX2)
 using DVec = __m256d;
 constexpr int kDLanes = 4;
@@ -71,7 +74,11 @@ inline DVec dset1(double v) { return _mm256_set1_pd(v); }
 inline DVec dload(const double* p) { return _mm256_loadu_pd(p); }
 inline void dstore(double* p, DVec v) { _mm256_storeu_pd(p, v); }
 inline DVec dfma(DVec a, DVec b, DVec acc) { return _mm256_fmadd_pd(a, b, acc); }
-constexpr int kUpdRowVecs = 2, kUpdCols = 6, kGramRows = 6, kGramColVecs = 2;
+inline double dsum(DVec v) {
+  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+constexpr int kUpdRowVecs = 2, kUpdCols = 6, kDotX = 3, kDotY = 3;
 #elif defined(LK_SIMD_NEON)
 using DVec = float64x2_t;
 constexpr int kDLanes = 2;
@@ -80,7 +87,8 @@ inline DVec dset1(double v) { return vdupq_n_f64(v); }
 inline DVec dload(const double* p) { return vld1q_f64(p); }
 inline void dstore(double* p, DVec v) { vst1q_f64(p, v); }
 inline DVec dfma(DVec a, DVec b, DVec acc) { return vfmaq_f64(acc, a, b); }
-constexpr int kUpdRowVecs = 3, kUpdCols = 6, kGramRows = 8, kGramColVecs = 3;
+inline double dsum(DVec v) { return vaddvq_f64(v); }
+constexpr int kUpdRowVecs = 3, kUpdCols = 6, kDotX = 4, kDotY = 5;
 #else
 struct DVec {
   double v[4];
@@ -96,12 +104,10 @@ inline DVec dfma(DVec a, DVec b, DVec acc) {
   for (int i = 0; i < 4; ++i) acc.v[i] += a.v[i] * b.v[i];
   return acc;
 }
-constexpr int kUpdRowVecs = 2, kUpdCols = 4, kGramRows = 4, kGramColVecs = 2;
+inline double dsum(DVec v) { return (v.v[0] + v.v[1]) + (v.v[2] + v.v[3]); }
+constexpr int kUpdRowVecs = 2, kUpdCols = 4, kDotX = 2, kDotY = 2;
 #endif
 constexpr int kUpdRows = kUpdRowVecs * kDLanes;
-constexpr int kGramCols = kGramColVecs * kDLanes;
-// Packed Gram rows are padded to a whole number of both tile widths (zeros contribute nothing).
-constexpr int kGramPad = std::lcm(kGramRows, kGramCols);
 
 constexpr int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
@@ -116,81 +122,55 @@ struct Panel {
 // Scratch of one pair's work (thread_local: each pool thread keeps its own, grown once).
 struct PairScratch {
   std::vector<double*> cols;
-  std::vector<double> pack, gram_tiles, qpack, y;
+  std::vector<double> qpack, y;
   std::vector<int> slot_of, touched, sorted;
 };
 
-// ---- Gram: g (k × k, column-major, ld ldg) = Xᵀ·X -------------------------------------------
-// X's rows are processed in chunks transposed into a row-major buffer of row length P (so a row
-// of X is contiguous), then C[i][j] += Σ_r X[r][i]·X[r][j] by outer-product micro-tiles:
-// broadcasts X[r][i..i+MR), vector loads X[r][j..j+NR). Only tiles that touch the lower triangle
-// are computed. A chunk of KC rows (KC·P·8 bytes ≈ 192 KB) stays in L2 while every tile reads it.
-template <int MR, int NV>
-inline void gram_tile(const double* pack, int64_t P, int64_t kc, int i0, int j0, double* c) {
-  DVec acc[MR][NV];
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = dzero();
-  const double* a = pack + i0;
-  const double* b = pack + j0;
-  for (int64_t r = 0; r < kc; ++r, a += P, b += P) {
-    DVec bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = dload(b + v * kDLanes);
-    for (int i = 0; i < MR; ++i) {
-      const DVec ai = dset1(a[i]);
-      for (int v = 0; v < NV; ++v) acc[i][v] = dfma(ai, bv[v], acc[i][v]);
+// ---- Gram: c[i + j·ldc] = x_iᵀ·y_j, columns through pointer tables --------------------------
+// Dot products straight from the column-major columns (no packing: transposing the rows into a
+// row-major panel for an outer-product kernel cost more than the kernel itself). A kDotX × kDotY
+// tile streams its columns once, kDotX + kDotY vector loads per kDotX·kDotY FMAs; a ragged edge
+// tile repeats its last column (a few wasted FMAs, no tail code).
+inline void dot_tile(const double* const* x, const double* const* y, int64_t rows, double* c, int64_t ldc, int nx,
+                     int ny) {
+  const double* xs[kDotX];
+  const double* ys[kDotY];
+  for (int i = 0; i < kDotX; ++i) xs[i] = x[std::min(i, nx - 1)];
+  for (int j = 0; j < kDotY; ++j) ys[j] = y[std::min(j, ny - 1)];
+  DVec acc[kDotX][kDotY];
+  for (int i = 0; i < kDotX; ++i)
+    for (int j = 0; j < kDotY; ++j) acc[i][j] = dzero();
+  int64_t r = 0;
+  for (; r + kDLanes <= rows; r += kDLanes) {
+    DVec xv[kDotX];
+    for (int i = 0; i < kDotX; ++i) xv[i] = dload(xs[i] + r);
+    for (int j = 0; j < kDotY; ++j) {
+      const DVec yv = dload(ys[j] + r);
+      for (int i = 0; i < kDotX; ++i) acc[i][j] = dfma(xv[i], yv, acc[i][j]);
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) {
-      double* dst = c + (i0 + i) * P + j0 + v * kDLanes;
-      alignas(64) double t[kDLanes];
-      dstore(t, acc[i][v]);
-      for (int l = 0; l < kDLanes; ++l) dst[l] += t[l];
+  for (int i = 0; i < nx; ++i)
+    for (int j = 0; j < ny; ++j) {
+      double sum = dsum(acc[i][j]);
+      for (int64_t t = r; t < rows; ++t) sum += xs[i][t] * ys[j][t];
+      c[i + j * ldc] = sum;
     }
 }
 
-// The entries (i, j) of Xᵀ·X with i ≥ i_begin, j < j_end, j ≤ i (and their mirrors) into g:
-// i_begin = 0, j_end = k is the whole Gram matrix; i_begin = j_end = b the cross block of two
-// panels b and k − b wide.
-inline void gram(const Panel& x, int i_begin, int j_end, PairScratch& s, double* g, int64_t ldg) {
-  const int k = x.k;
-  const int64_t P = round_up(k, kGramPad);
-  const int64_t kc_max = std::max<int64_t>(64, 24576 / P);
-  const int tile_i0 = i_begin / kGramRows * kGramRows;
-  s.pack.resize(static_cast<size_t>(kc_max * P));
-  s.gram_tiles.assign(static_cast<size_t>(P * P), 0.0);
-  double* pack = s.pack.data();
-  for (int64_t r0 = 0; r0 < x.rows; r0 += kc_max) {
-    const int64_t kc = std::min(kc_max, x.rows - r0);
-    // Transpose by 8-row strips: each strip of a column is one cache line, the writes a strip of
-    // the buffer that stays in L1.
-    for (int64_t rs = 0; rs < kc; rs += 8) {
-      const int64_t re = std::min(kc, rs + 8);
-      for (int c = 0; c < k; ++c) {
-        const double* src = x.col[c] + r0;
-        for (int64_t r = rs; r < re; ++r) pack[r * P + c] = src[r];
-      }
-      for (int64_t r = rs; r < re; ++r)
-        for (int64_t c = k; c < P; ++c) pack[r * P + c] = 0.0;
-    }
-    for (int i0 = tile_i0; i0 < k; i0 += kGramRows)
-      for (int j0 = 0; j0 < i0 + kGramRows && j0 < j_end; j0 += kGramCols)
-        gram_tile<kGramRows, kGramColVecs>(pack, P, kc, i0, j0, s.gram_tiles.data());
-  }
-  for (int i = i_begin; i < k; ++i)
-    for (int j = 0; j <= i && j < j_end; ++j) {
-      const double v = s.gram_tiles[static_cast<size_t>(i * P + j)];
-      g[i + j * ldg] = v;
-      g[j + i * ldg] = v;
-    }
+inline void cross_gram(const double* const* x, int nx, const double* const* y, int ny, int64_t rows, double* c,
+                       int64_t ldc) {
+  for (int j = 0; j < ny; j += kDotY)
+    for (int i = 0; i < nx; i += kDotX)
+      dot_tile(x + i, y + j, rows, c + i + j * ldc, ldc, std::min(kDotX, nx - i), std::min(kDotY, ny - j));
 }
 
 // ---- update: X ← X·Q (X rows × k through its column table, Q k × k column-major) ----------------
-// Row blocks are independent (output row r needs only input row r), so a block of MC rows is
-// computed into y and copied back: in place with MC·k doubles of scratch. Q is packed into
-// kUpdCols-wide panels (row kk of a panel contiguous, zero-padded) that stay in L1 while the
-// micro-tiles, kUpdRows rows × kUpdCols columns, stream X's block from L2: per reduction step
-// kUpdRowVecs vector loads + kUpdCols broadcasts feed kUpdRowVecs·kUpdCols FMAs.
+// Rows are independent (output row r needs only input row r), so each tile of kUpdRows rows is
+// computed for all columns into y and then copied back: in place with kUpdRows·k doubles of
+// scratch. Q is packed into kUpdCols-wide panels (row kk of a panel contiguous, zero-padded);
+// the row tile's X (kUpdRows·k·8 bytes, 9 KB at k = 48) and the packed Q (k² · 8 bytes, 18 KB)
+// stay in L1 while the micro-tile, kUpdRows rows × kUpdCols columns, runs over the panels: per
+// reduction step kUpdRowVecs vector loads + kUpdCols broadcasts feed kUpdRowVecs·kUpdCols FMAs.
 template <int RV>
 inline void update_tile(const Panel& x, int64_t r, const double* qp, double* y, int64_t ldy, int ncols) {
   DVec acc[RV][kUpdCols];
@@ -221,26 +201,37 @@ inline void update(const Panel& x, const double* q, int64_t ldq, const int* qrow
       const double* qc = q + qcol[p * kUpdCols + c] * ldq;
       for (int kk = 0; kk < k; ++kk) s.qpack[(static_cast<size_t>(p) * k + kk) * kUpdCols + c] = qc[qrow[kk]];
     }
-  constexpr int64_t kMC = 8 * kUpdRows;  // X block MC·k·8 bytes: 48 KB at k = 48 (L2), y the same
-  s.y.resize(static_cast<size_t>(kMC * k));
-  double* y = s.y.data();
-  for (int64_t r0 = 0; r0 < x.rows; r0 += kMC) {
-    const int64_t mc = std::min(kMC, x.rows - r0);
-    for (int p = 0; p < panels; ++p) {
-      const double* qp = s.qpack.data() + static_cast<size_t>(p) * k * kUpdCols;
-      const int ncols = std::min(kUpdCols, k - p * kUpdCols);
-      double* yp = y + p * kUpdCols * kMC;
-      int64_t r = 0;
-      for (; r + kUpdRows <= mc; r += kUpdRows) update_tile<kUpdRowVecs>(x, r0 + r, qp, yp + r, kMC, ncols);
-      for (; r + kDLanes <= mc; r += kDLanes) update_tile<1>(x, r0 + r, qp, yp + r, kMC, ncols);
-      for (; r < mc; ++r)
-        for (int c = 0; c < ncols; ++c) {
-          double sum = 0.0;
-          for (int kk = 0; kk < k; ++kk) sum += x.col[kk][r0 + r] * qp[kk * kUpdCols + c];
-          yp[r + c * kMC] = sum;
-        }
+  s.y.resize(static_cast<size_t>(panels) * kUpdCols * kUpdRows);
+  double* y = s.y.data();  // column c of the row tile at y + c·kUpdRows
+  auto copy_back = [&](int64_t r, int64_t rt) {  // vector moves: a memmove call per column cost 7%
+    for (int c = 0; c < k; ++c) {
+      int64_t t = 0;
+      for (; t + kDLanes <= rt; t += kDLanes) dstore(x.col[c] + r + t, dload(y + c * kUpdRows + t));
+      for (; t < rt; ++t) x.col[c][r + t] = y[c * kUpdRows + t];
     }
-    for (int c = 0; c < k; ++c) std::copy(y + c * kMC, y + c * kMC + mc, x.col[c] + r0);
+  };
+  auto tiles = [&](int64_t r, auto rv) {
+    for (int p = 0; p < panels; ++p)
+      update_tile<decltype(rv)::value>(x, r, s.qpack.data() + static_cast<size_t>(p) * k * kUpdCols,
+                                       y + p * kUpdCols * kUpdRows, kUpdRows, std::min(kUpdCols, k - p * kUpdCols));
+  };
+  int64_t r = 0;
+  for (; r + kUpdRows <= x.rows; r += kUpdRows) {
+    tiles(r, std::integral_constant<int, kUpdRowVecs>{});
+    copy_back(r, kUpdRows);
+  }
+  for (; r + kDLanes <= x.rows; r += kDLanes) {
+    tiles(r, std::integral_constant<int, 1>{});
+    copy_back(r, kDLanes);
+  }
+  for (; r < x.rows; ++r) {
+    for (int c = 0; c < k; ++c) {
+      const double* qp = s.qpack.data() + static_cast<size_t>(c / kUpdCols) * k * kUpdCols + c % kUpdCols;
+      double sum = 0.0;
+      for (int kk = 0; kk < k; ++kk) sum += x.col[kk][r] * qp[kk * kUpdCols];
+      y[c * kUpdRows] = sum;
+    }
+    copy_back(r, 1);
   }
 }
 
@@ -443,7 +434,7 @@ inline void block_gram(Problem& pr, int64_t blk) {
   const int bw = static_cast<int>(c1 - c0);
   fill_cols(s.cols, pr.w, pr.ldw, c0, c1, c1, c1);
   pr.gram[blk].resize(static_cast<size_t>(bw) * bw);
-  gram(Panel{s.cols.data(), bw, pr.w_rows[blk]}, 0, bw, s, pr.gram[blk].data(), bw);
+  cross_gram(s.cols.data(), bw, s.cols.data(), bw, pr.w_rows[blk], pr.gram[blk].data(), bw);
 }
 
 // One block pair (I < J): returns whether its Gram matrix was off-diagonal beyond tol (then rotated).
@@ -456,7 +447,9 @@ inline bool rotate_pair(Problem& pr, int64_t bi, int64_t bj) {
   const int64_t w_rows = std::max(pr.w_rows[bi], pr.w_rows[bj]);
   fill_cols(s.cols, pr.w, pr.ldw, i0, i1, j0, j1);
   e.g.assign(static_cast<size_t>(K) * K, 0.0);
-  gram(Panel{s.cols.data(), k, w_rows}, wi, wi, s, e.g.data(), K);
+  cross_gram(s.cols.data() + wi, k - wi, s.cols.data(), wi, w_rows, e.g.data() + wi, K);  // w_Jᵀ·w_I
+  for (int j = 0; j < wi; ++j)
+    for (int i = wi; i < k; ++i) e.g[j + static_cast<size_t>(i) * K] = e.g[i + static_cast<size_t>(j) * K];
   auto blocks = [&](auto&& fn) {  // fn(block, first panel column, width)
     fn(bi, 0, wi);
     fn(bj, wi, k - wi);
