@@ -205,9 +205,13 @@ inline void update(const Panel& x, const double* q, int64_t ldq, const int* qrow
   double* y = s.y.data();  // column c of the row tile at y + c·kUpdRows
   auto copy_back = [&](int64_t r, int64_t rt) {  // vector moves: a memmove call per column cost 7%
     for (int c = 0; c < k; ++c) {
+      // The pointer in a local: a store through x.col[c] could alias the table, so the compiler
+      // reloaded it every vector (the copy-back was 14% of the run).
+      double* const dst = x.col[c] + r;
+      const double* const src = y + c * kUpdRows;
       int64_t t = 0;
-      for (; t + kDLanes <= rt; t += kDLanes) dstore(x.col[c] + r + t, dload(y + c * kUpdRows + t));
-      for (; t < rt; ++t) x.col[c][r + t] = y[c * kUpdRows + t];
+      for (; t + kDLanes <= rt; t += kDLanes) dstore(dst + t, dload(src + t));
+      for (; t < rt; ++t) dst[t] = src[t];
     }
   };
   auto tiles = [&](int64_t r, auto rv) {
