@@ -1,6 +1,8 @@
 // linalg.svd and linalg.qr on CUDA (semantics: csrc/ops/linalg.h). One thread block per matrix:
 // the whole factorization of a matrix (load, Householder QR, Jacobi sweeps, sort, completion of U,
 // back-transformation) is one launch, with the block's barriers as the only synchronization.
+// An SVD with more than kBlockedMinCols = 128 working columns runs its sweeps as blocked Jacobi
+// instead, a launch per round over all SMs (see "blocked Jacobi" below); load and epilogue stay.
 //
 // SVD, one-sided Jacobi (Hestenes) on the canonical X = A (m ≥ n) or X = Aᵀ (m < n; the operand
 // strides are swapped on the host, and u / vh trade places: A = V' Σ U'ᵀ when Aᵀ = U' Σ V'ᵀ):
@@ -31,7 +33,7 @@
 //   * A NaN or infinity anywhere in X: sweeps = −1 and NaN outputs, without iterating.
 //   Where: the buffer (W, V, the reflectors, σ, the ranking) lives in shared memory when it fits
 //   (3·N·(N+1)·4 bytes: 13 KiB at 32², 50 KiB at 64², 198 KiB at 128², the H200 allows 227 KiB),
-//   else in a global workspace per matrix (L2-resident up to ~1000², correct at any size).
+//   else (a tall X with many rows, or the blocked path) in a global workspace per matrix.
 //   Napkin math, 64 × 128²: 127 rounds × ~9 sweeps ≈ 1150 rounds of one barrier plus, per warp,
 //   two pairs of 4 rows per lane (3 float64 FMAs, 3 reductions of 10 shuffles, 8 float64
 //   rotations); ~1.5 µs a round → ~2 ms with the 64 matrices on 64 SMs at once (estimated, not
@@ -228,27 +230,50 @@ __device__ void apply_q(const float* H, long long ld, int rows, int steps, const
   }
 }
 
+// Pair q of round `round` of the round-robin tournament (circle method) among `players` (even):
+// player `players − 1` is fixed and meets `round`; the others meet mirrored. Returns i < j.
+__device__ __forceinline__ void tournament_pair(int players, int round, int q, int& i, int& j) {
+  const int rounds = players - 1;
+  i = q == 0 ? players - 1 : (round + q) % rounds;
+  j = q == 0 ? round : (round - q + rounds) % rounds;
+  if (i > j) {
+    const int tmp = i;
+    i = j;
+    j = tmp;
+  }
+}
+
+// Whether the pair with squared norms a, b and inner product g needs a rotation: not orthogonal to
+// the relative tolerance, and the smaller column not negligible next to the larger (≤ ε² of it,
+// see the top: ratio² = ε⁴). Shared by the one-block sweeps, the blocked path's convergence test
+// and its small eigensolve, so all three stop on the same pairs.
+__device__ __forceinline__ bool needs_rotation(double a, double b, double g, double tol) {
+  constexpr double kNegligible = static_cast<double>(FLT_EPSILON) * FLT_EPSILON * FLT_EPSILON * FLT_EPSILON;
+  if (!(fabs(g) > tol * sqrt(a) * sqrt(b))) return false;
+  return fmin(a, b) > kNegligible * fmax(a, b);
+}
+
+// Rutishauser's rotation zeroing g: x' = c·x − s·y, y' = s·x + c·y.
+__device__ __forceinline__ void rutishauser(double a, double b, double g, double& c, double& s) {
+  const double zeta = (b - a) / (2 * g);
+  const double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1 + zeta * zeta));
+  c = 1 / sqrt(1 + t * t);
+  s = c * t;
+}
+
 // The sweeps of one-sided Jacobi on the N × N column-major W (and V, when not null); returns the
 // sweeps taken (the last one rotated nothing) or −1. `flags`: three shared ints, zero on entry.
 // Sweep s raises flags[s % 3] and clears flags[(s + 1) % 3], which was last read at the end of
 // sweep s − 2 and is next raised in sweep s + 1: a barrier separates each pair of accesses.
 __device__ int jacobi_sweeps(float* W, double* V, long long ld, int N, int max_sweeps, double tol, int* flags) {
-  // A pair whose smaller column is ≤ ε² of the larger one is not rotated (see the top): ratio² = ε⁴.
-  constexpr double kNegligible = static_cast<double>(FLT_EPSILON) * FLT_EPSILON * FLT_EPSILON * FLT_EPSILON;
   const int lane = lane_id(), warp = warp_id(), warps = warp_count();
   const int players = N + (N & 1), rounds = players - 1, pairs = players / 2;
   for (int sweep = 1; sweep <= max_sweeps; ++sweep) {
     if (threadIdx.x == 0) flags[(sweep + 1) % 3] = 0;
     for (int round = 0; round < rounds; ++round) {
       for (int q = warp; q < pairs; q += warps) {
-        // Circle method: player `players − 1` is fixed and meets `round`; the others meet mirrored.
-        int i = q == 0 ? players - 1 : (round + q) % rounds;
-        int j = q == 0 ? round : (round - q + rounds) % rounds;
-        if (i > j) {
-          const int tmp = i;
-          i = j;
-          j = tmp;
-        }
+        int i, j;
+        tournament_pair(players, round, q, i, j);
         if (j >= N) continue;  // the dummy of an odd N
         float* x = W + i * ld;
         float* y = W + j * ld;
@@ -262,11 +287,9 @@ __device__ int jacobi_sweeps(float* W, double* V, long long ld, int N, int max_s
         a = warp_sum(a);
         b = warp_sum(b);
         g = warp_sum(g);
-        if (!(fabs(g) > tol * sqrt(a) * sqrt(b))) continue;
-        if (fmin(a, b) <= kNegligible * fmax(a, b)) continue;
-        const double zeta = (b - a) / (2 * g);
-        const double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1 + zeta * zeta));
-        const double c = 1 / sqrt(1 + t * t), s = c * t;
+        if (!needs_rotation(a, b, g, tol)) continue;
+        double c, s;
+        rutishauser(a, b, g, c, s);
         for (int r = lane; r < N; r += 32) {
           const double xr = x[r], yr = y[r];
           x[r] = static_cast<float>(c * xr - s * yr);
@@ -337,67 +360,90 @@ __device__ void complete_column(float* W, long long ld, int N, const int* perm, 
 }
 #endif
 
-__global__ void __launch_bounds__(kMaxThreads) svd_kernel(SvdArgs a) {
 #if defined(SIMT_DEVICE_PATH)
-  __shared__ double red[32];
-  __shared__ unsigned long long red_key[32];
-  __shared__ int flags[3];
-  __shared__ int bad;
-  SIMT_DYNAMIC_SHARED(float, smem);
-  const long long b = blockIdx.x;
+// One matrix's SVD buffer (see SvdLayout), in shared memory or its slice of the global workspace.
+struct SvdBuffer {
+  SvdLayout L;
+  float *H, *tau, *W;
+  double* V;  // null: V not wanted
+  float* sig;
+  int* perm;
+  float* coef;
+};
+
+// Matrix b's buffer base: its slice of the global workspace, or the block's shared memory.
+__device__ __forceinline__ float* svd_base(const SvdArgs& a, float* smem, long long b) { return a.ws ? a.ws + b * a.ws_floats : smem; }
+
+// The pointers are recomputed from the base where needed rather than kept live across the sweeps
+// (kept, they cost the 64-register one-block kernel a spill).
+__device__ SvdBuffer svd_buffer(const SvdArgs& a, float* buf) {
+  SvdBuffer B;
+  B.L = svd_layout(a.M, a.N, a.v.p != nullptr);
+  B.H = buf + B.L.h;
+  B.tau = buf + B.L.tau;
+  B.W = buf + B.L.w;
+  B.V = a.v.p ? reinterpret_cast<double*>(buf + B.L.v) : nullptr;
+  B.sig = buf + B.L.sig;
+  B.perm = reinterpret_cast<int*>(buf + B.L.perm);
+  B.coef = buf + B.L.coef;
+  return B;
+}
+
+// Loads X, reduces a tall one by QR, sets W = X (or R) and V = I. A NaN or infinity anywhere:
+// writes the NaN outputs and sweeps = −1 and returns false (every thread, without iterating).
+// `bad`: a shared int.
+__device__ bool svd_prepare(const SvdArgs& a, float* buf, long long b, double* red, int* bad) {
+  const SvdBuffer B = svd_buffer(a, buf);
   const int M = a.M, N = a.N;
   const bool qr = M > N;
-  const SvdLayout L = svd_layout(M, N, a.v.p != nullptr);
-  float* buf = a.ws ? a.ws + b * a.ws_floats : smem;
-  float* H = buf + L.h;
-  float* tau = buf + L.tau;
-  float* W = buf + L.w;
-  double* V = a.v.p ? reinterpret_cast<double*>(buf + L.v) : nullptr;
-  float* sig = buf + L.sig;
-  int* perm = reinterpret_cast<int*>(buf + L.perm);
-  float* coef = buf + L.coef;
   const Mat<const float> X = matrix_of(a.x, b);
-  const Mat<float> U = matrix_of(a.u, b), Vo = matrix_of(a.v, b);
-  float* s = a.s + b * a.keep;
-
-  if (threadIdx.x == 0) {
-    bad = 0;
-    flags[0] = flags[1] = flags[2] = 0;
-  }
+  if (threadIdx.x == 0) *bad = 0;
   __syncthreads();
   {
-    float* dst = qr ? H : W;
-    const long long ld = qr ? L.ldh : L.ldw;
+    float* dst = qr ? B.H : B.W;
+    const long long ld = qr ? B.L.ldh : B.L.ldw;
     int nonfinite = 0;
     for_each_element(M, N, cols_fastest(X.rs, X.cs), [&](long long i, long long j) {
       const float v = X(i, j);
       nonfinite |= !(fabsf(v) <= FLT_MAX);
       dst[j * ld + i] = v;
     });
-    if (nonfinite) atomicMax(&bad, 1);
+    if (nonfinite) atomicMax(bad, 1);
   }
   __syncthreads();
-  if (bad) {
+  if (*bad) {
+    const Mat<float> U = matrix_of(a.u, b), Vo = matrix_of(a.v, b);
+    float* s = a.s + b * a.keep;
     const float nan = __int_as_float(0x7fc00000);
     for (int t = threadIdx.x; t < a.keep; t += blockDim.x) s[t] = nan;
     if (a.u.p) for_each_element(M, a.ucols, cols_fastest(U.rs, U.cs), [&](long long i, long long j) { U(i, j) = nan; });
     if (a.v.p) for_each_element(N, a.vcols, cols_fastest(Vo.rs, Vo.cs), [&](long long i, long long j) { Vo(i, j) = nan; });
     if (threadIdx.x == 0) a.sweeps[b] = -1;
-    return;
+    return false;
   }
   if (qr) {
-    householder_qr(H, L.ldh, M, N, tau, red);
-    for_each_element(N, N, false, [&](long long i, long long j) { W[j * L.ldw + i] = i <= j ? H[j * L.ldh + i] : 0.f; });
+    householder_qr(B.H, B.L.ldh, M, N, B.tau, red);
+    for_each_element(N, N, false, [&](long long i, long long j) { B.W[j * B.L.ldw + i] = i <= j ? B.H[j * B.L.ldh + i] : 0.f; });
   }
-  if (V) for_each_element(N, N, false, [&](long long i, long long j) { V[j * L.ldw + i] = i == j ? 1 : 0; });
+  if (B.V) for_each_element(N, N, false, [&](long long i, long long j) { B.V[j * B.L.ldw + i] = i == j ? 1 : 0; });
   __syncthreads();
+  return true;
+}
 
-  const int sweeps = jacobi_sweeps(W, V, L.ldw, N, a.max_sweeps, a.tol, flags);
-  if (threadIdx.x == 0) a.sweeps[b] = sweeps;
-
+// After the sweeps: σ = W's column norms ranked descending, V's columns in that order, U_R = W / σ
+// completed to an orthonormal set, U = Q·U_R for a tall X.
+__device__ void svd_finish(const SvdArgs& a, float* buf, long long b, double* red, unsigned long long* red_key) {
+  const SvdBuffer B = svd_buffer(a, buf);
+  const int M = a.M, N = a.N;
+  const long long ldw = B.L.ldw;
+  float* W = B.W;
+  float* sig = B.sig;
+  int* perm = B.perm;
+  const Mat<float> U = matrix_of(a.u, b), Vo = matrix_of(a.v, b);
+  float* s = a.s + b * a.keep;
   for (int j = warp_id(); j < N; j += warp_count()) {
     double sq = 0;
-    for (int i = lane_id(); i < N; i += 32) sq += static_cast<double>(W[j * L.ldw + i]) * W[j * L.ldw + i];
+    for (int i = lane_id(); i < N; i += 32) sq += static_cast<double>(W[j * ldw + i]) * W[j * ldw + i];
     sq = warp_sum(sq);
     if (lane_id() == 0) sig[j] = static_cast<float>(sqrt(sq));
   }
@@ -410,7 +456,7 @@ __global__ void __launch_bounds__(kMaxThreads) svd_kernel(SvdArgs a) {
   }
   __syncthreads();
   for (int t = threadIdx.x; t < a.keep; t += blockDim.x) s[t] = sig[perm[t]];
-  if (V) for_each_element(N, a.vcols, cols_fastest(Vo.rs, Vo.cs), [&](long long c, long long t) { Vo(c, t) = static_cast<float>(V[perm[t] * L.ldw + c]); });
+  if (B.V) for_each_element(N, a.vcols, cols_fastest(Vo.rs, Vo.cs), [&](long long c, long long t) { Vo(c, t) = static_cast<float>(B.V[perm[t] * ldw + c]); });
   if (!a.u.p) return;
 
   // U_R's columns: W's divided by σ, the negligible ones (a suffix of the ranking) completed.
@@ -420,21 +466,266 @@ __global__ void __launch_bounds__(kMaxThreads) svd_kernel(SvdArgs a) {
   while (kept < ucols_r && sig[perm[kept]] > negligible) ++kept;
   for_each_element(N, kept, false, [&](long long i, long long t) {
     const int j = perm[t];
-    W[j * L.ldw + i] = static_cast<float>(W[j * L.ldw + i] / static_cast<double>(sig[j]));
+    W[j * ldw + i] = static_cast<float>(W[j * ldw + i] / static_cast<double>(sig[j]));
   });
   __syncthreads();
-  for (int t = kept; t < ucols_r; ++t) complete_column(W, L.ldw, N, perm, t, coef, red, red_key);
+  for (int t = kept; t < ucols_r; ++t) complete_column(W, ldw, N, perm, t, B.coef, red, red_key);
 
-  if (!qr) {
-    for_each_element(M, a.ucols, cols_fastest(U.rs, U.cs), [&](long long i, long long t) { U(i, t) = W[perm[t] * L.ldw + i]; });
+  if (M == N) {
+    for_each_element(M, a.ucols, cols_fastest(U.rs, U.cs), [&](long long i, long long t) { U(i, t) = W[perm[t] * ldw + i]; });
     return;
   }
   // U = H_0 ⋯ H_{N−1} · [U_R 0; 0 I], built in the output.
   for_each_element(M, a.ucols, cols_fastest(U.rs, U.cs), [&](long long i, long long t) {
-    U(i, t) = t < N ? (i < N ? W[perm[t] * L.ldw + i] : 0.f) : (i == t ? 1.f : 0.f);
+    U(i, t) = t < N ? (i < N ? W[perm[t] * ldw + i] : 0.f) : (i == t ? 1.f : 0.f);
   });
   __syncthreads();
-  apply_q(H, L.ldh, M, N, tau, U, a.ucols, false);
+  apply_q(B.H, B.L.ldh, M, N, B.tau, U, a.ucols, false);
+}
+#endif
+
+__global__ void __launch_bounds__(kMaxThreads) svd_kernel(SvdArgs a) {
+#if defined(SIMT_DEVICE_PATH)
+  __shared__ double red[32];
+  __shared__ unsigned long long red_key[32];
+  __shared__ int flags[3];
+  __shared__ int bad;
+  SIMT_DYNAMIC_SHARED(float, smem);
+  const long long b = blockIdx.x;
+  float* buf = svd_base(a, smem, b);
+  if (threadIdx.x == 0) flags[0] = flags[1] = flags[2] = 0;
+  if (!svd_prepare(a, buf, b, red, &bad)) return;
+  {
+    const SvdBuffer B = svd_buffer(a, buf);
+    const int sweeps = jacobi_sweeps(B.W, B.V, B.L.ldw, a.N, a.max_sweeps, a.tol, flags);
+    if (threadIdx.x == 0) a.sweeps[b] = sweeps;
+  }
+  svd_finish(a, buf, b, red, red_key);
+#endif
+}
+
+// ---- blocked Jacobi: the path of N > kBlockedMinCols ---------------------------------------
+// One block per matrix leaves all but `batch` SMs idle, and its ~N rounds × sweeps barriers
+// serialize (1024²: 1023 rounds × ~8 sweeps of 512 warps' pairs on one SM). Above
+// kBlockedMinCols the columns are cut into blocks of kBlockCols and the round-robin tournament
+// runs over the blocks instead: per round one launch with a CUDA block per disjoint block pair
+// (all matrices of the batch in the same launch), each owning its pair's 2b = kPairCols columns
+// of W and V over all N rows, so a round needs no other synchronization. Per block pair:
+//   1. Gram G = [w_I w_J]ᵀ[w_I w_J] (2b × 2b), float64 accumulation over row tiles in shared memory;
+//   2. the convergence test on G: a pair of its columns with |G_ij| > tol·√(G_ii G_jj) (and not
+//      negligible, the one-block rule) marks the matrix's sweep as rotating; none: nothing to do;
+//   3. two-sided parallel Jacobi of G in shared memory (float64, circle-method rounds, the same
+//      Rutishauser rotation, stopping at tol·2⁻¹⁰), accumulating the orthogonal Q = J₁J₂⋯;
+//   4. [w_I w_J] ← [w_I w_J]·Q and [v_I v_J] ← [v_I v_J]·Q, a row tile at a time (float64 FMAs,
+//      W rounded once to float32 per sweep and pair, V kept in float64 as in the one-block kernel).
+// G is computed afresh from the float32 W in every test, so the stopping rule checks the actual
+// columns, not the eigensolve's model of them. A sweep-end launch turns "no pair rotated" into
+// the sweep count; every launch of a converged (or non-finite) matrix returns at once, so the
+// whole iteration (max_sweeps × (rounds + 1) launches) is enqueued without a host round trip.
+// Load (Householder QR of a tall X) and the epilogue are the one-block kernel's (svd_prepare /
+// svd_finish), one block per matrix over the global buffer.
+// Napkin math, 1024²: 64 blocks, 32 pairs × 63 rounds per sweep; a pair reads its 32 columns of W
+// (128 KiB) and V (256 KiB) and writes them once: ~400 KiB × 32 pairs ≈ 12.5 MiB a round, L2
+// resident; ~2·1024·32²·2 ≈ 4 MFLOP float64 per pair for Gram + updates → 32 SMs busy, ~10 µs a
+// round, ~8 sweeps ≈ 5 ms (estimated, not measured: no GPU was available when this was written).
+constexpr int kBlockedMinCols = 128;
+constexpr int kBlockCols = 16;
+constexpr int kPairCols = 2 * kBlockCols;
+constexpr int kPairThreads = 256;
+constexpr int kTileRows = 32;
+constexpr int kInnerMaxSweeps = 20;
+static_assert(kTileRows * kPairCols % kPairThreads == 0 && kPairCols * kPairCols % kPairThreads == 0,
+              "the tile and Gram loops give every thread the same number of entries");
+
+// Per matrix: 0 iterating, 1 done (converged or out of sweeps), 2 non-finite (outputs written).
+struct BlockedState {
+  int done, rotated;
+};
+
+__global__ void __launch_bounds__(kMaxThreads) svd_blocked_prepare_kernel(SvdArgs a, BlockedState* state) {
+#if defined(SIMT_DEVICE_PATH)
+  __shared__ double red[32];
+  __shared__ int bad;
+  const long long b = blockIdx.x;
+  const bool finite = svd_prepare(a, svd_base(a, nullptr, b), b, red, &bad);
+  if (threadIdx.x == 0) {
+    state[b] = BlockedState{finite ? 0 : 2, 0};
+    a.sweeps[b] = -1;  // until a sweep without rotation
+  }
+#endif
+}
+
+#if defined(SIMT_DEVICE_PATH)
+// The kTileRows × kPairCols tile of rows [r0, r0 + kTileRows) of the pair's columns (col[k] < 0:
+// absent, read as zero), as doubles; the threads walk down the columns (coalesced).
+template <class T>
+__device__ void load_pair_tile(const T* src, long long ld, int rows, int r0, const int* col, double (*tile)[kPairCols + 1]) {
+  for (int e = threadIdx.x; e < kTileRows * kPairCols; e += blockDim.x) {
+    const int rr = e % kTileRows, k = e / kTileRows, r = r0 + rr;
+    tile[rr][k] = col[k] >= 0 && r < rows ? static_cast<double>(src[col[k] * ld + r]) : 0.0;
+  }
+}
+
+// X ← X·Q on the pair's columns of the rows × · column-major X, a row tile at a time.
+template <class T>
+__device__ void rotate_pair_columns(T* X, long long ld, int rows, const int* col, const double (*Q)[kPairCols + 1],
+                                    double (*tile)[kPairCols + 1]) {
+  constexpr int kPerThread = kTileRows * kPairCols / kPairThreads;
+  for (int r0 = 0; r0 < rows; r0 += kTileRows) {
+    __syncthreads();  // the previous tile's readers are done
+    load_pair_tile(X, ld, rows, r0, col, tile);
+    __syncthreads();
+    double out[kPerThread];
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) {
+      const int e = threadIdx.x + m * kPairThreads, rr = e % kTileRows, j = e / kTileRows;
+      double acc = 0;
+#pragma unroll 8
+      for (int k = 0; k < kPairCols; ++k) acc = fma(tile[rr][k], Q[k][j], acc);
+      out[m] = acc;
+    }
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) {
+      const int e = threadIdx.x + m * kPairThreads, rr = e % kTileRows, j = e / kTileRows, r = r0 + rr;
+      if (col[j] >= 0 && r < rows) X[col[j] * ld + r] = static_cast<T>(out[m]);
+    }
+  }
+}
+#endif
+
+// One round of the block tournament: CUDA block x handles block pair x % pairs of matrix x / pairs.
+__global__ void __launch_bounds__(kPairThreads) svd_blocked_round_kernel(SvdArgs a, BlockedState* state, int round) {
+#if defined(SIMT_DEVICE_PATH)
+  constexpr int kPerThread = kPairCols * kPairCols / kPairThreads;
+  __shared__ double G[kPairCols][kPairCols + 1];
+  __shared__ double Q[kPairCols][kPairCols + 1];
+  __shared__ double tile[kTileRows][kPairCols + 1];
+  __shared__ double rot_c[kPairCols / 2], rot_s[kPairCols / 2];
+  __shared__ int rot_i[kPairCols / 2], rot_j[kPairCols / 2];
+  __shared__ int col[kPairCols];
+  __shared__ int rotate, inner;
+  const int N = a.N;
+  const int nblocks = (N + kBlockCols - 1) / kBlockCols;
+  const int players = nblocks + (nblocks & 1), pairs = players / 2;
+  const long long b = blockIdx.x / pairs;
+  if (state[b].done) return;
+  int I, J;
+  tournament_pair(players, round, static_cast<int>(blockIdx.x % pairs), I, J);
+  if (J >= nblocks) return;  // the dummy of an odd block count
+  const SvdBuffer B = svd_buffer(a, svd_base(a, nullptr, b));
+  const long long ld = B.L.ldw;
+  if (threadIdx.x < kPairCols) {
+    const int k = threadIdx.x;
+    const int c = (k < kBlockCols ? I : J) * kBlockCols + k % kBlockCols;
+    col[k] = c < N ? c : -1;
+  }
+  if (threadIdx.x == 0) rotate = 0;
+
+  // 1. Gram: thread t owns entries t, t + 256, … of the row-major 32 × 32 G.
+  double g[kPerThread] = {};
+  for (int r0 = 0; r0 < N; r0 += kTileRows) {
+    __syncthreads();
+    load_pair_tile(B.W, ld, N, r0, col, tile);
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < kPerThread; ++m) {
+      const int e = threadIdx.x + m * kPairThreads, i = e / kPairCols, j = e % kPairCols;
+#pragma unroll 8
+      for (int rr = 0; rr < kTileRows; ++rr) g[m] = fma(tile[rr][i], tile[rr][j], g[m]);
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kPerThread; ++m) {
+    const int e = threadIdx.x + m * kPairThreads;
+    G[e / kPairCols][e % kPairCols] = g[m];
+    Q[e / kPairCols][e % kPairCols] = e / kPairCols == e % kPairCols ? 1.0 : 0.0;
+  }
+  __syncthreads();
+
+  // 2. Convergence test on the actual columns.
+#pragma unroll
+  for (int m = 0; m < kPerThread; ++m) {
+    const int e = threadIdx.x + m * kPairThreads, i = e / kPairCols, j = e % kPairCols;
+    if (i < j && needs_rotation(G[i][i], G[j][j], G[i][j], a.tol)) rotate = 1;
+  }
+  __syncthreads();
+  if (!rotate) return;
+  if (threadIdx.x == 0) state[b].rotated = 1;
+
+  // 3. Parallel two-sided Jacobi on G (absent columns are zero: never rotated).
+  const double inner_tol = a.tol * (1.0 / 1024);
+  for (int sweep = 0; sweep < kInnerMaxSweeps; ++sweep) {
+    if (threadIdx.x == 0) inner = 0;
+    for (int round_g = 0; round_g < kPairCols - 1; ++round_g) {
+      __syncthreads();
+      if (threadIdx.x < kPairCols / 2) {
+        const int q = threadIdx.x;
+        int i, j;
+        tournament_pair(kPairCols, round_g, q, i, j);
+        double c = 1, s = 0;
+        if (needs_rotation(G[i][i], G[j][j], G[i][j], inner_tol)) {
+          rutishauser(G[i][i], G[j][j], G[i][j], c, s);
+          inner = 1;
+        }
+        rot_i[q] = i;
+        rot_j[q] = j;
+        rot_c[q] = c;
+        rot_s[q] = s;
+      }
+      __syncthreads();
+      // G ← G·J and Q ← Q·J (columns i, j), then G ← Jᵀ·G (rows i, j): disjoint pairs, no conflicts.
+      for (int e = threadIdx.x; e < kPairCols * kPairCols / 2; e += blockDim.x) {
+        const int r = e % kPairCols, q = e / kPairCols, i = rot_i[q], j = rot_j[q];
+        const double c = rot_c[q], s = rot_s[q];
+        const double gi = G[r][i], gj = G[r][j], qi = Q[r][i], qj = Q[r][j];
+        G[r][i] = c * gi - s * gj;
+        G[r][j] = s * gi + c * gj;
+        Q[r][i] = c * qi - s * qj;
+        Q[r][j] = s * qi + c * qj;
+      }
+      __syncthreads();
+      for (int e = threadIdx.x; e < kPairCols * kPairCols / 2; e += blockDim.x) {
+        const int r = e % kPairCols, q = e / kPairCols, i = rot_i[q], j = rot_j[q];
+        const double c = rot_c[q], s = rot_s[q];
+        const double gi = G[i][r], gj = G[j][r];
+        G[i][r] = c * gi - s * gj;
+        G[j][r] = s * gi + c * gj;
+      }
+    }
+    __syncthreads();
+    const bool more = inner;
+    __syncthreads();  // every thread has read `inner` before the next sweep clears it
+    if (!more) break;
+  }
+
+  // 4. The updates.
+  rotate_pair_columns(B.W, ld, N, col, Q, tile);
+  if (B.V) rotate_pair_columns(B.V, ld, N, col, Q, tile);
+#endif
+}
+
+// The end of sweep `sweep`: a matrix none of whose block pairs rotated has converged in it.
+__global__ void svd_blocked_sweep_end_kernel(BlockedState* state, int32_t* sweeps, long long batch, int sweep, int max_sweeps) {
+#if defined(SIMT_DEVICE_PATH)
+  const long long b = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= batch || state[b].done) return;
+  if (!state[b].rotated) {
+    state[b].done = 1;
+    sweeps[b] = sweep;
+  } else if (sweep == max_sweeps) {
+    state[b].done = 1;  // sweeps[b] stays −1
+  }
+  state[b].rotated = 0;
+#endif
+}
+
+__global__ void __launch_bounds__(kMaxThreads) svd_blocked_finish_kernel(SvdArgs a, const BlockedState* state) {
+#if defined(SIMT_DEVICE_PATH)
+  __shared__ double red[32];
+  __shared__ unsigned long long red_key[32];
+  const long long b = blockIdx.x;
+  if (state[b].done == 2) return;
+  svd_finish(a, svd_base(a, nullptr, b), b, red, red_key);
 #endif
 }
 
@@ -500,6 +791,37 @@ std::string shape_text(long long rows, long long cols, long long batch) {
   return std::to_string(rows) + "x" + std::to_string(cols) + " batch " + std::to_string(batch);
 }
 
+// The blocked path: prepare, max_sweeps × (the block tournament's rounds + a sweep end), finish,
+// all enqueued on `st` (see the blocked kernels).
+void svd_blocked(SvdArgs a, long long batch, const SvdLayout& layout, cudaStream_t st, int device, bool wide) {
+  constexpr const char* op = "linalg.svd";
+  DeviceScratch ws(device, static_cast<size_t>(layout.total * batch) * sizeof(float));
+  DeviceScratch state(device, static_cast<size_t>(batch) * sizeof(BlockedState));
+  a.ws = ws.as<float>();
+  a.ws_floats = layout.total;
+  BlockedState* s = state.as<BlockedState>();
+  const int threads = block_threads(a.N);
+  const dim3 grid = grid_for(batch, 1, op);
+  simt_launch(svd_blocked_prepare_kernel, grid, dim3(threads), 0, st, a, s);
+  LK_CUDA_CHECK_LAUNCH("svd_blocked_prepare_kernel launch");
+  const int nblocks = (a.N + kBlockCols - 1) / kBlockCols;
+  const int players = nblocks + (nblocks & 1);
+  const dim3 round_grid = grid_for(batch * (players / 2), 1, op);
+  const dim3 end_grid = grid_for(batch, 256, op);
+  for (int sweep = 1; sweep <= a.max_sweeps; ++sweep) {
+    for (int round = 0; round < players - 1; ++round) {
+      simt_launch(svd_blocked_round_kernel, round_grid, dim3(kPairThreads), 0, st, a, s, round);
+      LK_CUDA_CHECK_LAUNCH("svd_blocked_round_kernel launch");
+    }
+    simt_launch(svd_blocked_sweep_end_kernel, end_grid, dim3(256), 0, st, s, a.sweeps, batch, sweep, a.max_sweeps);
+    LK_CUDA_CHECK_LAUNCH("svd_blocked_sweep_end_kernel launch");
+  }
+  simt_launch(svd_blocked_finish_kernel, grid, dim3(threads), 0, st, a, static_cast<const BlockedState*>(s));
+  LK_CUDA_CHECK_LAUNCH("svd_blocked_finish_kernel launch");
+  note_plan(std::string(a.M > a.N ? "householder qr + " : "") + "blocked jacobi " + std::to_string(kPairCols) + "-col pairs global " +
+            shape_text(a.M, a.N, batch) + (wide ? " transposed" : ""));
+}
+
 }  // namespace
 
 void svd(const SvdParams& p, int device) {
@@ -527,6 +849,7 @@ void svd(const SvdParams& p, int device) {
   a.v = wide ? u : vh_t;
   a.sweeps = p.sweeps;
   const SvdLayout layout = svd_layout(M, N, a.v.p != nullptr);
+  if (N > kBlockedMinCols) return svd_blocked(a, p.batch, layout, st, device, wide);
   BufferPlan buffer = place_buffer(svd_kernel, layout.total, p.batch, device);
   a.ws = buffer.ws ? buffer.ws->as<float>() : nullptr;
   a.ws_floats = layout.total;
