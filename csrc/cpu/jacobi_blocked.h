@@ -43,68 +43,26 @@
 #include <vector>
 
 #include "core/parallel.h"
-#include "cpu/vec.h"  // the intrinsics headers (with GCC 12's AVX-512 workaround)
+#include "cpu/vec.h"  // DVec, kDLanes and the intrinsics headers
 
 namespace lk::cpu::LK_SIMD_NS {
 namespace jacobi_detail {
 
-// ---- a float64 SIMD vector and the register tiles of the two GEMM micro-kernels ---------------
+// ---- the register tiles of the two GEMM micro-kernels (on vec.h's float64 DVec) -------------
 // Update tile: kUpdRowVecs vectors of rows × kUpdCols columns of the output, per reduction step
 // kUpdRowVecs loads and kUpdCols broadcasts. Gram tile: kDotX × kDotY dot products of columns,
 // per step kDotX + kDotY loads (summed across lanes at the end). Accumulators + operands fit:
-//   AVX-512 update 3×8 = 24 zmm + 3 + 1, Gram 4×4 = 16 zmm + 4 + 1 (Zen4: one zmm FMA a cycle)
-//   AVX2    update 2×6 = 12 ymm + 2 + 1, Gram 6×2 = 12 ymm + 2 + 1
-//   NEON    update 3×6 = 18 q   + 3 + 1, Gram 8×3 = 24 q   + 3 + 1
+//   AVX-512 update 3×8 = 24 zmm + 3 + 1, Gram 4×5 = 20 zmm + 4 + 1 (Zen4: one zmm FMA a cycle)
+//   AVX2    update 2×6 = 12 ymm + 2 + 1, Gram 3×3 =  9 ymm + 3 + 1
+//   NEON    update 3×6 = 18 q   + 3 + 1, Gram 4×5 = 20 q   + 4 + 1
 //   scalar  a 4-double struct the compiler keeps in registers where it can
 #if defined(LK_SIMD_AVX512)
-using DVec = __m512d;
-constexpr int kDLanes = 8;
-inline DVec dzero() { return _mm512_setzero_pd(); }
-inline DVec dset1(double v) { return _mm512_set1_pd(v); }
-inline DVec dload(const double* p) { return _mm512_loadu_pd(p); }
-inline void dstore(double* p, DVec v) { _mm512_storeu_pd(p, v); }
-inline DVec dfma(DVec a, DVec b, DVec acc) { return _mm512_fmadd_pd(a, b, acc); }
-inline double dsum(DVec v) { return _mm512_reduce_add_pd(v); }
 constexpr int kUpdRowVecs = 3, kUpdCols = 8, kDotX = 4, kDotY = 5;
 #elif defined(LK_SIMD_AVX2)
-using DVec = __m256d;
-constexpr int kDLanes = 4;
-inline DVec dzero() { return _mm256_setzero_pd(); }
-inline DVec dset1(double v) { return _mm256_set1_pd(v); }
-inline DVec dload(const double* p) { return _mm256_loadu_pd(p); }
-inline void dstore(double* p, DVec v) { _mm256_storeu_pd(p, v); }
-inline DVec dfma(DVec a, DVec b, DVec acc) { return _mm256_fmadd_pd(a, b, acc); }
-inline double dsum(DVec v) {
-  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-}
 constexpr int kUpdRowVecs = 2, kUpdCols = 6, kDotX = 3, kDotY = 3;
 #elif defined(LK_SIMD_NEON)
-using DVec = float64x2_t;
-constexpr int kDLanes = 2;
-inline DVec dzero() { return vdupq_n_f64(0.0); }
-inline DVec dset1(double v) { return vdupq_n_f64(v); }
-inline DVec dload(const double* p) { return vld1q_f64(p); }
-inline void dstore(double* p, DVec v) { vst1q_f64(p, v); }
-inline DVec dfma(DVec a, DVec b, DVec acc) { return vfmaq_f64(acc, a, b); }
-inline double dsum(DVec v) { return vaddvq_f64(v); }
 constexpr int kUpdRowVecs = 3, kUpdCols = 6, kDotX = 4, kDotY = 5;
 #else
-struct DVec {
-  double v[4];
-};
-constexpr int kDLanes = 4;
-inline DVec dzero() { return DVec{{0.0, 0.0, 0.0, 0.0}}; }
-inline DVec dset1(double s) { return DVec{{s, s, s, s}}; }
-inline DVec dload(const double* p) { return DVec{{p[0], p[1], p[2], p[3]}}; }
-inline void dstore(double* p, DVec v) {
-  for (int i = 0; i < 4; ++i) p[i] = v.v[i];
-}
-inline DVec dfma(DVec a, DVec b, DVec acc) {
-  for (int i = 0; i < 4; ++i) acc.v[i] += a.v[i] * b.v[i];
-  return acc;
-}
-inline double dsum(DVec v) { return (v.v[0] + v.v[1]) + (v.v[2] + v.v[3]); }
 constexpr int kUpdRowVecs = 2, kUpdCols = 4, kDotX = 2, kDotY = 2;
 #endif
 constexpr int kUpdRows = kUpdRowVecs * kDLanes;

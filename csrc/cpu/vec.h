@@ -2,7 +2,8 @@
 // LK_SIMD_AVX2, LK_SIMD_NEON, otherwise LK_SIMD_SCALAR), with the handful of operations the CPU
 // kernels need: loads that widen float16/bfloat16 to float32 (F16C / a 16-bit shift), stores that
 // round back (nearest even, NaN stays NaN), fused multiply-add, a horizontal sum and an
-// in-register kLanes×kLanes transpose used to pack weight panels.
+// in-register kLanes×kLanes transpose used to pack weight panels. Next to it DVec, float64 at the
+// native width (kDLanes doubles) for the float64 GEMM micro-kernels of the blocked SVD.
 //
 // Include only from csrc/cpu/*.cpp (inside no namespace); everything lands in
 // lk::cpu::LK_SIMD_NS, so each level gets its own copy.
@@ -98,6 +99,16 @@ inline void vtranspose(Vec rows[kLanes]) {
   }
 }
 
+// float64 at the native width (the SVD works in double).
+using DVec = __m512d;
+constexpr int kDLanes = 8;
+inline DVec dzero() { return _mm512_setzero_pd(); }
+inline DVec dset1(double v) { return _mm512_set1_pd(v); }
+inline DVec dload(const double* p) { return _mm512_loadu_pd(p); }
+inline void dstore(double* p, DVec v) { _mm512_storeu_pd(p, v); }
+inline DVec dfma(DVec a, DVec b, DVec acc) { return _mm512_fmadd_pd(a, b, acc); }  // a·b + acc
+inline double dsum(DVec v) { return _mm512_reduce_add_pd(v); }
+
 #elif defined(LK_SIMD_AVX2)
 
 using Vec = __m256;
@@ -155,6 +166,18 @@ inline void vtranspose(Vec rows[kLanes]) {
   for (int i = 0; i < 8; ++i) rows[i] = t[i];
 }
 
+using DVec = __m256d;
+constexpr int kDLanes = 4;
+inline DVec dzero() { return _mm256_setzero_pd(); }
+inline DVec dset1(double v) { return _mm256_set1_pd(v); }
+inline DVec dload(const double* p) { return _mm256_loadu_pd(p); }
+inline void dstore(double* p, DVec v) { _mm256_storeu_pd(p, v); }
+inline DVec dfma(DVec a, DVec b, DVec acc) { return _mm256_fmadd_pd(a, b, acc); }
+inline double dsum(DVec v) {
+  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
 #elif defined(LK_SIMD_NEON)
 
 using Vec = float32x4_t;
@@ -189,6 +212,15 @@ inline void vtranspose(Vec rows[kLanes]) {
   rows[2] = vcombine_f32(vget_high_f32(ab.val[0]), vget_high_f32(cd.val[0]));
   rows[3] = vcombine_f32(vget_high_f32(ab.val[1]), vget_high_f32(cd.val[1]));
 }
+
+using DVec = float64x2_t;
+constexpr int kDLanes = 2;
+inline DVec dzero() { return vdupq_n_f64(0.0); }
+inline DVec dset1(double v) { return vdupq_n_f64(v); }
+inline DVec dload(const double* p) { return vld1q_f64(p); }
+inline void dstore(double* p, DVec v) { vst1q_f64(p, v); }
+inline DVec dfma(DVec a, DVec b, DVec acc) { return vfmaq_f64(acc, a, b); }
+inline double dsum(DVec v) { return vaddvq_f64(v); }
 
 #else  // LK_SIMD_SCALAR: four plain floats; the compiler may still use the baseline ISA's SIMD.
 
@@ -234,6 +266,22 @@ inline void vtranspose(Vec rows[kLanes]) {
       rows[j].v[i] = t;
     }
 }
+
+struct DVec {
+  double v[4];
+};
+constexpr int kDLanes = 4;
+inline DVec dzero() { return DVec{{0.0, 0.0, 0.0, 0.0}}; }
+inline DVec dset1(double s) { return DVec{{s, s, s, s}}; }
+inline DVec dload(const double* p) { return DVec{{p[0], p[1], p[2], p[3]}}; }
+inline void dstore(double* p, DVec v) {
+  for (int k = 0; k < 4; ++k) p[k] = v.v[k];
+}
+inline DVec dfma(DVec a, DVec b, DVec acc) {
+  for (int k = 0; k < 4; ++k) acc.v[k] += a.v[k] * b.v[k];
+  return acc;
+}
+inline double dsum(DVec v) { return (v.v[0] + v.v[1]) + (v.v[2] + v.v[3]); }
 
 #endif
 
