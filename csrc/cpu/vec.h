@@ -3,7 +3,7 @@
 // kernels need: loads that widen float16/bfloat16 to float32 (F16C / a 16-bit shift), stores that
 // round back (nearest even, NaN stays NaN), fused multiply-add, a horizontal sum and an
 // in-register kLanes×kLanes transpose used to pack weight panels. Next to it DVec, float64 at the
-// native width (kDLanes doubles) for the float64 GEMM micro-kernels of the blocked SVD.
+// native width (kDLanes doubles) for the SVD: the blocked GEMM kernels and linalg.cpp's D8.
 //
 // Include only from csrc/cpu/*.cpp (inside no namespace); everything lands in
 // lk::cpu::LK_SIMD_NS, so each level gets its own copy.
@@ -108,6 +108,19 @@ inline DVec dload(const double* p) { return _mm512_loadu_pd(p); }
 inline void dstore(double* p, DVec v) { _mm512_storeu_pd(p, v); }
 inline DVec dfma(DVec a, DVec b, DVec acc) { return _mm512_fmadd_pd(a, b, acc); }  // a·b + acc
 inline double dsum(DVec v) { return _mm512_reduce_add_pd(v); }
+// For the SVD's 8-double D8 (linalg.cpp); the scalar level keeps its own D8 there.
+using DMask = __mmask8;
+inline DVec dadd(DVec a, DVec b) { return _mm512_add_pd(a, b); }
+inline DVec dsub(DVec a, DVec b) { return _mm512_sub_pd(a, b); }
+inline DVec dmul(DVec a, DVec b) { return _mm512_mul_pd(a, b); }
+inline DVec ddiv(DVec a, DVec b) { return _mm512_div_pd(a, b); }
+inline DVec dfms(DVec a, DVec b, DVec c) { return _mm512_fmsub_pd(a, b, c); }      // a·b − c
+inline DVec dsqrt(DVec a) { return _mm512_sqrt_pd(a); }
+inline DVec dabs(DVec a) { return _mm512_abs_pd(a); }
+inline DVec dsign(DVec a) { return _mm512_or_pd(_mm512_and_pd(a, _mm512_set1_pd(-0.0)), _mm512_set1_pd(1.0)); }  // ±1
+inline DMask dgreater(DVec a, DVec b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+inline DVec dselect(DMask m, DVec yes, DVec no) { return _mm512_mask_blend_pd(m, no, yes); }
+inline unsigned dmask_bits(DMask m) { return m; }  // bit k: lane k
 
 #elif defined(LK_SIMD_AVX2)
 
@@ -177,6 +190,19 @@ inline double dsum(DVec v) {
   const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
   return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
+// For the SVD's 8-double D8 (linalg.cpp); the scalar level keeps its own D8 there.
+using DMask = __m256d;  // all-ones lanes where true
+inline DVec dadd(DVec a, DVec b) { return _mm256_add_pd(a, b); }
+inline DVec dsub(DVec a, DVec b) { return _mm256_sub_pd(a, b); }
+inline DVec dmul(DVec a, DVec b) { return _mm256_mul_pd(a, b); }
+inline DVec ddiv(DVec a, DVec b) { return _mm256_div_pd(a, b); }
+inline DVec dfms(DVec a, DVec b, DVec c) { return _mm256_fmsub_pd(a, b, c); }
+inline DVec dsqrt(DVec a) { return _mm256_sqrt_pd(a); }
+inline DVec dabs(DVec a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+inline DVec dsign(DVec a) { return _mm256_or_pd(_mm256_and_pd(a, _mm256_set1_pd(-0.0)), _mm256_set1_pd(1.0)); }
+inline DMask dgreater(DVec a, DVec b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
+inline DVec dselect(DMask m, DVec yes, DVec no) { return _mm256_blendv_pd(no, yes, m); }
+inline unsigned dmask_bits(DMask m) { return static_cast<unsigned>(_mm256_movemask_pd(m)); }
 
 #elif defined(LK_SIMD_NEON)
 
@@ -221,6 +247,24 @@ inline DVec dload(const double* p) { return vld1q_f64(p); }
 inline void dstore(double* p, DVec v) { vst1q_f64(p, v); }
 inline DVec dfma(DVec a, DVec b, DVec acc) { return vfmaq_f64(acc, a, b); }
 inline double dsum(DVec v) { return vaddvq_f64(v); }
+// For the SVD's 8-double D8 (linalg.cpp); the scalar level keeps its own D8 there.
+using DMask = uint64x2_t;  // all-ones lanes where true
+inline DVec dadd(DVec a, DVec b) { return vaddq_f64(a, b); }
+inline DVec dsub(DVec a, DVec b) { return vsubq_f64(a, b); }
+inline DVec dmul(DVec a, DVec b) { return vmulq_f64(a, b); }
+inline DVec ddiv(DVec a, DVec b) { return vdivq_f64(a, b); }
+inline DVec dfms(DVec a, DVec b, DVec c) { return vfmaq_f64(vnegq_f64(c), a, b); }
+inline DVec dsqrt(DVec a) { return vsqrtq_f64(a); }
+inline DVec dabs(DVec a) { return vabsq_f64(a); }
+inline DVec dsign(DVec a) {
+  const uint64x2_t sign = vandq_u64(vreinterpretq_u64_f64(a), vdupq_n_u64(0x8000000000000000ull));
+  return vreinterpretq_f64_u64(vorrq_u64(sign, vreinterpretq_u64_f64(vdupq_n_f64(1.0))));
+}
+inline DMask dgreater(DVec a, DVec b) { return vcgtq_f64(a, b); }
+inline DVec dselect(DMask m, DVec yes, DVec no) { return vbslq_f64(m, yes, no); }
+inline unsigned dmask_bits(DMask m) {
+  return static_cast<unsigned>((vgetq_lane_u64(m, 0) & 1) | (vgetq_lane_u64(m, 1) & 1) << 1);
+}
 
 #else  // LK_SIMD_SCALAR: four plain floats; the compiler may still use the baseline ISA's SIMD.
 
