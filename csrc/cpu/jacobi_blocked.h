@@ -2,10 +2,12 @@
 // split into nb blocks of width b ≈ 24 and rotated a block pair at a time. For a pair (I, J):
 //   G = [w_I w_J]ᵀ[w_I w_J]          (2b × 2b Gram matrix: a GEMM over the rows for the cross
 //                                     block w_Jᵀw_I, the diagonal blocks kept from before)
-//   G ≈ Q·Λ·Qᵀ                        (two sweeps of two-sided Jacobi on G in float64)
+//   G ≈ Q·Λ·Qᵀ                        (two sweeps of two-sided Jacobi on G)
 //   [w_I w_J] ← [w_I w_J]·Q, [v_I v_J] ← [v_I v_J]·Q   (two GEMMs, only the columns Q moved)
 // which orthogonalizes all 2b columns against each other at once. The pairs are visited in
-// row-cyclic order, run in parallel by anti-diagonals (see jacobi_blocked below).
+// row-cyclic order, run in parallel by anti-diagonals (see jacobi_blocked below). Everything is
+// templated on the element type T: float64, or float32 for the first sweeps of
+// jacobi_blocked_mixed (at the end), where Gram, eigensolve and updates all run in float32.
 //
 // Napkin math per sweep (m rows, n columns, nb = n/b blocks, nb²/2 pairs):
 //   Gram    cross block 2·m·b² per pair → m·n² per sweep
@@ -38,6 +40,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <type_traits>
 #include <vector>
@@ -65,22 +68,52 @@ constexpr int kUpdRowVecs = 3, kUpdCols = 6, kDotX = 4, kDotY = 5;
 #else
 constexpr int kUpdRowVecs = 2, kUpdCols = 4, kDotX = 2, kDotY = 2;
 #endif
-constexpr int kUpdRows = kUpdRowVecs * kDLanes;
+
+// The element type T of the columns (double, or float in the first sweeps of the mixed-precision
+// driver below) picks its vector type: the same register tiles, twice the lanes for float.
+template <class T>
+struct Simd;
+template <>
+struct Simd<double> {
+  using V = DVec;
+  static constexpr int kLanes = kDLanes;
+  static V zero() { return dzero(); }
+  static V set1(double x) { return dset1(x); }
+  static V load(const double* p) { return dload(p); }
+  static void store(double* p, V v) { dstore(p, v); }
+  static V fma(V a, V b, V acc) { return dfma(a, b, acc); }
+  static double sum(V v) { return dsum(v); }
+};
+template <>
+struct Simd<float> {
+  using V = Vec;
+  static constexpr int kLanes = ::lk::cpu::LK_SIMD_NS::kLanes;
+  static V zero() { return vzero(); }
+  static V set1(float x) { return vset1(x); }
+  static V load(const float* p) { return vload(p); }
+  static void store(float* p, V v) { vstore(p, v); }
+  static V fma(V a, V b, V acc) { return vfma(a, b, acc); }
+  static float sum(V v) { return vsum(v); }
+};
+template <class T>
+constexpr int kUpdRows = kUpdRowVecs * Simd<T>::kLanes;
 
 constexpr int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 // The columns of a block pair live in two separate runs of the matrix: the kernels address them
 // through a table of column pointers.
+template <class T>
 struct Panel {
-  double* const* col;  // col[c] = first row of column c
-  int k;               // columns
+  T* const* col;  // col[c] = first row of column c
+  int k;          // columns
   int64_t rows;
 };
 
 // Scratch of one pair's work (thread_local: each pool thread keeps its own, grown once).
+template <class T>
 struct PairScratch {
-  std::vector<double*> cols;
-  std::vector<double> qpack, y;
+  std::vector<T*> cols, out;
+  std::vector<T> qpack, y;
   std::vector<int> slot_of, touched, sorted;
 };
 
@@ -89,115 +122,126 @@ struct PairScratch {
 // row-major panel for an outer-product kernel cost more than the kernel itself). A kDotX × kDotY
 // tile streams its columns once, kDotX + kDotY vector loads per kDotX·kDotY FMAs; a ragged edge
 // tile repeats its last column (a few wasted FMAs, no tail code).
-inline void dot_tile(const double* const* x, const double* const* y, int64_t rows, double* c, int64_t ldc, int nx,
-                     int ny) {
-  const double* xs[kDotX];
-  const double* ys[kDotY];
+// Accumulated in T (float: relative error ~ε_float32·sqrt(rows), 1e-6 at 1024 rows, far below the
+// 1e-4 off-diagonal at which the float sweeps stop).
+template <class T, class C>
+inline void dot_tile(const T* const* x, const T* const* y, int64_t rows, C* c, int64_t ldc, int nx, int ny) {
+  using S = Simd<T>;
+  const T* xs[kDotX];
+  const T* ys[kDotY];
   for (int i = 0; i < kDotX; ++i) xs[i] = x[std::min(i, nx - 1)];
   for (int j = 0; j < kDotY; ++j) ys[j] = y[std::min(j, ny - 1)];
-  DVec acc[kDotX][kDotY];
+  typename S::V acc[kDotX][kDotY];
   for (int i = 0; i < kDotX; ++i)
-    for (int j = 0; j < kDotY; ++j) acc[i][j] = dzero();
+    for (int j = 0; j < kDotY; ++j) acc[i][j] = S::zero();
   int64_t r = 0;
-  for (; r + kDLanes <= rows; r += kDLanes) {
-    DVec xv[kDotX];
-    for (int i = 0; i < kDotX; ++i) xv[i] = dload(xs[i] + r);
+  for (; r + S::kLanes <= rows; r += S::kLanes) {
+    typename S::V xv[kDotX];
+    for (int i = 0; i < kDotX; ++i) xv[i] = S::load(xs[i] + r);
     for (int j = 0; j < kDotY; ++j) {
-      const DVec yv = dload(ys[j] + r);
-      for (int i = 0; i < kDotX; ++i) acc[i][j] = dfma(xv[i], yv, acc[i][j]);
+      const typename S::V yv = S::load(ys[j] + r);
+      for (int i = 0; i < kDotX; ++i) acc[i][j] = S::fma(xv[i], yv, acc[i][j]);
     }
   }
   for (int i = 0; i < nx; ++i)
     for (int j = 0; j < ny; ++j) {
-      double sum = dsum(acc[i][j]);
+      T sum = S::sum(acc[i][j]);
       for (int64_t t = r; t < rows; ++t) sum += xs[i][t] * ys[j][t];
       c[i + j * ldc] = sum;
     }
 }
 
-inline void cross_gram(const double* const* x, int nx, const double* const* y, int ny, int64_t rows, double* c,
-                       int64_t ldc) {
+template <class T, class C>
+inline void cross_gram(const T* const* x, int nx, const T* const* y, int ny, int64_t rows, C* c, int64_t ldc) {
   for (int j = 0; j < ny; j += kDotY)
     for (int i = 0; i < nx; i += kDotX)
       dot_tile(x + i, y + j, rows, c + i + j * ldc, ldc, std::min(kDotX, nx - i), std::min(kDotY, ny - j));
 }
 
-// ---- update: X ← X·Q (X rows × k through its column table, Q k × k column-major) ----------------
+// ---- update: Y ← X·Q (X rows × k through its column table, Q k × nout, Y nout columns) ----------
 // Rows are independent (output row r needs only input row r), so each tile of kUpdRows rows is
-// computed for all columns into y and then copied back: in place with kUpdRows·k doubles of
-// scratch. Q is packed into kUpdCols-wide panels (row kk of a panel contiguous, zero-padded);
-// the row tile's X (kUpdRows·k·8 bytes, 9 KB at k = 48) and the packed Q (k² · 8 bytes, 18 KB)
-// stay in L1 while the micro-tile, kUpdRows rows × kUpdCols columns, runs over the panels: per
-// reduction step kUpdRowVecs vector loads + kUpdCols broadcasts feed kUpdRowVecs·kUpdCols FMAs.
-template <int RV>
-inline void update_tile(const Panel& x, int64_t r, const double* qp, double* y, int64_t ldy, int ncols) {
-  DVec acc[RV][kUpdCols];
+// computed for all columns into y and then copied out: Y may be X itself (in place, with
+// kUpdRows·nout elements of scratch). Q is packed (as T) into kUpdCols-wide
+// panels (row kk of a panel contiguous, zero-padded); the row tile's X (kUpdRows·k·8 bytes, 9 KB at
+// k = 48 in float64) and the packed Q (k² · 8 bytes, 18 KB) stay in L1 while the micro-tile,
+// kUpdRows rows × kUpdCols columns, runs over the panels: per reduction step kUpdRowVecs vector
+// loads + kUpdCols broadcasts feed kUpdRowVecs·kUpdCols FMAs.
+template <int RV, class T>
+inline void update_tile(const Panel<T>& x, int64_t r, const T* qp, T* y, int64_t ldy, int ncols) {
+  using S = Simd<T>;
+  typename S::V acc[RV][kUpdCols];
   for (int v = 0; v < RV; ++v)
-    for (int c = 0; c < kUpdCols; ++c) acc[v][c] = dzero();
+    for (int c = 0; c < kUpdCols; ++c) acc[v][c] = S::zero();
   for (int kk = 0; kk < x.k; ++kk) {
-    const double* src = x.col[kk] + r;
-    DVec xv[RV];
-    for (int v = 0; v < RV; ++v) xv[v] = dload(src + v * kDLanes);
-    const double* qk = qp + kk * kUpdCols;
+    const T* src = x.col[kk] + r;
+    typename S::V xv[RV];
+    for (int v = 0; v < RV; ++v) xv[v] = S::load(src + v * S::kLanes);
+    const T* qk = qp + kk * kUpdCols;
     for (int c = 0; c < kUpdCols; ++c) {
-      const DVec b = dset1(qk[c]);
-      for (int v = 0; v < RV; ++v) acc[v][c] = dfma(xv[v], b, acc[v][c]);
+      const typename S::V b = S::set1(qk[c]);
+      for (int v = 0; v < RV; ++v) acc[v][c] = S::fma(xv[v], b, acc[v][c]);
     }
   }
   for (int c = 0; c < ncols; ++c)
-    for (int v = 0; v < RV; ++v) dstore(y + c * ldy + v * kDLanes, acc[v][c]);
+    for (int v = 0; v < RV; ++v) S::store(y + c * ldy + v * S::kLanes, acc[v][c]);
 }
 
-// Q's rows qrow[0..k) and columns qcol[0..k) of the K × K matrix q (ld ldq) form the k × k factor.
-inline void update(const Panel& x, const double* q, int64_t ldq, const int* qrow, const int* qcol, PairScratch& s) {
+// Q's rows qrow[0..k) and columns qcol[0..nout) of the matrix q (ld ldq) form the k × nout factor;
+// out[0..nout) are Y's columns.
+template <class T, class Q>
+inline void update(const Panel<T>& x, const Q* q, int64_t ldq, const int* qrow, const int* qcol, int nout,
+                   T* const* out, PairScratch<T>& s) {
+  using S = Simd<T>;
+  constexpr int kRows = kUpdRows<T>;
   const int k = x.k;
-  const int panels = (k + kUpdCols - 1) / kUpdCols;
+  const int panels = (nout + kUpdCols - 1) / kUpdCols;
   // qpack[p][kk][c] = Q[qrow[kk]][qcol[p·NC + c]].
-  s.qpack.assign(static_cast<size_t>(panels) * k * kUpdCols, 0.0);
+  s.qpack.assign(static_cast<size_t>(panels) * k * kUpdCols, T(0));
   for (int p = 0; p < panels; ++p)
-    for (int c = 0; c < kUpdCols && p * kUpdCols + c < k; ++c) {
-      const double* qc = q + qcol[p * kUpdCols + c] * ldq;
-      for (int kk = 0; kk < k; ++kk) s.qpack[(static_cast<size_t>(p) * k + kk) * kUpdCols + c] = qc[qrow[kk]];
+    for (int c = 0; c < kUpdCols && p * kUpdCols + c < nout; ++c) {
+      const Q* qc = q + qcol[p * kUpdCols + c] * ldq;
+      for (int kk = 0; kk < k; ++kk) s.qpack[(static_cast<size_t>(p) * k + kk) * kUpdCols + c] = static_cast<T>(qc[qrow[kk]]);
     }
-  s.y.resize(static_cast<size_t>(panels) * kUpdCols * kUpdRows);
-  double* y = s.y.data();  // column c of the row tile at y + c·kUpdRows
+  s.y.resize(static_cast<size_t>(panels) * kUpdCols * kRows);
+  T* y = s.y.data();  // column c of the row tile at y + c·kRows
   auto copy_back = [&](int64_t r, int64_t rt) {  // vector moves: a memmove call per column cost 7%
-    for (int c = 0; c < k; ++c) {
-      // The pointer in a local: a store through x.col[c] could alias the table, so the compiler
+    for (int c = 0; c < nout; ++c) {
+      // The pointer in a local: a store through out[c] could alias the table, so the compiler
       // reloaded it every vector (the copy-back was 14% of the run).
-      double* const dst = x.col[c] + r;
-      const double* const src = y + c * kUpdRows;
+      T* const dst = out[c] + r;
+      const T* const src = y + c * kRows;
       int64_t t = 0;
-      for (; t + kDLanes <= rt; t += kDLanes) dstore(dst + t, dload(src + t));
+      for (; t + S::kLanes <= rt; t += S::kLanes) S::store(dst + t, S::load(src + t));
       for (; t < rt; ++t) dst[t] = src[t];
     }
   };
   auto tiles = [&](int64_t r, auto rv) {
     for (int p = 0; p < panels; ++p)
       update_tile<decltype(rv)::value>(x, r, s.qpack.data() + static_cast<size_t>(p) * k * kUpdCols,
-                                       y + p * kUpdCols * kUpdRows, kUpdRows, std::min(kUpdCols, k - p * kUpdCols));
+                                       y + p * kUpdCols * kRows, kRows, std::min(kUpdCols, nout - p * kUpdCols));
   };
   int64_t r = 0;
-  for (; r + kUpdRows <= x.rows; r += kUpdRows) {
+  for (; r + kRows <= x.rows; r += kRows) {
     tiles(r, std::integral_constant<int, kUpdRowVecs>{});
-    copy_back(r, kUpdRows);
+    copy_back(r, kRows);
   }
-  for (; r + kDLanes <= x.rows; r += kDLanes) {
+  for (; r + S::kLanes <= x.rows; r += S::kLanes) {
     tiles(r, std::integral_constant<int, 1>{});
-    copy_back(r, kDLanes);
+    copy_back(r, S::kLanes);
   }
   for (; r < x.rows; ++r) {
-    for (int c = 0; c < k; ++c) {
-      const double* qp = s.qpack.data() + static_cast<size_t>(c / kUpdCols) * k * kUpdCols + c % kUpdCols;
-      double sum = 0.0;
+    for (int c = 0; c < nout; ++c) {
+      const T* qp = s.qpack.data() + static_cast<size_t>(c / kUpdCols) * k * kUpdCols + c % kUpdCols;
+      T sum = 0;
       for (int kk = 0; kk < k; ++kk) sum += x.col[kk][r] * qp[kk * kUpdCols];
-      y[c * kUpdRows] = sum;
+      y[c * kRows] = sum;
     }
     copy_back(r, 1);
   }
 }
 
-// ---- the small eigensolve: two-sided Jacobi on G (K × K, K even) in a parallel ordering --------
+// ---- the small eigensolve: two-sided Jacobi on G (K × K, K even, element type E) in a parallel
+// ordering ----------------------------------------------------------------------------------------
 // Rotating one pair at a time touches two rows of G, strided in memory, and runs a chain of
 // divisions and square roots per rotation: that was 85% of the time at b = 64. Instead each round
 // rotates K/2 disjoint pairs at once (Brent–Luk round-robin: a sweep is K − 1 rounds and meets
@@ -213,8 +257,9 @@ inline void update(const Panel& x, const double* q, int64_t ldq, const int* qrow
 //   Rotation (p, q) when |g_pq| > tol·sqrt(g_pp·g_qq) (the relative test of the outer iteration,
 // so zero columns are never rotated), by Rutishauser's formulas, and g_pp, g_qq, g_pq set to
 // their exact rotated values.
+template <class E>
 struct EigenScratch {
-  std::vector<double> g, g2, q, c, s, pp, qq;
+  std::vector<E> g, g2, q, c, s, pp, qq;
   std::vector<int> order, pos, slot, slot2, qcol, qcol2;
   std::vector<char> touched;  // per panel column: some rotation involved it
 };
@@ -239,10 +284,11 @@ inline void ring_order(int K, int* order) {
 // rotated top and bottom halves, dst = [T0, B0, T1 … T(h−2), B1 … B(h−1), T(h−1)]. Written as two
 // full-length vector loops (B to dst[h − 1 …], then T to dst[1 …]) and four fix-ups, so no loop
 // has a ragged scalar tail when h is a multiple of the vector width.
-inline void rotate_rows_ring(const double* __restrict src, double* __restrict dst, const double* __restrict c,
-                             const double* __restrict s, int h) {
-  const double* top = src;
-  const double* bottom = src + h;
+template <class E>
+inline void rotate_rows_ring(const E* __restrict src, E* __restrict dst, const E* __restrict c,
+                             const E* __restrict s, int h) {
+  const E* top = src;
+  const E* bottom = src + h;
   if (h == 1) {
     dst[0] = c[0] * top[0] - s[0] * bottom[0];
     dst[1] = s[0] * top[0] + c[0] * bottom[0];
@@ -256,9 +302,10 @@ inline void rotate_rows_ring(const double* __restrict src, double* __restrict ds
   dst[2 * h - 1] = c[h - 1] * top[h - 1] - s[h - 1] * bottom[h - 1];
 }
 
-inline void rotate_columns(double* __restrict x, double* __restrict z, double c, double s, int K) {
+template <class E>
+inline void rotate_columns(E* __restrict x, E* __restrict z, E c, E s, int K) {
   for (int r = 0; r < K; ++r) {
-    const double xr = x[r], zr = z[r];
+    const E xr = x[r], zr = z[r];
     x[r] = c * xr - s * zr;
     z[r] = s * xr + c * zr;
   }
@@ -267,12 +314,13 @@ inline void rotate_columns(double* __restrict x, double* __restrict z, double c,
 // Returns whether any rotation was applied. e.g holds G on entry; on exit e.g the rotated G in
 // slot order, e.slot the panel column each slot holds, and slot t's eigenvector is column
 // e.qcol[t] of e.q (K × K).
-inline bool eigen_jacobi(EigenScratch& e, int K, double tol, int max_sweeps) {
+template <class E>
+inline bool eigen_jacobi(EigenScratch<E>& e, int K, E tol, E floor, int max_sweeps) {
   const int h = K / 2;
   const size_t kk = static_cast<size_t>(K) * K;
   e.g2.resize(kk);
-  e.q.assign(kk, 0.0);
-  for (int i = 0; i < K; ++i) e.q[static_cast<size_t>(i) * K + i] = 1.0;
+  e.q.assign(kk, E(0));
+  for (int i = 0; i < K; ++i) e.q[static_cast<size_t>(i) * K + i] = 1;
   for (auto* v : {&e.order, &e.pos, &e.slot, &e.slot2, &e.qcol, &e.qcol2}) v->resize(static_cast<size_t>(K));
   for (auto* v : {&e.c, &e.s, &e.pp, &e.qq}) v->resize(static_cast<size_t>(h));
   ring_order(K, e.order.data());
@@ -282,37 +330,39 @@ inline bool eigen_jacobi(EigenScratch& e, int K, double tol, int max_sweeps) {
   e.touched.assign(static_cast<size_t>(K), 0);
   const int* order = e.order.data();
   const int* pos = e.pos.data();
-  double* c = e.c.data();
-  double* sn = e.s.data();
+  E* c = e.c.data();
+  E* sn = e.s.data();
+  // ζ² would overflow past this (1e154 in float64, 1e19 in float32).
+  const E kHuge = E(0.5) * std::sqrt(std::numeric_limits<E>::max());
   bool any = false;
   for (int sweep = 0; sweep < max_sweeps; ++sweep) {
     bool rotated = false;
     for (int round = 0; round < K - 1; ++round) {
-      double* g = e.g.data();
-      double* g2 = e.g2.data();
+      E* g = e.g.data();
+      E* g2 = e.g2.data();
       const int* qcol = e.qcol.data();
       for (int i = 0; i < h; ++i) {
-        const double app = g[i + static_cast<size_t>(i) * K], aqq = g[(i + h) * static_cast<size_t>(K + 1)];
-        const double apq = g[i + static_cast<size_t>(i + h) * K];
-        c[i] = 1.0;
-        sn[i] = 0.0;
+        const E app = g[i + static_cast<size_t>(i) * K], aqq = g[(i + h) * static_cast<size_t>(K + 1)];
+        const E apq = g[i + static_cast<size_t>(i + h) * K];
+        c[i] = 1;
+        sn[i] = 0;
         // Written as !(≤) so a NaN counts as not orthogonal: such a matrix never converges.
-        if (std::fabs(apq) <= tol * std::sqrt(app) * std::sqrt(aqq)) continue;
+        if (std::fabs(apq) <= tol * std::sqrt(app) * std::sqrt(aqq) || app <= floor || aqq <= floor) continue;
         rotated = true;
-        const double zeta = (aqq - app) / (2.0 * apq);
+        const E zeta = (aqq - app) / (2 * apq);
         // tan of the angle that zeroes g_pq, the smaller root; 1/(2ζ) once ζ² would overflow.
-        const double t = std::fabs(zeta) > 1e150 ? 0.5 / zeta
-                                                 : std::copysign(1.0, zeta) / (std::fabs(zeta) + std::sqrt(1.0 + zeta * zeta));
-        c[i] = 1.0 / std::sqrt(1.0 + t * t);
+        const E t = std::fabs(zeta) > kHuge ? E(0.5) / zeta
+                                            : std::copysign(E(1), zeta) / (std::fabs(zeta) + std::sqrt(1 + zeta * zeta));
+        c[i] = 1 / std::sqrt(1 + t * t);
         sn[i] = c[i] * t;
         e.touched[e.slot[i]] = e.touched[e.slot[i + h]] = 1;
-        e.pp[i] = std::max(app - t * apq, 0.0);
-        e.qq[i] = std::max(aqq + t * apq, 0.0);
+        e.pp[i] = std::max(app - t * apq, E(0));
+        e.qq[i] = std::max(aqq + t * apq, E(0));
       }
       // A separate loop: the h rotations' divisions and square roots above overlap each other
       // instead of stalling each column update behind its own.
       for (int i = 0; i < h; ++i) {
-        if (sn[i] == 0.0) continue;
+        if (sn[i] == 0) continue;
         rotate_columns(g + static_cast<size_t>(i) * K, g + static_cast<size_t>(i + h) * K, c[i], sn[i], K);
         rotate_columns(e.q.data() + static_cast<size_t>(qcol[i]) * K, e.q.data() + static_cast<size_t>(qcol[i + h]) * K,
                        c[i], sn[i], K);
@@ -320,11 +370,11 @@ inline bool eigen_jacobi(EigenScratch& e, int K, double tol, int max_sweeps) {
       for (int u = 0; u < K; ++u)
         rotate_rows_ring(g + static_cast<size_t>(order[u]) * K, g2 + static_cast<size_t>(u) * K, c, sn, h);
       for (int i = 0; i < h; ++i) {
-        if (sn[i] == 0.0) continue;
+        if (sn[i] == 0) continue;
         const size_t p = static_cast<size_t>(pos[i]), q = static_cast<size_t>(pos[i + h]);
         g2[p * (K + 1)] = e.pp[i];
         g2[q * (K + 1)] = e.qq[i];
-        g2[p + q * K] = g2[q + p * K] = 0.0;
+        g2[p + q * K] = g2[q + p * K] = 0;
       }
       for (int t = 0; t < K; ++t) {
         e.slot2[t] = e.slot[order[t]];
@@ -340,12 +390,15 @@ inline bool eigen_jacobi(EigenScratch& e, int K, double tol, int max_sweeps) {
   return any;
 }
 
-// Does G (k × k, ld ldg) have an off-diagonal entry above tol relative to its diagonal (NaN: yes)?
-inline bool exceeds(const double* g, int k, int64_t ldg, double tol) {
+// Does G (k × k, ld ldg) have an off-diagonal entry above tol relative to its diagonal, between
+// two columns whose squared norms exceed floor (NaN: yes)?
+template <class E>
+inline bool exceeds(const E* g, int k, int64_t ldg, E tol, E floor) {
   for (int j = 1; j < k; ++j) {
-    const double dj = std::sqrt(g[j + j * ldg]);
+    const E gjj = g[j + j * ldg], dj = std::sqrt(gjj);
+    if (gjj <= floor) continue;
     for (int i = 0; i < j; ++i)
-      if (!(std::fabs(g[i + j * ldg]) <= tol * std::sqrt(g[i + i * ldg]) * dj)) return true;
+      if (!(std::fabs(g[i + j * ldg]) <= tol * std::sqrt(g[i + i * ldg]) * dj || g[i + i * ldg] <= floor)) return true;
   }
   return false;
 }
@@ -355,14 +408,19 @@ inline bool exceeds(const double* g, int k, int64_t ldg, double tol) {
 // the block is rotated, and then it is the rotated G's diagonal block (Qᵀ·G·Q, exact but for
 // rounding): so a pair computes only its cross block w_Jᵀ·w_I, half the Gram flops. The cache is
 // recomputed from the columns at the start of every sweep, so rounding drift never builds up.
+template <class T>
 struct Problem {
-  double* w;
+  T* w;
   int64_t rows, ldw;
-  double* v;  // null: w only
+  T* v;  // null: w only
   int64_t n, ldv;
   double tol;
+  int inner_sweeps;  // of the small eigensolve
+  // Columns with a squared norm ≤ floor count as orthogonal to everything, like zero columns (the
+  // float32 sweeps: columns at the level of float32 rounding, whose directions are noise).
+  double floor;
   std::vector<int64_t> start;             // block b is columns [start[b], start[b + 1])
-  std::vector<std::vector<double>> gram;  // block b's Gram, width² column-major
+  std::vector<std::vector<T>> gram;  // block b's Gram, width² column-major
   // Rows past which block b's columns of w (of v) are all exactly zero. The usual input is a
   // triangular R with v = I: in the first sweep pair (i, j) then needs only rows < start[j + 1]
   // of both, ~2/3 of that sweep's work; a rotation gives both blocks the larger bound.
@@ -370,12 +428,13 @@ struct Problem {
 };
 
 // The number of leading rows of columns [c0, c1) that hold every nonzero (a scan, m·b reads).
-inline int64_t nonzero_rows(const double* base, int64_t ld, int64_t rows, int64_t c0, int64_t c1) {
+template <class T>
+inline int64_t nonzero_rows(const T* base, int64_t ld, int64_t rows, int64_t c0, int64_t c1) {
   int64_t bound = 0;
   for (int64_t c = c0; c < c1; ++c) {
-    const double* col = base + c * ld;
+    const T* col = base + c * ld;
     for (int64_t r = rows; r > bound; --r)
-      if (col[r - 1] != 0.0) {
+      if (col[r - 1] != 0) {
         bound = r;
         break;
       }
@@ -383,15 +442,17 @@ inline int64_t nonzero_rows(const double* base, int64_t ld, int64_t rows, int64_
   return bound;
 }
 
-inline void fill_cols(std::vector<double*>& cols, double* base, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
+template <class T>
+inline void fill_cols(std::vector<T*>& cols, T* base, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
                       int64_t j1) {
   cols.clear();
   for (int64_t j = i0; j < i1; ++j) cols.push_back(base + j * ld);
   for (int64_t j = j0; j < j1; ++j) cols.push_back(base + j * ld);
 }
 
-inline void block_gram(Problem& pr, int64_t blk) {
-  thread_local PairScratch s;
+template <class T>
+inline void block_gram(Problem<T>& pr, int64_t blk) {
+  thread_local PairScratch<T> s;
   const int64_t c0 = pr.start[blk], c1 = pr.start[blk + 1];
   const int bw = static_cast<int>(c1 - c0);
   fill_cols(s.cols, pr.w, pr.ldw, c0, c1, c1, c1);
@@ -400,15 +461,16 @@ inline void block_gram(Problem& pr, int64_t blk) {
 }
 
 // One block pair (I < J): returns whether its Gram matrix was off-diagonal beyond tol (then rotated).
-inline bool rotate_pair(Problem& pr, int64_t bi, int64_t bj) {
-  thread_local PairScratch s;
-  thread_local EigenScratch e;
+template <class T>
+inline bool rotate_pair(Problem<T>& pr, int64_t bi, int64_t bj) {
+  thread_local PairScratch<T> s;
+  thread_local EigenScratch<T> e;
   const int64_t i0 = pr.start[bi], i1 = pr.start[bi + 1], j0 = pr.start[bj], j1 = pr.start[bj + 1];
   const int wi = static_cast<int>(i1 - i0), k = wi + static_cast<int>(j1 - j0);
   const int K = k + (k & 1);  // the parallel ordering pairs an even count: a zero row/column pads
   const int64_t w_rows = std::max(pr.w_rows[bi], pr.w_rows[bj]);
   fill_cols(s.cols, pr.w, pr.ldw, i0, i1, j0, j1);
-  e.g.assign(static_cast<size_t>(K) * K, 0.0);
+  e.g.assign(static_cast<size_t>(K) * K, T(0));
   cross_gram(s.cols.data() + wi, k - wi, s.cols.data(), wi, w_rows, e.g.data() + wi, K);  // w_Jᵀ·w_I
   for (int j = 0; j < wi; ++j)
     for (int i = wi; i < k; ++i) e.g[j + static_cast<size_t>(i) * K] = e.g[i + static_cast<size_t>(j) * K];
@@ -420,16 +482,16 @@ inline bool rotate_pair(Problem& pr, int64_t bi, int64_t bj) {
     for (int c = 0; c < bw; ++c)
       std::copy_n(pr.gram[blk].data() + static_cast<size_t>(c) * bw, bw, e.g.data() + c0 + static_cast<size_t>(c0 + c) * K);
   });
-  if (!exceeds(e.g.data(), k, K, pr.tol)) return false;
+  if (!exceeds(e.g.data(), k, K, static_cast<T>(pr.tol), static_cast<T>(pr.floor))) return false;
 
-  // Two sweeps at a tighter tolerance than the outer test (measured: one sweep took 9 outer
-  // sweeps at n = 1024, two 6, to convergence 6 but at 1.4× the time).
-  eigen_jacobi(e, K, pr.tol * 1e-3, 2);
+  // inner_sweeps at a tighter tolerance than the outer test (measured in float64: one sweep took 9
+  // outer sweeps at n = 1024, two 6, to convergence 6 but at 1.4× the time).
+  eigen_jacobi(e, K, static_cast<T>(pr.tol * 1e-3), static_cast<T>(pr.floor), pr.inner_sweeps);
 
   // Panel columns some rotation touched: only they change. Each keeps its place unless touched;
   // the touched ones get the eigenvectors of their slots sorted by descending eigenvalue, so the
   // larger columns land in block I (de Rijk's effect: the dominant subspace gathers at the front).
-  const double* g = e.g.data();
+  const T* g = e.g.data();
   s.slot_of.assign(static_cast<size_t>(K), -1);
   for (int t = 0; t < K; ++t) s.slot_of[e.slot[t]] = t;
   s.touched.clear();
@@ -449,10 +511,10 @@ inline bool rotate_pair(Problem& pr, int64_t bi, int64_t bj) {
   });
   const int nt = static_cast<int>(s.touched.size());
   for (int& t : s.sorted) t = e.qcol[t];  // the Q column of each touched column's slot
-  auto rotate = [&](double* base, int64_t ld, int64_t rows) {
+  auto rotate = [&](T* base, int64_t ld, int64_t rows) {
     s.cols.clear();
     for (int c : s.touched) s.cols.push_back(base + (c < wi ? i0 + c : j0 + c - wi) * ld);
-    update(Panel{s.cols.data(), nt, rows}, e.q.data(), K, s.touched.data(), s.sorted.data(), s);
+    update(Panel<T>{s.cols.data(), nt, rows}, e.q.data(), K, s.touched.data(), s.sorted.data(), nt, s.cols.data(), s);
   };
   rotate(pr.w, pr.ldw, w_rows);
   pr.w_rows[bi] = pr.w_rows[bj] = w_rows;
@@ -473,16 +535,17 @@ inline bool rotate_pair(Problem& pr, int64_t bi, int64_t bj) {
 // everything). Returns the sweeps run, the last being the one that found every block pair
 // orthogonal (1 for an input that already is, and for cols < 2), or −1 if that did not happen
 // within max_sweeps (a NaN never converges). The columns come out in no particular order (larger
-// ones tend to the front); sorting is the caller's.
-inline int jacobi_blocked(double* w, int64_t rows, int64_t cols, int64_t ldw, double* v, int64_t ldv, int max_sweeps,
-                          double tol) {
+// ones tend to the front); sorting is the caller's. inner_sweeps: of each pair's eigensolve.
+template <class T>
+int jacobi_blocked(T* w, int64_t rows, int64_t cols, int64_t ldw, T* v, int64_t ldv, int max_sweeps, double tol,
+                   int inner_sweeps = 2, double floor = 0) {
   using namespace jacobi_detail;
   if (cols < 2) return 1;
   // Blocks of width ~kBlock, as even as the split allows.
   constexpr int64_t kBlock = 24;
   const int64_t nb = std::max<int64_t>(2, (cols + kBlock - 1) / kBlock);
-  Problem pr{w, rows, ldw, v, cols, ldv, tol, std::vector<int64_t>(static_cast<size_t>(nb + 1)),
-             std::vector<std::vector<double>>(static_cast<size_t>(nb)), std::vector<int64_t>(static_cast<size_t>(nb)),
+  Problem<T> pr{w, rows, ldw, v, cols, ldv, tol, inner_sweeps, floor, std::vector<int64_t>(static_cast<size_t>(nb + 1)),
+             std::vector<std::vector<T>>(static_cast<size_t>(nb)), std::vector<int64_t>(static_cast<size_t>(nb)),
              std::vector<int64_t>(static_cast<size_t>(nb))};
   for (int64_t i = 0; i <= nb; ++i) pr.start[i] = i * cols / nb;
   parallel_for(nb, [&](int64_t blk, int) {
@@ -511,6 +574,125 @@ inline int jacobi_blocked(double* w, int64_t rows, int64_t cols, int64_t ldw, do
     if (!any) return sweep;
   }
   return -1;
+}
+
+namespace jacobi_detail {
+// out[:, j] = x·q[:, j] for the columns j of the blocks of kOutBlock (one task each): x has k
+// columns x_col(kk) of `rows` rows, q is k × cols (ld ldq), out's column j at out + j·ldo.
+inline void multiply(const double* x, int64_t ldx, int64_t rows, int k, const double* q, int64_t ldq, int cols,
+                     double* out, int64_t ldo) {
+  constexpr int kOutBlock = 48;
+  parallel_for((cols + kOutBlock - 1) / kOutBlock, [&](int64_t task, int) {
+    thread_local PairScratch<double> s;
+    thread_local std::vector<int> qrow, qcol;
+    const int j0 = static_cast<int>(task) * kOutBlock, nout = std::min(kOutBlock, cols - j0);
+    s.cols.clear();
+    for (int kk = 0; kk < k; ++kk) s.cols.push_back(const_cast<double*>(x) + kk * ldx);
+    s.out.clear();
+    for (int j = 0; j < nout; ++j) s.out.push_back(out + (j0 + j) * ldo);
+    qrow.resize(static_cast<size_t>(k));
+    std::iota(qrow.begin(), qrow.end(), 0);
+    qcol.resize(static_cast<size_t>(nout));
+    std::iota(qcol.begin(), qcol.end(), j0);
+    update(Panel<double>{s.cols.data(), k, rows}, q, ldq, qrow.data(), qcol.data(), nout, s.out.data(), s);
+  });
+}
+}  // namespace jacobi_detail
+
+// The SVD's Jacobi in mixed precision: w·vᵀ = a on return (rows × cols, column-major, ld ld;
+// v cols × cols, ld ld), with the columns of w orthogonal to tol and v orthonormal, as from
+// jacobi_blocked(a copy of a, identity) but most of the sweeps in float32:
+//   1. float32 sweeps on w32 = a·2^e (scaled so that no dot product over- or underflows) with
+//      v32 = I, to kSwitchTol: GEMMs, Gram dots and the eigensolves (L2-bound) run twice the
+//      lanes on half the bytes, the eigensolves with kInnerSweeps32 inner sweeps;
+//   2. v = v32 polished by one Newton–Schulz step, v ← v·(3I − vᵀv)/2: v32 is orthonormal to
+//      ~1e-6 (float32 rounding of the rotations); the step squares that error (1e-12), and
+//      unlike a QR it leaves v's columns in place (it is the nearest orthonormal matrix's first
+//      order approximation), so the orthogonality reached in step 1 survives. Then w = a·v from
+//      the float64 input, so w·vᵀ = a holds to float64 rounding again;
+//   3. float64 sweeps to tol from an off-diagonal of ~kSwitchTol: quadratic convergence leaves one
+//      or two rotating sweeps and the check.
+// Napkin math at n = 1024: step 2 is a Gram (n³ flops, one triangle) and two GEMMs (2n³ each),
+// 5.4 GFLOP, about half of one float64 sweep (9.7). w32, v32: rows × ld and cols × ld floats of
+// scratch, c: cols² doubles. Returns the sweeps of both phases together, or −1 as jacobi_blocked.
+//   Measured at 1024² (one thread, 2 shared cores at load ~3, CPU time): 9 float32 sweeps 0.96 s
+// (107 ms each; a float64 sweep ~260–300 ms), step 2 0.13 s, 2 float64 sweeps (one rotating, one
+// check) 0.32 s: 1.45 s against 2.09 s all in float64. Accuracy is that of the float64 path
+// (‖a − w·vᵀ‖/‖a‖ ~ 5e-8, ‖vᵀv − I‖ ~ 1e-8 after float32 output rounding): the float64 sweeps see
+// only a's float64 product with an orthonormal v.
+inline int jacobi_blocked_mixed(const double* a, int64_t rows, int64_t cols, int64_t ld, double* w, double* v,
+                                float* w32, float* v32, double* c, int max_sweeps, double tol) {
+  using namespace jacobi_detail;
+  // Measured at 1024² (one thread, CPU time): switching at 1e-3 left 3 float64 sweeps, at 1e-4 and
+  // 1e-5 two (one rotating, one check), and 1e-5 is within a few ε_float32·sqrt(rows) of what
+  // float32 dots can resolve at all. One inner sweep per pair: 9 float32 sweeps instead of 6 but
+  // 10% less time; in the float64 sweeps two stayed better (graded and rank-deficient inputs).
+  constexpr double kSwitchTol = 1e-4;
+  constexpr int kInnerSweeps32 = 1;
+  // Usually 8–9 float32 sweeps: a cap, after which v32 (orthonormal to float32 rounding whatever
+  // happened) goes on to the float64 sweeps all the same.
+  constexpr int kMaxSweeps32 = 15;
+  thread_local std::vector<double> col_norm2;
+  col_norm2.assign(static_cast<size_t>(cols), 0.0);
+  double amax = 0, norm2 = 0;
+  for (int64_t j = 0; j < cols; ++j) {
+    for (int64_t i = 0; i < rows; ++i) {
+      amax = std::max(amax, std::fabs(a[j * ld + i]));
+      col_norm2[j] += a[j * ld + i] * a[j * ld + i];
+    }
+    norm2 += col_norm2[j];
+  }
+  // Columns of norm ≤ 2^-13·‖a‖_F (~1.2e-4) are left to the float64 sweeps: a float32 rotation
+  // with a column of norm ~σ₁ leaves ε_float32·σ₁ of rounding in a small column, so below
+  // ~ε_float32/kSwitchTol·σ₁ it cannot converge to kSwitchTol in float32 (and columns at the level
+  // of float32 rounding are pure noise: a rank-4 256 × 256 took 11 float32 sweeps, then 9 float64
+  // ones, without this floor). ‖a‖_F over-estimates σ₁ by up to sqrt(cols); floors of 16, 2^10 and
+  // 10^4 times ε_float32·‖a‖_F measured graded 1024² 1.34, 1.30, 1.37 s, random 1024² 1.46,
+  // 1.46, 1.83 s (the last defers too many of a random matrix's small columns).
+  const double floor = norm2 * std::ldexp(1.0, -26);
+  // More than a quarter of a's own columns under that floor (graded columns, σ 1 … 1e-6: about
+  // half): the float64 sweeps would redo most of the work, and did (1024², 1.34 s mixed against
+  // 1.21 s all in float64), so they do all of it.
+  if (4 * std::count_if(col_norm2.begin(), col_norm2.end(), [&](double x) { return x <= floor; }) > cols) {
+    parallel_for(cols, [&](int64_t j, int) {
+      std::copy_n(a + j * ld, rows, w + j * ld);
+      for (int64_t i = 0; i < cols; ++i) v[j * ld + i] = i == j;
+    });
+    return jacobi_blocked(w, rows, cols, ld, v, ld, max_sweeps, tol);
+  }
+  // Largest entry in [1, 2): dots ≤ 4·rows, far from float32's range limits either way.
+  const double scale = amax > 0 ? std::ldexp(1.0, -std::ilogb(amax)) : 1.0;
+  parallel_for(cols, [&](int64_t j, int) {
+    for (int64_t i = 0; i < rows; ++i) w32[j * ld + i] = static_cast<float>(a[j * ld + i] * scale);
+    for (int64_t i = 0; i < cols; ++i) v32[j * ld + i] = i == j ? 1.0f : 0.0f;
+  });
+  const int budget32 = std::min(kMaxSweeps32, max_sweeps - 1);
+  int first = 0;
+  if (budget32 > 0) {
+    first = jacobi_blocked(w32, rows, cols, ld, v32, ld, budget32, kSwitchTol, kInnerSweeps32, floor * scale * scale);
+    if (first < 0) first = budget32;
+  }
+  parallel_for(cols, [&](int64_t j, int) {
+    for (int64_t i = 0; i < cols; ++i) w[j * ld + i] = v32[j * ld + i];
+  });
+  // c = wᵀw, the upper triangle by column blocks, mirrored; then c ← (3I − c)/2.
+  constexpr int64_t kGramBlock = 48;
+  parallel_for((cols + kGramBlock - 1) / kGramBlock, [&](int64_t task, int) {
+    thread_local std::vector<double*> x;
+    const int64_t j0 = task * kGramBlock, j1 = std::min(cols, j0 + kGramBlock);
+    x.clear();
+    for (int64_t j = 0; j < j1; ++j) x.push_back(w + j * ld);
+    cross_gram(x.data(), static_cast<int>(j1), x.data() + j0, static_cast<int>(j1 - j0), cols, c + j0 * cols, cols);
+  });
+  for (int64_t j = 0; j < cols; ++j)
+    for (int64_t i = 0; i <= j; ++i) {
+      const double m = (i == j ? 3.0 : 0.0) - c[i + j * cols];
+      c[i + j * cols] = c[j + i * cols] = 0.5 * m;
+    }
+  multiply(w, ld, cols, static_cast<int>(cols), c, cols, static_cast<int>(cols), v, ld);
+  multiply(a, ld, rows, static_cast<int>(cols), v, ld, static_cast<int>(cols), w, ld);
+  const int second = jacobi_blocked(w, rows, cols, ld, v, ld, max_sweeps - first, tol);
+  return second < 0 ? -1 : first + second;
 }
 
 }  // namespace lk::cpu::LK_SIMD_NS

@@ -3,6 +3,8 @@
 //
 // Everything is computed in float64 from the float32 input and rounded once on the way out: a
 // float32 one-sided Jacobi could not reach the 2^-23 relative orthogonality the output asks for.
+// (The blocked Jacobi with U, V runs its first sweeps in float32 all the same, then rebuilds
+// exact float64 W and V and finishes in float64: jacobi_blocked_mixed in cpu/jacobi_blocked.h.)
 //
 // SVD of one matrix, oriented so that rows ≥ cols (a wide matrix is factored as its transpose: the
 // strides swap the roles of u and vh, nothing is copied twice):
@@ -38,7 +40,8 @@
 // 256 × 64 × 64 139 ms, 64 × 128 × 128 324 ms; AVX2 the same as AVX-512 on this Zen 4, scalar
 // 161 ms. Two threads (wall, load ~2.9): 30.7 ms (values only 21 ms), 68.7 ms, 160 ms, against
 // torch.linalg.svd's 102 / 132 / 163 ms on these 2 cores. More than kUnblockedMaxCols columns go
-// to the blocked Jacobi: 512² 258 ms, 1024² 1.38 s (7 sweeps each).
+// to the blocked Jacobi: 512² 258 ms, 1024² 1.38 s (7 sweeps each) all in float64; with U, V in
+// mixed precision 1024² 1.45 s against 2.09 s of CPU time at one thread (load ~3).
 //
 // Tolerance (tol = 0 → kDefaultTol = 2^-23 = ε_float32): after convergence every pair of columns of
 // Ũ has cosine ≤ tol, the orthogonality a float32 U has after rounding anyway (its entries carry
@@ -76,7 +79,7 @@ constexpr int64_t kUnblockedMaxCols = 128;
 // σ_j ≤ σ₁·2^-100: the column is the rounding noise of a (numerically) zero singular value.
 constexpr double kNegligible = 7.888609052210118e-31;
 
-enum class SvdBuffer { A, Tau, J, X, U, E, Sigma, Column, GroupJ, GroupX, Norms, Coef, Count };
+enum class SvdBuffer { A, Tau, J, X, U, E, Sigma, Column, GroupJ, GroupX, Norms, Coef, W, W32, V32, Gram, Count };
 enum class QrBuffer { A, Tau, E, Column, Count };
 
 // A float64 view of a thread's scratch buffer (64-byte aligned, grow-only).
@@ -610,6 +613,14 @@ void svd_one(const Plan& p, int64_t b, bool blocked) {
   if (!prepare(p, b, a, tau, j, 1)) {
     p.sweeps[b] = -1;
     return write_nan(p, b);
+  }
+  if (blocked && x) {
+    const int64_t size = p.ldj * p.cols;
+    double* w = doubles(SvdBuffer::W, size);
+    p.sweeps[b] = jacobi_blocked_mixed(j, p.cols, p.cols, p.ldj, w, x, scratch(SvdBuffer::W32, size),
+                                       scratch(SvdBuffer::V32, size), doubles(SvdBuffer::Gram, p.cols * p.cols),
+                                       p.max_sweeps, p.tol);
+    return finish(p, b, a, tau, w, x);
   }
   if (x) identity_lane(p, x, 1);
   int32_t sweeps[1];
