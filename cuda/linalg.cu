@@ -304,7 +304,7 @@ __device__ int jacobi_sweeps(float* W, double* V, long long ld, int N, int max_s
             vy[r] = s * xr + c * yr;
           }
         }
-        if (lane == 0) flags[sweep % 3] = 1;
+        if (lane == 0) atomicExch(&flags[sweep % 3], 1);  // many warps raise it: an atomic, not a racing store
       }
       __syncthreads();
     }
@@ -646,11 +646,11 @@ __global__ void __launch_bounds__(kPairThreads) svd_blocked_round_kernel(SvdArgs
 #pragma unroll
   for (int m = 0; m < kPerThread; ++m) {
     const int e = threadIdx.x + m * kPairThreads, i = e / kPairCols, j = e % kPairCols;
-    if (i < j && needs_rotation(G[i][i], G[j][j], G[i][j], a.tol)) rotate = 1;
+    if (i < j && needs_rotation(G[i][i], G[j][j], G[i][j], a.tol)) atomicExch(&rotate, 1);
   }
   __syncthreads();
   if (!rotate) return;
-  if (threadIdx.x == 0) state[b].rotated = 1;
+  if (threadIdx.x == 0) atomicExch(&state[b].rotated, 1);  // every pair block of matrix b may raise it
 
   // 3. Parallel two-sided Jacobi on G (absent columns are zero: never rotated).
   const double inner_tol = a.tol * (1.0 / 1024);
@@ -665,7 +665,7 @@ __global__ void __launch_bounds__(kPairThreads) svd_blocked_round_kernel(SvdArgs
         double c = 1, s = 0;
         if (needs_rotation(G[i][i], G[j][j], G[i][j], inner_tol)) {
           rutishauser(G[i][i], G[j][j], G[i][j], c, s);
-          inner = 1;
+          atomicExch(&inner, 1);
         }
         rot_i[q] = i;
         rot_j[q] = j;
