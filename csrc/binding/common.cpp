@@ -266,4 +266,19 @@ Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body) {
   }
 }
 
+void expect(bool ok, ErrorCode code, const char* op, const std::string& message) {
+  if (!ok) throw Error(code, std::string(op) + ": " + message);
+}
+
+Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op) {
+  if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
+  return info[0].As<Napi::Object>();
+}
+
+void expect_part(const TensorArg& t, const char* op, const char* name, DType dtype, int64_t numel, const Device& device) {
+  expect(t.dtype == dtype, ErrorCode::DType, op, std::string(name) + " must be " + dtype_name(dtype));
+  expect(t.numel() == numel, ErrorCode::Shape, op, std::string(name) + " must hold " + std::to_string(numel) + " elements");
+  expect(t.device.index == device.index, ErrorCode::Device, op, std::string(name) + " must be on one device with the other tensors");
+}
+
 }  // namespace lk::binding

@@ -70,6 +70,15 @@ TensorArg optional_tensor_arg(const Napi::Object& obj, const char* name, KeepAli
 double number_arg(const Napi::Object& obj, const char* name, double fallback);
 bool bool_arg(const Napi::Object& obj, const char* name, bool fallback);
 
+// Throws `code` with "<op>: <message>" unless ok.
+void expect(bool ok, ErrorCode code, const char* op, const std::string& message);
+
+// The descriptor object an op entry takes as its one argument (ERR_ARGUMENT otherwise).
+Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op);
+
+// A contiguous part of `dtype` with exactly `numel` elements on `device`.
+void expect_part(const TensorArg& t, const char* op, const char* name, DType dtype, int64_t numel, const Device& device);
+
 // Throws a JS Error carrying `code` (the TS layer turns it into LoraKernelsError).
 [[noreturn]] void throw_js(Napi::Env env, ErrorCode code, const std::string& message);
 

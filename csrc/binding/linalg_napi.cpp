@@ -13,15 +13,6 @@
 namespace lk::binding {
 namespace {
 
-void expect(bool ok, ErrorCode code, const char* op, const std::string& message) {
-  if (!ok) throw Error(code, std::string(op) + ": " + message);
-}
-
-Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op) {
-  if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
-  return info[0].As<Napi::Object>();
-}
-
 // A non-negative integer below 2^53.
 int64_t count_arg(const Napi::Object& d, const char* op, const char* name) {
   const double v = number_arg(d, name, -1);
@@ -65,13 +56,6 @@ MatrixArg strided_arg(const Napi::Object& d, const char* op, const TensorArg& t,
                "] through " + strides_name + " reaches past its " + std::to_string(numel) + " elements");
   }
   return MatrixArg{strides[0], strides[1], strides[2]};
-}
-
-// A contiguous part of `dtype` with exactly `numel` elements on `device`.
-void expect_part(const TensorArg& t, const char* op, const char* name, DType dtype, int64_t numel, const Device& device) {
-  expect(t.dtype == dtype, ErrorCode::DType, op, std::string(name) + " must be " + dtype_name(dtype));
-  expect(t.numel() == numel, ErrorCode::Shape, op, std::string(name) + " must hold " + std::to_string(numel) + " elements");
-  expect(t.device.index == device.index, ErrorCode::Device, op, std::string(name) + " must be on one device with the other tensors");
 }
 
 Napi::Value svd_entry(const Napi::CallbackInfo& info, bool async) {

@@ -9,22 +9,6 @@
 namespace lk::binding {
 namespace {
 
-void expect(bool ok, ErrorCode code, const char* op, const std::string& message) {
-  if (!ok) throw Error(code, std::string(op) + ": " + message);
-}
-
-Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op) {
-  if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
-  return info[0].As<Napi::Object>();
-}
-
-// A part of `dtype` with `numel` elements on `device`.
-void expect_part(const TensorArg& t, const char* op, const char* name, DType dtype, int64_t numel, const Device& device) {
-  expect(t.dtype == dtype, ErrorCode::DType, op, std::string(name) + " must be " + dtype_name(dtype));
-  expect(t.numel() == numel, ErrorCode::Shape, op, std::string(name) + " must hold " + std::to_string(numel) + " elements");
-  expect(t.device.index == device.index, ErrorCode::Device, op, std::string(name) + " must be on one device with the other tensors");
-}
-
 // [..., K] with K ≥ 1: M (the rows) and K.
 void rows_of(const TensorArg& t, const char* op, const char* name, int64_t& m, int64_t& k) {
   expect(t.ndim() >= 1 && t.dim(-1) >= 1, ErrorCode::Shape, op, std::string(name) + " must be [..., K] with K ≥ 1");

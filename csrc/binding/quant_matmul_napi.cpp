@@ -26,11 +26,6 @@ struct Checker {
   }
 };
 
-Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op) {
-  if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
-  return info[0].As<Napi::Object>();
-}
-
 Napi::Value matmul_entry(const Napi::CallbackInfo& info, bool async) {
   constexpr const char* op = "quant.matmul";
   return guarded(info.Env(), [&]() -> Napi::Value {

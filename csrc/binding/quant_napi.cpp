@@ -12,28 +12,12 @@
 namespace lk::binding {
 namespace {
 
-void expect(bool ok, ErrorCode code, const char* op, const std::string& message) {
-  if (!ok) throw Error(code, std::string(op) + ": " + message);
-}
-
-// An output or input of `dtype` with `numel` elements on `device`.
-void expect_part(const TensorArg& t, const char* op, const char* name, DType dtype, int64_t numel, const Device& device) {
-  expect(t.dtype == dtype, ErrorCode::DType, op, std::string(name) + " must be " + dtype_name(dtype));
-  expect(t.numel() == numel, ErrorCode::Shape, op, std::string(name) + " must hold " + std::to_string(numel) + " elements");
-  expect(t.device.index == device.index, ErrorCode::Device, op, std::string(name) + " must be on the device of w");
-}
-
 // w [n, k] in a float dtype: the weight every quantize reads.
 TensorArg weight_to_quantize(const Napi::Object& d, const char* op, KeepAlive& keep) {
   TensorArg w = tensor_arg(d, "w", keep);
   expect(w.ndim() == 2 && w.dim(0) >= 1 && w.dim(1) >= 1, ErrorCode::Shape, op, "w must be [N, K] with N, K ≥ 1");
   expect(is_float_dtype(w.dtype), ErrorCode::DType, op, "w must be float32, float16 or bfloat16");
   return w;
-}
-
-Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op) {
-  if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
-  return info[0].As<Napi::Object>();
 }
 
 Napi::Value nf4_quantize_entry(const Napi::CallbackInfo& info, bool async) {
