@@ -4,6 +4,7 @@
 #include "ops/lora_linear.h"
 #include "ops/lora_multi.h"
 #include "ops/dora.h"
+#include "ops/flash_lora.h"
 #include "ops/linalg.h"
 #include "ops/quant.h"
 #include "ops/quant_activations.h"
@@ -23,7 +24,9 @@
   X(int8_quantize, (const Int8QuantizeParams& p), (p)) \
   X(int8_dequantize, (const Int8DequantizeParams& p), (p)) \
   X(svd, (const SvdParams& p), (p)) \
-  X(qr, (const QrParams& p), (p))
+  X(qr, (const QrParams& p), (p)) \
+  X(flash_lora_forward, (const FlashLoraParams& p), (p)) \
+  X(flash_lora_backward, (const FlashLoraBackwardParams& p), (p))
 
 #define LK_CPU_DECLARE_IN(level)                                   \
   namespace lk::cpu::level {                                       \
