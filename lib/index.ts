@@ -19,6 +19,7 @@ import { int8Dequantize, int8DequantizeAsync, int8Quantize, int8QuantizeAsync } 
 import { loftq, pissa } from './ops/init.js';
 import { qr, qrAsync, svd, svdAsync, svdLowRank, svdProduct } from './ops/linalg.js';
 import { compress, merge } from './ops/lora_merge.js';
+import { FLASH_LORA_HEAD_DIMS, FLASH_LORA_MAX_RANK, flashLora, flashLoraAsync, flashLoraBackward, flashLoraBackwardAsync } from './ops/flash_lora.js';
 
 export { backends, buildInfo } from './backends.js';
 export type { Backends, BuildInfo } from './backends.js';
@@ -44,6 +45,7 @@ export type {
   LowRankSvd, QrOptions, QrResult, SvdLowRankOptions, SvdOptions, SvdProductOptions, SvdResult, SvdValues,
 } from './ops/linalg.js';
 export type { LoraFactors } from './ops/lora_merge.js';
+export type { FlashLoraArgs, FlashLoraBackwardArgs, FlashLoraGradients, FlashLoraResult } from './ops/flash_lora.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './reference/index.js';
 export type { SafetensorsReadOptions, SafetensorsTensors } from './formats/safetensors.js';
 export type { PeftAdapter, PeftLayer, PeftLoadOptions, PeftLoraConfig, PeftLoraConfigFields, PeftSaveArgs } from './formats/peft.js';
@@ -59,6 +61,15 @@ export const lora = {
  * (Householder), and composed from them: `svdLowRank` (randomized) and `svdProduct` (of b·a).
  */
 export const linalg = { svd, svdAsync, qr, qrAsync, svdLowRank, svdProduct };
+
+/**
+ * Flash-LoRA-Attention: flash attention over a shared base KV cache plus low-rank adapter caches
+ * that are never expanded (`flashLora`, `flashLoraBackward`); `headDims` and `maxRank` say what
+ * the kernels are compiled for.
+ */
+export const attention = {
+  flashLora, flashLoraAsync, flashLoraBackward, flashLoraBackwardAsync, headDims: FLASH_LORA_HEAD_DIMS, maxRank: FLASH_LORA_MAX_RANK,
+};
 
 /**
  * Quantized base weights with a low-rank correction: NF4 (bitsandbytes' bytes) and 1.58-bit

@@ -98,6 +98,32 @@ export interface NativeDoraBackward extends NativeDoraOperands {
   gradMagnitude: NativeTensor;
 }
 
+export interface NativeFlashLora {
+  q: NativeTensor;
+  kBase: NativeTensor;
+  vBase: NativeTensor;
+  vLowRank?: NativeTensor;
+  vLoraB?: NativeTensor;
+  kLowRank?: NativeTensor;
+  kLoraB?: NativeTensor;
+  adapterIds?: NativeTensor;
+  causal: boolean;
+  softmaxScale: number;
+  out: NativeTensor;
+  lse: NativeTensor;
+}
+
+export interface NativeFlashLoraBackward extends NativeFlashLora {
+  gradOut: NativeTensor;
+  gradQ: NativeTensor;
+  gradKBase: NativeTensor;
+  gradVBase: NativeTensor;
+  gradVLowRank?: NativeTensor;
+  gradVLoraB?: NativeTensor;
+  gradKLowRank?: NativeTensor;
+  gradKLoraB?: NativeTensor;
+}
+
 export interface NativeLoraForwardMulti {
   x: NativeTensor;
   weight: NativeTensor;
@@ -297,6 +323,10 @@ export interface NativeModule {
   linalgSvdAsync(args: NativeLinalgSvd): Promise<void>;
   linalgQr(args: NativeLinalgQr): void;
   linalgQrAsync(args: NativeLinalgQr): Promise<void>;
+  flashLora(args: NativeFlashLora): void;
+  flashLoraAsync(args: NativeFlashLora): Promise<void>;
+  flashLoraBackward(args: NativeFlashLoraBackward): void;
+  flashLoraBackwardAsync(args: NativeFlashLoraBackward): Promise<void>;
 }
 
 // Every export of the contract, checked at load: the compiler keeps this list complete, and a
@@ -312,6 +342,7 @@ const NATIVE_EXPORTS: Record<keyof NativeModule, true> = {
   ternaryQuantize: true, ternaryQuantizeAsync: true, quantDequantize: true, quantDequantizeAsync: true, quantMatmul: true,
   quantMatmulAsync: true, quantMatmulBackward: true, quantMatmulBackwardAsync: true, int8Quantize: true, int8QuantizeAsync: true,
   int8Dequantize: true, int8DequantizeAsync: true, linalgSvd: true, linalgSvdAsync: true, linalgQr: true, linalgQrAsync: true,
+  flashLora: true, flashLoraAsync: true, flashLoraBackward: true, flashLoraBackwardAsync: true,
 };
 
 let loaded: { addon: NativeModule; binary: LoadedBinary } | undefined;

@@ -70,6 +70,8 @@ const CONFIGS = {
     cmake: ['--CDLK_CUDA_EMULATED=ON', '--CDLK_SIMT_BACKEND=threads', '--CDLK_SANITIZE=thread'],
     preload: () => runtime('libtsan.so'),
     env: (logs) => ({
+      // Suites that read it (test/flash_lora.test.ts) run a small case list of their own.
+      LK_TEST_FOCUSED: '1',
       // ignore_noninstrumented_modules: libc interceptors (strcmp, memcpy, malloc) called from
       // node's own uninstrumented code are not race checks of ours; our code is instrumented.
       TSAN_OPTIONS: ['halt_on_error=1', 'report_signal_unsafe=0', 'allocator_may_return_null=1', 'second_deadlock_stack=1',

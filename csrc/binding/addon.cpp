@@ -306,6 +306,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   register_quant_matmul(env, exports);
   register_quant_activations(env, exports);
   register_linalg(env, exports);
+  register_flash_lora(env, exports);
   return exports;
 }
 

@@ -101,5 +101,6 @@ void register_quant(Napi::Env env, Napi::Object exports);
 void register_quant_matmul(Napi::Env env, Napi::Object exports);
 void register_quant_activations(Napi::Env env, Napi::Object exports);
 void register_linalg(Napi::Env env, Napi::Object exports);
+void register_flash_lora(Napi::Env env, Napi::Object exports);
 
 }  // namespace lk::binding

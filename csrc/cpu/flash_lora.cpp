@@ -545,35 +545,8 @@ void backward(const FlashLoraBackwardParams& bp) {
 
   // ---- pass 0: D_i, dO_r = dO·v_lora_bᵀ, Qr = scale·q·k_lora_bᵀ per (b, h, query block) -----------
   std::vector<float> Di(static_cast<size_t>(B * Hq * Sq));
-  // D_i = dO·O needs O to float32 accuracy: a row whose softmax is one-hot has dS = 0 exactly, but
-  // float16/bfloat16 `out` (rounded) leaves dO·(v − round(v)) there, scaled into grad_q and grad_k
-  // (~2^-9·|dO|·|v|·√D in bfloat16). For those dtypes O is recomputed in float32 by the forward's
-  // own kernel (2 of the backward's 7 products; lse is not needed then).
-  constexpr bool recompute_out = T != DType::Float32;
-  if constexpr (recompute_out) {
-    const FwdShape sh = forward_shape(p);
-    const int64_t scratch_floats = forward_scratch_floats(sh, p);
-    std::vector<std::vector<float>> scratch(static_cast<size_t>(threads)), parts(static_cast<size_t>(threads));
-    parallel_for(B * Hk * sh.nqb, [&](int64_t task, int thread) {
-      auto& buf = scratch[static_cast<size_t>(thread)];
-      auto& part = parts[static_cast<size_t>(thread)];
-      if (buf.empty()) {
-        buf.resize(static_cast<size_t>(scratch_floats));
-        part.resize(static_cast<size_t>(sh.part_floats + D));
-      }
-      const int64_t qb = sh.nqb - 1 - task % sh.nqb, bg = task / sh.nqb, b = bg / Hk, g = bg % Hk;
-      const int64_t i0 = qb * sh.BM, i1 = std::min(Sq, i0 + sh.BM), nq = i1 - i0;
-      forward_block<T>(p, sh, buf.data(), b, g, i0, i1, 0, visible_keys(p, i1), part.data());
-      float* dout = part.data() + sh.part_floats;
-      for (int64_t hh = 0; hh < G; ++hh)
-        for (int64_t ii = 0; ii < nq; ++ii) {
-          const int64_t r = hh * nq + ii, h = g * G + hh;
-          const float l = part[static_cast<size_t>(sh.rows_max * D + sh.rows_max + r)];
-          widen_row<T>(bp.grad_out.data, off4(bp.grad_out, b, i0 + ii, h), D, dout);
-          Di[static_cast<size_t>((b * Hq + h) * Sq + i0 + ii)] = l == 0.0f ? 0.0f : dot(dout, part.data() + r * D, D) / l;
-        }
-    });
-  }
+  // D_i = dO·out from the forward's stored (rounded) out, as FlashAttention and torch do: the
+  // reference takes the same out, so rounding out to float16 / bfloat16 is part of the definition.
   std::vector<float> dOr(rv > 0 ? static_cast<size_t>(B * Hq * Sq * rvp) : 0);
   std::vector<float> Qr(rk > 0 ? static_cast<size_t>(B * Hq * Sq * rkp) : 0);
   parallel_for(B * Hq * nqb, [&](int64_t task, int) {
@@ -583,10 +556,8 @@ void backward(const FlashLoraBackwardParams& bp) {
         fac(static_cast<size_t>(D * std::max(rkp, rvp)));
     for (int64_t ii = 0; ii < nq; ++ii) {
       widen_row<T>(bp.grad_out.data, off4(bp.grad_out, b, i0 + ii, h), D, a.data() + ii * D);
-      if (!recompute_out) {
-        widen_row<T>(p.out.data, off4(p.out, b, i0 + ii, h), D, o.data());
-        Di[static_cast<size_t>(bh * Sq + i0 + ii)] = dot(a.data() + ii * D, o.data(), D);
-      }
+      widen_row<T>(p.out.data, off4(p.out, b, i0 + ii, h), D, o.data());
+      Di[static_cast<size_t>(bh * Sq + i0 + ii)] = dot(a.data() + ii * D, o.data(), D);
     }
     const int64_t id = ids[static_cast<size_t>(b)];
     if (vpath_of(b)) {

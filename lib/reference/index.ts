@@ -7,6 +7,7 @@ import { matmul, matmulBackward } from './quant_matmul.js';
 import { int8Dequantize, int8Quantize } from './quant_activations.js';
 import { loftq, pissa } from './init.js';
 import { compress, merge, qr, svd } from './linalg.js';
+import { expandCache, flashLora, flashLoraBackward } from './flash_lora.js';
 
 export { assertClose, compareClose, LINALG_TOLERANCES, TOLERANCES } from './tolerance.js';
 export type { CloseReport, RefTensor, Tolerance, ToleranceKey } from './tolerance.js';
@@ -16,12 +17,18 @@ export type { RefInput, ReferenceDoraBackwardArgs, ReferenceDoraForwardArgs, Ref
 
 export type { ReferenceLoftqResult, ReferencePissaResult } from './init.js';
 export type { ReferenceQr, ReferenceSvd } from './linalg.js';
+export type {
+  ReferenceFlashLoraArgs, ReferenceFlashLoraBackwardArgs, ReferenceFlashLoraGradients, ReferenceFlashLoraResult,
+} from './flash_lora.js';
 export type { ReferenceQuantMatmulArgs, ReferenceQuantMatmulBackwardArgs, ReferenceQuantMatmulGradients } from './quant_matmul.js';
 
 export const lora = { forward, backward, forwardMulti, doraForward, doraBackward, doraWeightNorm, compress, merge };
 
 /** linalg.svd (economy, one-sided Jacobi to float64 precision) and linalg.qr (Householder). */
 export const linalg = { svd, qr };
+
+/** attention.flashLora / flashLoraBackward on the expanded caches, and the expansion itself. */
+export const attention = { flashLora, flashLoraBackward, expandCache };
 
 /**
  * quant.*: quantizers that produce the kernels' bytes exactly, dequantize (the float32 values that

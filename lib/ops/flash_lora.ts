@@ -1,0 +1,325 @@
+/**
+ * Flash-LoRA-Attention: flash attention over a shared base KV cache plus low-rank adapter caches
+ * that are never expanded to full width (LRAgent's split of a multi-agent KV cache). Per sequence
+ * b, query head h and its KV head g = h / (Hq / Hk), with ℓ = adapterIds[b]:
+ *
+ *   k = kBase[b, :, g] + kLowRank[b]·kLoraB[ℓ, g]      v = vBase[b, :, g] + vLowRank[b]·vLoraB[ℓ, g]
+ *   out = softmax(softmaxScale·q·kᵀ)·v                  lse = log Σ exp(softmaxScale·q·kᵀ)  (float32)
+ *
+ * computed as O = P·vBase + (P·vLowRank)·vLoraB: the r-wide products cost r/D of the base ones and
+ * the adapter caches stay [B, Sk, r]. vLowRank is scale·X·A_v of the layer's input X (shared by
+ * all heads); vLoraB is lora_B split per KV head. The key path is for keys that are not rotated
+ * (RoPE does not commute with the low-rank split). Causal masks align bottom-right (query i of Sq
+ * sees keys j ≤ i + Sk − Sq, as in a KV cache); a query that sees no key gets out = 0 and
+ * lse = −∞. adapterIds −1 runs a sequence on the base caches alone.
+ */
+import { FLOAT_DTYPES } from '../dtype.js';
+import { argumentError, describeValue } from '../errors.js';
+import { callNative, callNativeAsync, type NativeFlashLora, type NativeFlashLoraBackward } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { Args, shapeText } from '../validate.js';
+
+/** The head dims the kernels are compiled for. */
+export const FLASH_LORA_HEAD_DIMS: readonly number[] = [32, 64, 80, 96, 128, 256];
+/** The largest rank of a low-rank cache. */
+export const FLASH_LORA_MAX_RANK = 128;
+
+export interface FlashLoraArgs {
+  /** Queries [B, Sq, Hq, D], float32, float16 or bfloat16; D in FLASH_LORA_HEAD_DIMS. */
+  q: Tensor;
+  /** Shared base keys [B, Sk, Hk, D] (Hq % Hk = 0: grouped-query attention). */
+  kBase: Tensor;
+  /** Shared base values [B, Sk, Hk, D]. */
+  vBase: Tensor;
+  /** Low-rank value cache [B, Sk, r] (1 ≤ r ≤ 128), with vLoraB. */
+  vLowRank?: Tensor;
+  /** Per-adapter, per-KV-head up-projection [L, Hk, r, D]. */
+  vLoraB?: Tensor;
+  /** Low-rank key cache [B, Sk, rk], with kLoraB [L, Hk, rk, D] (keys that are not rotated). */
+  kLowRank?: Tensor;
+  kLoraB?: Tensor;
+  /** The adapter of each sequence, int32 [B] (a Tensor on q's device, an Int32Array or numbers); −1: none. Default 0. */
+  adapterIds?: Tensor | Int32Array | readonly number[];
+  /** Causal mask aligned bottom-right. Default false. */
+  causal?: boolean;
+  /** Default 1/√D. */
+  softmaxScale?: number;
+  /** Where to write out [B, Sq, Hq, D] (q's dtype) and lse [B, Hq, Sq] (float32). */
+  out?: Tensor;
+  lse?: Tensor;
+}
+
+export interface FlashLoraResult {
+  out: Tensor;
+  lse: Tensor;
+}
+
+export interface FlashLoraBackwardArgs extends Omit<FlashLoraArgs, 'out' | 'lse'> {
+  /** The forward's results. */
+  out: Tensor;
+  lse: Tensor;
+  /** dL/dout [B, Sq, Hq, D]. */
+  gradOut: Tensor;
+}
+
+export interface FlashLoraGradients {
+  gradQ: Tensor;
+  gradKBase: Tensor;
+  gradVBase: Tensor;
+  /** Present with the value path: [B, Sk, r] and [L, Hk, r, D]. */
+  gradVLowRank?: Tensor;
+  gradVLoraB?: Tensor;
+  /** Present with the key path. */
+  gradKLowRank?: Tensor;
+  gradKLoraB?: Tensor;
+}
+
+interface LowRankPath {
+  cache: Tensor;
+  factor: Tensor;
+}
+
+interface Operands {
+  q: Tensor;
+  kBase: Tensor;
+  vBase: Tensor;
+  v?: LowRankPath;
+  k?: LowRankPath;
+  /** On q's device; `temporary` when made here from host numbers (freed after the call). */
+  ids?: { tensor: Tensor; temporary: boolean };
+  causal: boolean;
+  softmaxScale: number;
+  dims: { batch: number; sq: number; sk: number; hq: number; hk: number; d: number };
+}
+
+function lowRankPath(args: Args, o: { q: Tensor; kBase: Tensor }, cacheName: string, factorName: string): LowRankPath | undefined {
+  const op = args.op;
+  const cache = args.optionalTensor(cacheName);
+  const factor = args.optionalTensor(factorName);
+  if (!cache && !factor) return undefined;
+  if (!cache || !factor) {
+    const missing = cache ? factorName : cacheName;
+    throw argumentError('ERR_ARGUMENT', op, missing, `given with ${cache ? cacheName : factorName}`, 'undefined');
+  }
+  args.expectLike(cacheName, cache, o.q, 'q');
+  args.expectLike(factorName, factor, o.q, 'q');
+  const [batch, sk, hk, d] = o.kBase.shape as [number, number, number, number];
+  const r = cache.shape[2] ?? 0;
+  if (cache.shape.length !== 3 || cache.shape[0] !== batch || cache.shape[1] !== sk || r < 1 || r > FLASH_LORA_MAX_RANK) {
+    throw argumentError('ERR_SHAPE', op, `${cacheName}.shape`, `[${batch}, ${sk}, r] (B, Sk of kBase; 1 ≤ r ≤ ${FLASH_LORA_MAX_RANK})`,
+      shapeText(cache.shape));
+  }
+  const adapters = factor.shape[0] ?? 0;
+  if (factor.shape.length !== 4 || adapters < 1 || factor.shape[1] !== hk || factor.shape[2] !== r || factor.shape[3] !== d) {
+    throw argumentError('ERR_SHAPE', op, `${factorName}.shape`, `[L, ${hk}, ${r}, ${d}] (L ≥ 1, Hk and D of kBase, r of ${cacheName})`,
+      shapeText(factor.shape));
+  }
+  return { cache, factor };
+}
+
+function adapterIds(args: Args, input: FlashLoraArgs, batch: number, adapters: number, device: Tensor['device']): Operands['ids'] {
+  const op = args.op;
+  const given = input.adapterIds;
+  if (given === undefined) return undefined;
+  let values: ArrayLike<number>;
+  if (given instanceof Tensor) {
+    const tensor = args.tensor('adapterIds', { dtypes: ['int32'] });
+    if (tensor.device !== device) throw argumentError('ERR_DEVICE', op, 'adapterIds', `on ${device} like q`, tensor.device);
+    args.expectShape('adapterIds', tensor, [batch]);
+    values = tensor.toArray() as Int32Array;
+  } else if (given instanceof Int32Array || Array.isArray(given)) {
+    if (given.length !== batch) throw argumentError('ERR_SHAPE', op, 'adapterIds.length', `${batch} (B of q)`, String(given.length));
+    values = given;
+  } else {
+    throw argumentError('ERR_ARGUMENT', op, 'adapterIds', 'a Tensor, an Int32Array or an array of integers', describeValue(given));
+  }
+  for (let i = 0; i < batch; i++) {
+    const id = values[i]!;
+    if (!Number.isInteger(id) || id < -1 || id >= adapters) {
+      throw argumentError('ERR_ARGUMENT', op, `adapterIds[${i}]`, `an integer in −1…${adapters - 1} (L = ${adapters})`, String(id));
+    }
+  }
+  if (given instanceof Tensor) return { tensor: given, temporary: false };
+  const host = Tensor.from(Int32Array.from(values), [batch], { dtype: 'int32' });
+  return device === 'cpu' ? { tensor: host, temporary: false } : { tensor: host.to(device), temporary: true };
+}
+
+function operands(args: Args, input: FlashLoraArgs): Operands {
+  const op = args.op;
+  const q = args.tensor('q', { dtypes: FLOAT_DTYPES });
+  const [batch, sq, hq, d] = q.shape as [number, number, number, number];
+  if (q.shape.length !== 4 || !FLASH_LORA_HEAD_DIMS.includes(d) || hq < 1) {
+    throw argumentError('ERR_SHAPE', op, 'q.shape', `[B, Sq, Hq, D] with Hq ≥ 1 and D in {${FLASH_LORA_HEAD_DIMS.join(', ')}}`, shapeText(q.shape));
+  }
+  const kBase = args.tensor('kBase');
+  args.expectLike('kBase', kBase, q, 'q');
+  const [, sk, hk] = kBase.shape as [number, number, number, number];
+  if (kBase.shape.length !== 4 || kBase.shape[0] !== batch || kBase.shape[3] !== d || sk < 1 || hk < 1 || hq % hk !== 0) {
+    throw argumentError('ERR_SHAPE', op, 'kBase.shape', `[${batch}, Sk, Hk, ${d}] (B and D of q, Sk ≥ 1, Hk dividing Hq = ${hq})`,
+      shapeText(kBase.shape));
+  }
+  const vBase = args.tensor('vBase');
+  args.expectLike('vBase', vBase, q, 'q');
+  args.expectShape('vBase', vBase, kBase.shape);
+  const v = lowRankPath(args, { q, kBase }, 'vLowRank', 'vLoraB');
+  const k = lowRankPath(args, { q, kBase }, 'kLowRank', 'kLoraB');
+  if (v && k && v.factor.shape[0] !== k.factor.shape[0]) {
+    throw argumentError('ERR_SHAPE', op, 'kLoraB.shape[0]', `${v.factor.shape[0]} adapters like vLoraB`, String(k.factor.shape[0]));
+  }
+  const adapters = (v ?? k)?.factor.shape[0] ?? 1;
+  const causal = args.boolean('causal', false);
+  const softmaxScale = args.number('softmaxScale', 1 / Math.sqrt(d));
+  const ids = adapterIds(args, input, batch, adapters, q.device);
+  return { q, kBase, vBase, v, k, ids, causal, softmaxScale, dims: { batch, sq, sk, hq, hk, d } };
+}
+
+function nativeOperands(op: string, o: Operands): Omit<NativeFlashLora, 'out' | 'lse'> {
+  const desc: Omit<NativeFlashLora, 'out' | 'lse'> = {
+    q: Tensor.native(o.q, op, 'q'),
+    kBase: Tensor.native(o.kBase, op, 'kBase'),
+    vBase: Tensor.native(o.vBase, op, 'vBase'),
+    causal: o.causal,
+    softmaxScale: o.softmaxScale,
+  };
+  if (o.v) {
+    desc.vLowRank = Tensor.native(o.v.cache, op, 'vLowRank');
+    desc.vLoraB = Tensor.native(o.v.factor, op, 'vLoraB');
+  }
+  if (o.k) {
+    desc.kLowRank = Tensor.native(o.k.cache, op, 'kLowRank');
+    desc.kLoraB = Tensor.native(o.k.factor, op, 'kLoraB');
+  }
+  if (o.ids) desc.adapterIds = Tensor.native(o.ids.tensor, op, 'adapterIds');
+  return desc;
+}
+
+function inputsOf(o: Operands): Record<string, Tensor | undefined> {
+  return { q: o.q, kBase: o.kBase, vBase: o.vBase, vLowRank: o.v?.cache, vLoraB: o.v?.factor, kLowRank: o.k?.cache, kLoraB: o.k?.factor };
+}
+
+function prepareForward(op: string, input: FlashLoraArgs): { desc: NativeFlashLora; result: FlashLoraResult; o: Operands } {
+  const args = new Args(op, input);
+  const o = operands(args, input);
+  const { batch, sq, hq } = o.dims;
+  const outGiven = args.optionalTensor('out');
+  const lseGiven = args.optionalTensor('lse');
+  try {
+    if (outGiven) {
+      args.expectLike('out', outGiven, o.q, 'q');
+      args.expectShape('out', outGiven, o.q.shape);
+      args.expectNoAlias('out', outGiven, { ...inputsOf(o), lse: lseGiven });
+    }
+    if (lseGiven) {
+      args.tensor('lse', { dtypes: ['float32'] });
+      if (lseGiven.device !== o.q.device) throw argumentError('ERR_DEVICE', op, 'lse', `on ${o.q.device} like q`, lseGiven.device);
+      args.expectShape('lse', lseGiven, [batch, hq, sq]);
+      args.expectNoAlias('lse', lseGiven, inputsOf(o));
+    }
+  } catch (error) {
+    release(o);
+    throw error;
+  }
+  const result = {
+    out: outGiven ?? Tensor.empty(o.q.shape, { dtype: o.q.dtype, device: o.q.device }),
+    lse: lseGiven ?? Tensor.empty([batch, hq, sq], { dtype: 'float32', device: o.q.device }),
+  };
+  const desc: NativeFlashLora = { ...nativeOperands(op, o), out: Tensor.native(result.out, op, 'out'), lse: Tensor.native(result.lse, op, 'lse') };
+  return { desc, result, o };
+}
+
+function prepareBackward(op: string, input: FlashLoraBackwardArgs): { desc: NativeFlashLoraBackward; grads: FlashLoraGradients; o: Operands } {
+  const args = new Args(op, input);
+  const o = operands(args, input);
+  const { batch, sq, hq } = o.dims;
+  let out: Tensor, lse: Tensor, gradOut: Tensor;
+  try {
+    if (sq < 1) throw argumentError('ERR_SHAPE', op, 'q.shape', '[B, Sq, Hq, D] with Sq ≥ 1', shapeText(o.q.shape));
+    out = args.tensor('out');
+    args.expectLike('out', out, o.q, 'q');
+    args.expectShape('out', out, o.q.shape);
+    lse = args.tensor('lse', { dtypes: ['float32'] });
+    if (lse.device !== o.q.device) throw argumentError('ERR_DEVICE', op, 'lse', `on ${o.q.device} like q`, lse.device);
+    args.expectShape('lse', lse, [batch, hq, sq]);
+    gradOut = args.tensor('gradOut');
+    args.expectLike('gradOut', gradOut, o.q, 'q');
+    args.expectShape('gradOut', gradOut, o.q.shape);
+  } catch (error) {
+    release(o);
+    throw error;
+  }
+  const like = { dtype: o.q.dtype, device: o.q.device };
+  const grads: FlashLoraGradients = {
+    gradQ: Tensor.empty(o.q.shape, like),
+    gradKBase: Tensor.empty(o.kBase.shape, like),
+    gradVBase: Tensor.empty(o.vBase.shape, like),
+  };
+  const desc: NativeFlashLoraBackward = {
+    ...nativeOperands(op, o),
+    out: Tensor.native(out, op, 'out'),
+    lse: Tensor.native(lse, op, 'lse'),
+    gradOut: Tensor.native(gradOut, op, 'gradOut'),
+    gradQ: Tensor.native(grads.gradQ, op, 'gradQ'),
+    gradKBase: Tensor.native(grads.gradKBase, op, 'gradKBase'),
+    gradVBase: Tensor.native(grads.gradVBase, op, 'gradVBase'),
+  };
+  if (o.v) {
+    grads.gradVLowRank = Tensor.empty(o.v.cache.shape, like);
+    grads.gradVLoraB = Tensor.empty(o.v.factor.shape, like);
+    desc.gradVLowRank = Tensor.native(grads.gradVLowRank, op, 'gradVLowRank');
+    desc.gradVLoraB = Tensor.native(grads.gradVLoraB, op, 'gradVLoraB');
+  }
+  if (o.k) {
+    grads.gradKLowRank = Tensor.empty(o.k.cache.shape, like);
+    grads.gradKLoraB = Tensor.empty(o.k.factor.shape, like);
+    desc.gradKLowRank = Tensor.native(grads.gradKLowRank, op, 'gradKLowRank');
+    desc.gradKLoraB = Tensor.native(grads.gradKLoraB, op, 'gradKLoraB');
+  }
+  return { desc, grads, o };
+}
+
+// adapterIds given as host numbers were copied to the device for the call.
+function release(o: Operands): void {
+  if (o.ids?.temporary) o.ids.tensor.dispose();
+}
+
+function runSync<T>(prepared: { o: Operands }, result: T, call: () => void): T {
+  try {
+    call();
+  } finally {
+    release(prepared.o);
+  }
+  return result;
+}
+
+async function runAsync<T>(prepared: { o: Operands }, result: T, call: () => Promise<void>): Promise<T> {
+  try {
+    await call();
+  } finally {
+    release(prepared.o);
+  }
+  return result;
+}
+
+/** Flash-LoRA-Attention forward: `{ out [B, Sq, Hq, D], lse [B, Hq, Sq] float32 }`. */
+export function flashLora(args: FlashLoraArgs): FlashLoraResult {
+  const prepared = prepareForward('attention.flashLora', args);
+  return runSync(prepared, prepared.result, () => callNative((m) => m.flashLora(prepared.desc)));
+}
+
+/** flashLora() off the JS thread (the addon's job thread; on CUDA, stream-ordered). */
+export function flashLoraAsync(args: FlashLoraArgs): Promise<FlashLoraResult> {
+  const prepared = prepareForward('attention.flashLoraAsync', args);
+  return runAsync(prepared, prepared.result, () => callNativeAsync((m) => m.flashLoraAsync(prepared.desc)));
+}
+
+/** The gradients of flashLora for every input: P is recomputed from lse, sums accumulate in float32. */
+export function flashLoraBackward(args: FlashLoraBackwardArgs): FlashLoraGradients {
+  const prepared = prepareBackward('attention.flashLoraBackward', args);
+  return runSync(prepared, prepared.grads, () => callNative((m) => m.flashLoraBackward(prepared.desc)));
+}
+
+/** flashLoraBackward() off the JS thread. */
+export function flashLoraBackwardAsync(args: FlashLoraBackwardArgs): Promise<FlashLoraGradients> {
+  const prepared = prepareBackward('attention.flashLoraBackwardAsync', args);
+  return runAsync(prepared, prepared.grads, () => callNativeAsync((m) => m.flashLoraBackwardAsync(prepared.desc)));
+}
