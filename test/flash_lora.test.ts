@@ -128,7 +128,19 @@ describe.each(testDevices())('attention.flashLora / flashLoraBackward on $device
     const inputs = makeInputs(c, device, seed + 50);
     const { out, lse } = attention.flashLora(inputs);
     const gradOut = Tensor.randn(out.shape, { dtype: c.dtype, device, seed: seed + 5000 });
-    const grads = attention.flashLoraBackward({ ...inputs, out, lse, gradOut });
+    // Every gradient poisoned: a kernel that skips an element (an unused adapter's B factor, a
+    // masked key, a KV head's group) leaves NaN behind.
+    const gradients = {
+      gradQ: poisoned(inputs.q.shape, c.dtype, device), gradKBase: poisoned(inputs.kBase.shape, c.dtype, device),
+      gradVBase: poisoned(inputs.vBase.shape, c.dtype, device),
+      gradVLowRank: inputs.vLowRank && poisoned(inputs.vLowRank.shape, c.dtype, device),
+      gradVLoraB: inputs.vLoraB && poisoned(inputs.vLoraB.shape, c.dtype, device),
+      gradKLowRank: inputs.kLowRank && poisoned(inputs.kLowRank.shape, c.dtype, device),
+      gradKLoraB: inputs.kLoraB && poisoned(inputs.kLoraB.shape, c.dtype, device),
+    };
+    const grads = attention.flashLoraBackward({ ...inputs, out, lse, gradOut, gradients });
+    expect(grads.gradQ).toBe(gradients.gradQ);
+    expect(grads.gradVLoraB).toBe(gradients.gradVLoraB);
     const expected = reference.attention.flashLoraBackward({ ...inputs, gradOut, out });
     const pairs: [string, Tensor | undefined, RefTensor | undefined][] = [
       ['gradQ', grads.gradQ, expected.gradQ], ['gradKBase', grads.gradKBase, expected.gradKBase],
@@ -169,6 +181,19 @@ describe.each(testDevices())('attention.flashLora / flashLoraBackward on $device
     expect(Array.from(sync.out.toFloat32().subarray(row, 2 * row))).toEqual(Array.from(base.out.toFloat32().subarray(row, 2 * row)));
   });
 
+  it('an empty batch: nothing to attend, and the B factors\' gradients are zeros', () => {
+    const c: AttnCase = { name: '', dtype: 'float32', batch: 0, sq: 3, sk: 4, hq: 2, hk: 1, d: 32, rv: 2, rk: 1, adapters: 2, causal: false, large: false };
+    const inputs = makeInputs(c, device, 5);
+    const { out, lse } = attention.flashLora(inputs);
+    expect(out.shape).toEqual([0, 3, 2, 32]);
+    expect(lse.shape).toEqual([0, 2, 3]);
+    const gradVLoraB = poisoned([2, 1, 2, 32], 'float32', device);
+    const gradKLoraB = poisoned([2, 1, 1, 32], 'float32', device);
+    const grads = attention.flashLoraBackward({ ...inputs, out, lse, gradOut: out, gradients: { gradVLoraB, gradKLoraB } });
+    expect(Array.from(grads.gradVLoraB!.toFloat32())).toEqual(new Array(128).fill(0));
+    expect(Array.from(grads.gradKLoraB!.toFloat32())).toEqual(new Array(64).fill(0));
+  });
+
   it('an explicit softmaxScale, and the low-rank path equals attention over the expanded caches', () => {
     const c: AttnCase = { name: '', dtype: 'float32', batch: 1, sq: 6, sk: 13, hq: 2, hk: 1, d: 32, rv: 4, rk: 0, adapters: 1, causal: false, large: false };
     const inputs = makeInputs(c, device, 11);
@@ -202,6 +227,11 @@ describe.each(testDevices())('attention.flashLora / flashLoraBackward on $device
     const { out, lse } = attention.flashLora(x);
     expectError(() => attention.flashLoraBackward({ ...x, out, lse, gradOut: t([2, 3, 4, 64]) }), 'ERR_SHAPE', /gradOut\.shape must be \[2, 3, 4, 32\]/);
     expectError(() => attention.flashLoraBackward({ ...x, out, lse: t([2, 4, 3], 'float16'), gradOut: out }), 'ERR_DTYPE', /lse must be of dtype float32, got float16/);
+    expectError(() => attention.flashLoraBackward({ ...x, out, lse, gradOut: out, gradients: { gradKBase: t([2, 5, 2, 32], 'float16') } }), 'ERR_DTYPE', /gradients\.gradKBase must be float32 like kBase, got float16/);
+    expectError(() => attention.flashLoraBackward({ ...x, out, lse, gradOut: out, gradients: { gradVLoraB: t([2, 2, 4, 31]) } }), 'ERR_SHAPE', /gradients\.gradVLoraB\.shape must be \[2, 2, 4, 32\], got \[2, 2, 4, 31\]/);
+    expectError(() => attention.flashLoraBackward({ ...x, out, lse, gradOut: out, gradients: { gradQ: out } }), 'ERR_ARGUMENT', /gradients\.gradQ must be memory not shared with out/);
+    const shared = t([2, 5, 2, 32]);
+    expectError(() => attention.flashLoraBackward({ ...x, out, lse, gradOut: out, gradients: { gradKBase: shared, gradVBase: shared } }), 'ERR_ARGUMENT', /gradients\.gradVBase must be memory not shared with another gradient/);
     if (device !== 'cpu') {
       expectError(() => attention.flashLora({ ...x, kBase: Tensor.zeros([2, 5, 2, 32]) }), 'ERR_DEVICE', /kBase must be on cuda like q, got cpu/);
     }

@@ -64,10 +64,12 @@ void read_forward(const Reader& in, FlashLoraParams& p, TensorArg& q_out) {
   // A low-rank path (cache [B, Sk, r], factor [L, Hk, r, D]); returns its L, 0 when absent.
   auto low_rank = [&](const char* cache_name, const char* factor_name, int64_t& rank, AttnTensor& cache_view,
                       const void*& factor) -> int64_t {
-    const TensorArg cache = optional_tensor_arg(in.d, cache_name, in.keep);
-    const TensorArg f = optional_tensor_arg(in.d, factor_name, in.keep);
-    expect(!cache.data == !f.data, ErrorCode::Argument, op, std::string(cache_name) + " and " + factor_name + " come together");
-    if (!cache.data) return 0;
+    // Presence by the property, not the pointer: an empty batch's cache has no data.
+    auto given = [&](const char* name) { return in.d.Has(name) && !in.d.Get(name).IsUndefined() && !in.d.Get(name).IsNull(); };
+    expect(given(cache_name) == given(factor_name), ErrorCode::Argument, op, std::string(cache_name) + " and " + factor_name + " come together");
+    if (!given(cache_name)) return 0;
+    const TensorArg cache = tensor_arg(in.d, cache_name, in.keep);
+    const TensorArg f = tensor_arg(in.d, factor_name, in.keep);
     expect(cache.ndim() == 3 && f.ndim() == 4 && f.dim(0) >= 1 && f.dim(1) == p.heads_k && f.dim(2) == cache.dim(2) &&
                f.dim(3) == p.head_dim,
            ErrorCode::Shape, op, std::string(cache_name) + " must be [B, Sk, r] and " + factor_name + " [L, Hk, r, D]");

@@ -576,7 +576,7 @@ void backward(const FlashLoraBackwardParams& bp) {
 
   // ---- pass 1: (b, g, chunk of key blocks) -------------------------------------------------------
   // Enough tasks for the threads: with few (b, g), chunks of key blocks balanced by causal work.
-  const int64_t C = B * Hk >= 2 * threads ? 1 : std::max<int64_t>(1, std::min(nkb, ceil_div(4 * threads, B * Hk)));
+  const int64_t C = B == 0 || B * Hk >= 2 * threads ? 1 : std::max<int64_t>(1, std::min(nkb, ceil_div(4 * threads, B * Hk)));
   std::vector<int64_t> chunk_begin(static_cast<size_t>(C + 1), nkb);
   {
     std::vector<double> work(static_cast<size_t>(nkb));

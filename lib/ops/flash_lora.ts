@@ -60,6 +60,8 @@ export interface FlashLoraBackwardArgs extends Omit<FlashLoraArgs, 'out' | 'lse'
   lse: Tensor;
   /** dL/dout [B, Sq, Hq, D]. */
   gradOut: Tensor;
+  /** Where to write any of the gradients (each like its input, not overlapping an input); the rest are allocated. */
+  gradients?: Partial<FlashLoraGradients>;
 }
 
 export interface FlashLoraGradients {
@@ -247,12 +249,38 @@ function prepareBackward(op: string, input: FlashLoraBackwardArgs): { desc: Nati
     release(o);
     throw error;
   }
-  const like = { dtype: o.q.dtype, device: o.q.device };
-  const grads: FlashLoraGradients = {
-    gradQ: Tensor.empty(o.q.shape, like),
-    gradKBase: Tensor.empty(o.kBase.shape, like),
-    gradVBase: Tensor.empty(o.vBase.shape, like),
+  // Each gradient goes where `gradients` says (checked like an out), else into a new tensor.
+  const given = (input.gradients ?? {}) as Partial<Record<keyof FlashLoraGradients, unknown>>;
+  const inputs = { ...inputsOf(o), out, lse, gradOut };
+  const written: Tensor[] = [];
+  const grad = (name: keyof FlashLoraGradients, like: Tensor): Tensor => {
+    if (given[name] === undefined) return Tensor.empty(like.shape, { dtype: like.dtype, device: like.device });
+    const t = given[name];
+    if (!(t instanceof Tensor)) throw argumentError('ERR_ARGUMENT', op, `gradients.${name}`, 'a Tensor', describeValue(t));
+    args.expectLike(`gradients.${name}`, t, like, name[4]!.toLowerCase() + name.slice(5));  // gradKBase → kBase
+    args.expectShape(`gradients.${name}`, t, like.shape);
+    args.expectNoAlias(`gradients.${name}`, t, inputs);
+    for (const other of written) {
+      if (Tensor.overlaps(t, other)) throw argumentError('ERR_ARGUMENT', op, `gradients.${name}`, 'memory not shared with another gradient', 'an overlapping tensor');
+    }
+    written.push(t);
+    return t;
   };
+  let grads: FlashLoraGradients;
+  try {
+    grads = { gradQ: grad('gradQ', o.q), gradKBase: grad('gradKBase', o.kBase), gradVBase: grad('gradVBase', o.vBase) };
+    if (o.v) {
+      grads.gradVLowRank = grad('gradVLowRank', o.v.cache);
+      grads.gradVLoraB = grad('gradVLoraB', o.v.factor);
+    }
+    if (o.k) {
+      grads.gradKLowRank = grad('gradKLowRank', o.k.cache);
+      grads.gradKLoraB = grad('gradKLoraB', o.k.factor);
+    }
+  } catch (error) {
+    release(o);
+    throw error;
+  }
   const desc: NativeFlashLoraBackward = {
     ...nativeOperands(op, o),
     out: Tensor.native(out, op, 'out'),
@@ -262,17 +290,9 @@ function prepareBackward(op: string, input: FlashLoraBackwardArgs): { desc: Nati
     gradKBase: Tensor.native(grads.gradKBase, op, 'gradKBase'),
     gradVBase: Tensor.native(grads.gradVBase, op, 'gradVBase'),
   };
-  if (o.v) {
-    grads.gradVLowRank = Tensor.empty(o.v.cache.shape, like);
-    grads.gradVLoraB = Tensor.empty(o.v.factor.shape, like);
-    desc.gradVLowRank = Tensor.native(grads.gradVLowRank, op, 'gradVLowRank');
-    desc.gradVLoraB = Tensor.native(grads.gradVLoraB, op, 'gradVLoraB');
-  }
-  if (o.k) {
-    grads.gradKLowRank = Tensor.empty(o.k.cache.shape, like);
-    grads.gradKLoraB = Tensor.empty(o.k.factor.shape, like);
-    desc.gradKLowRank = Tensor.native(grads.gradKLowRank, op, 'gradKLowRank');
-    desc.gradKLoraB = Tensor.native(grads.gradKLoraB, op, 'gradKLoraB');
+  for (const name of ['gradVLowRank', 'gradVLoraB', 'gradKLowRank', 'gradKLoraB'] as const) {
+    const t = grads[name];
+    if (t) desc[name] = Tensor.native(t, op, name);
   }
   return { desc, grads, o };
 }
