@@ -193,7 +193,7 @@ export function gpuDims<T extends Record<string, number>>(dims: T): T {
 /** One task for the torch peer; the runner adds the device (and on the GPU the timing plan). */
 export interface PeerTask {
   id: string;
-  op: 'matmul' | 'lora_unfused' | 'lora_backward' | 'dora_peft' | 'multi_gather_bmm' | 'svd' | 'svd_numpy' | 'svd_lowrank';
+  op: 'matmul' | 'lora_unfused' | 'lora_backward' | 'dora_peft' | 'multi_gather_bmm' | 'svd' | 'svd_numpy' | 'svd_lowrank' | 'attention_naive' | 'attention_sdpa';
   dtype: string;
   shape: Record<string, number>;
   /** CPU: timed samples after one warm-up call (default 10). */

@@ -7,6 +7,7 @@ import * as dora from './dora.bench.js';
 import * as loraBackward from './lora_backward.bench.js';
 import * as quantMatmul from './quant.bench.js';
 import * as linalgBench from './linalg.bench.js';
+import * as flashLora from './flash_lora.bench.js';
 
 export const BENCHES: Readonly<Record<string, { run(device: BenchDevice): Promise<void> }>> = {
   'lora.forward': loraLinear,
@@ -15,6 +16,7 @@ export const BENCHES: Readonly<Record<string, { run(device: BenchDevice): Promis
   'lora.backward': loraBackward,
   'quant.matmul': quantMatmul,
   linalg: linalgBench,
+  'attention.flashLora': flashLora,
 };
 
 export interface BenchOptions {

@@ -45,7 +45,7 @@ describe('lora-kernels CLI', () => {
   it('bench --list names every benchmark', () => {
     const res = cli('bench', '--list');
     expect(res.status).toBe(0);
-    expect(res.stdout.trim().split('\n')).toEqual(['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul', 'linalg']);
+    expect(res.stdout.trim().split('\n')).toEqual(['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul', 'linalg', 'attention.flashLora']);
   });
 
   it('mistakes are an exit code and a message, never a stack trace', () => {
@@ -97,7 +97,7 @@ describe('lora-kernels CLI', () => {
       }
       expect(res.stderr).not.toMatch(STACK_FRAME);
       expect(res.status).toBe(0);
-      for (const bench of ['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul', 'linalg']) {
+      for (const bench of ['lora.forward', 'lora.forwardMulti', 'lora.doraForward', 'lora.backward', 'quant.matmul', 'linalg', 'attention.flashLora']) {
         expect(res.stdout).toContain(`== ${bench} on the GPU`);
         const lines = fs.readFileSync(path.join(out, `${bench.replace('.', '_')}_cuda.jsonl`), 'utf8').trim().split('\n');
         for (const line of lines) {
@@ -113,7 +113,9 @@ describe('lora-kernels CLI', () => {
       expect(res.stdout).toContain('≤ 1.15× ours single-adapter forward');
       expect(res.stdout).toContain('≤ 0.05× torch.linalg.svd');
       expect(res.stdout).toContain('≤ 1.0× torch.svd_lowrank');
-      expect(res.stdout).toMatch(/^\d+ of 31 goals met/m);
+      expect(res.stdout).toContain('≤ 1.225× ours plain flash');
+      expect(res.stdout).toMatch(/^multi-agent cache memory .*goal ≤ 0.25×: met\)$/m);
+      expect(res.stdout).toMatch(/^\d+ of 41 goals met/m);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }

@@ -4,8 +4,10 @@ Reads a JSON list of tasks on stdin:
   {"id", "op", "dtype", "device": "cpu" | "cuda", "shape", "iterations", "allow_tf32"?, "ids"?,
    "scales"?, "timing"? (cuda: see time_cuda)}
 with the shape {"m", "k", "n", "r", "adapters"?} for the LoRA ops, {"batch", "m", "n"} for the SVDs
-(svd: torch.linalg.svd, svd_numpy: numpy.linalg.svd on the CPU) and {"m", "n", "rank",
-"oversample", "iters"} for svd_lowrank.
+(svd: torch.linalg.svd, svd_numpy: numpy.linalg.svd on the CPU), {"m", "n", "rank",
+"oversample", "iters"} for svd_lowrank and {"b", "sq", "sk", "hq", "hk", "d", "r", "adapters",
+"causal", "lora"} (+ "ids") for the attention ops (attention_naive, attention_sdpa: see
+AttentionInputs).
 Prints JSON lines, flushed one by one (bench/common.ts keeps what came when it stops a slow peer):
 first the environment {"torch", "threads", "numpy" (null without it), and on cuda "cuda", "cublas",
 "gpu", "capability"},
@@ -112,6 +114,99 @@ class MatrixInputs(Inputs):
         self.matrix = self.randn(m, n) if batch == 1 else self.randn(batch, m, n)
 
 
+class AttentionInputs(Inputs):
+    """Flash-LoRA-Attention's operands in our layout: q [b, sq, hq, d], the base caches k, v
+    [b, sk, hk, d] and, when shape["lora"] is 1, the value path's low-rank cache vl [b, sk, r], the
+    adapters' factors vb [adapters, hk, r, d] and each sequence's adapter (the task's "ids", the
+    same as ours). causal (0/1) is bottom-right aligned like ours: key j is visible to query i iff
+    j <= i + sk - sq; the scale is 1/sqrt(d)."""
+
+    def __init__(self, task):
+        super().__init__(task)
+        s = self.shape
+        b, sq, sk, hq, hk, d, r = (s[key] for key in ("b", "sq", "sk", "hq", "hk", "d", "r"))
+        if hq % hk:
+            raise ValueError("hq %d is not a multiple of hk %d" % (hq, hk))
+        self.group = hq // hk
+        self.causal = bool(s["causal"])
+        self.q = self.randn(b, sq, hq, d)
+        self.k = self.randn(b, sk, hk, d)
+        self.v = self.randn(b, sk, hk, d)
+        self.lora = bool(s.get("lora", 1)) and r > 0
+        if self.lora:
+            self.vl = self.randn(b, sk, r)
+            self.vb = self.randn(s["adapters"], hk, r, d)
+            self.ids = torch.tensor(task["ids"], dtype=torch.long, device=self.device)
+
+    def expand_v(self):
+        """Materialize each sequence's value cache: v = v_base + vl·vb[id], one baddbmm over the
+        sequences ([b, sk, r] @ [b, r, hk·d] added to the base): b full V caches written."""
+        if not self.lora:
+            return self.v
+        b, sk, hk, d = self.v.shape
+        r = self.vl.shape[2]
+        factors = self.vb[self.ids].permute(0, 2, 1, 3).reshape(b, r, hk * d)
+        return torch.baddbmm(self.v.reshape(b, sk, hk * d), self.vl, factors).view(b, sk, hk, d)
+
+
+def op_attention_naive(t):
+    # Materialize-then-attend, the eager way (e.g. transformers' eager attention): expand V, repeat
+    # the KV heads to the query heads (GQA), scores = q·kᵀ·scale [b, hq, sq, sk] materialized,
+    # the causal mask, softmax, @ v.
+    sq, sk, d = t.shape["sq"], t.shape["sk"], t.shape["d"]
+    scale = 1.0 / math.sqrt(d)
+    hidden = None
+    if t.causal:
+        rows = torch.arange(sq, device=t.device).unsqueeze(1)
+        cols = torch.arange(sk, device=t.device).unsqueeze(0)
+        hidden = cols > rows + (sk - sq)
+
+    def naive():
+        q, k, v = t.q.transpose(1, 2), t.k.transpose(1, 2), t.expand_v().transpose(1, 2)
+        if t.group > 1:
+            k, v = k.repeat_interleave(t.group, dim=1), v.repeat_interleave(t.group, dim=1)
+        scores = (q @ k.transpose(-2, -1)) * scale
+        if hidden is not None:
+            scores = scores.masked_fill(hidden, float("-inf"))
+        return torch.softmax(scores, dim=-1) @ v
+
+    return naive
+
+
+def op_attention_sdpa(t):
+    # Expand V (when the task has the low-rank path), then torch's scaled_dot_product_attention;
+    # on CUDA its flash backend only (math, memory-efficient and cuDNN turned off), on the CPU
+    # torch's choice. GQA: enable_gqa where this torch and backend take it, else the KV heads
+    # repeated to the query heads in the timed call.
+    sdpa = getattr(torch.nn.functional, "scaled_dot_product_attention", None)
+    if sdpa is None:
+        raise RuntimeError("torch %s has no scaled_dot_product_attention (torch >= 2.0; LORA_KERNELS_PYTHON names another python)" % torch.__version__)
+    sq, sk = t.shape["sq"], t.shape["sk"]
+    if t.causal and sq != sk:
+        raise ValueError("SDPA's is_causal is top-left aligned: causal needs sq == sk here")
+    if t.device == "cuda":
+        torch.backends.cuda.enable_flash_sdp(True)
+        for name in ("enable_math_sdp", "enable_mem_efficient_sdp", "enable_cudnn_sdp"):
+            if hasattr(torch.backends.cuda, name):
+                getattr(torch.backends.cuda, name)(False)
+    gqa = {}
+    if t.group > 1:
+        try:
+            small = lambda x: x[:1, :1].transpose(1, 2)
+            sdpa(small(t.q), small(t.k), small(t.v), enable_gqa=True)
+            gqa = {"enable_gqa": True}
+        except (TypeError, RuntimeError):  # torch < 2.5, or a backend without it
+            gqa = None
+
+    def attend():
+        q, k, v = t.q.transpose(1, 2), t.k.transpose(1, 2), t.expand_v().transpose(1, 2)
+        if gqa is None:
+            k, v = k.repeat_interleave(t.group, dim=1), v.repeat_interleave(t.group, dim=1)
+        return sdpa(q, k, v, is_causal=t.causal, **(gqa or {}))
+
+    return attend
+
+
 def op_matmul(t):
     return lambda: t.x @ t.w.T
 
@@ -194,6 +289,8 @@ OPS = {
     "svd": (MatrixInputs, op_svd),
     "svd_numpy": (MatrixInputs, op_svd_numpy),
     "svd_lowrank": (MatrixInputs, op_svd_lowrank),
+    "attention_naive": (AttentionInputs, op_attention_naive),
+    "attention_sdpa": (AttentionInputs, op_attention_sdpa),
 }
 
 
