@@ -181,6 +181,19 @@ describe.each(testDevices())('attention.flashLora / flashLoraBackward on $device
     expect(Array.from(sync.out.toFloat32().subarray(row, 2 * row))).toEqual(Array.from(base.out.toFloat32().subarray(row, 2 * row)));
   });
 
+  it('ids in a tensor: checked on the CPU; a CUDA tensor is not read back and an id ≥ L runs base only', () => {
+    const c: AttnCase = { name: '', dtype: 'float32', batch: 2, sq: 3, sk: 6, hq: 2, hk: 1, d: 32, rv: 4, rk: 2, adapters: 2, causal: true, large: false };
+    const inputs = makeInputs(c, device, 13);
+    const ids = Tensor.from(Int32Array.from([1, 2]), [2], { dtype: 'int32' }).to(device);
+    if (device === 'cpu') {
+      expectError(() => attention.flashLora({ ...inputs, adapterIds: ids }), 'ERR_ARGUMENT', /adapterIds\[1\] must be an integer in −1…1 \(L = 2\), got 2/);
+      return;
+    }
+    const withIds = attention.flashLora({ ...inputs, adapterIds: ids });
+    const expected = attention.flashLora({ ...inputs, adapterIds: [1, -1] });
+    expect(Array.from(withIds.out.toFloat32())).toEqual(Array.from(expected.out.toFloat32()));
+  });
+
   it('an empty batch: nothing to attend, and the B factors\' gradients are zeros', () => {
     const c: AttnCase = { name: '', dtype: 'float32', batch: 0, sq: 3, sk: 4, hq: 2, hk: 1, d: 32, rv: 2, rk: 1, adapters: 2, causal: false, large: false };
     const inputs = makeInputs(c, device, 5);

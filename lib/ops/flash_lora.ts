@@ -38,7 +38,11 @@ export interface FlashLoraArgs {
   /** Low-rank key cache [B, Sk, rk], with kLoraB [L, Hk, rk, D] (keys that are not rotated). */
   kLowRank?: Tensor;
   kLoraB?: Tensor;
-  /** The adapter of each sequence, int32 [B] (a Tensor on q's device, an Int32Array or numbers); −1: none. Default 0. */
+  /**
+   * The adapter of each sequence, int32 [B] (a Tensor on q's device, an Int32Array or numbers); −1: none.
+   * Default 0. Ids outside −1…L−1 are ERR_ARGUMENT, except in a CUDA tensor, which is not read back
+   * on the host: there such a sequence runs on the base caches alone.
+   */
   adapterIds?: Tensor | Int32Array | readonly number[];
   /** Causal mask aligned bottom-right. Default false. */
   causal?: boolean;
@@ -128,6 +132,9 @@ function adapterIds(args: Args, input: FlashLoraArgs, batch: number, adapters: n
     const tensor = args.tensor('adapterIds', { dtypes: ['int32'] });
     if (tensor.device !== device) throw argumentError('ERR_DEVICE', op, 'adapterIds', `on ${device} like q`, tensor.device);
     args.expectShape('adapterIds', tensor, [batch]);
+    // A device tensor's ids are not read back (that would wait for the device on every call): the
+    // kernels run a sequence whose id is outside 0…L−1 on the base caches alone.
+    if (device !== 'cpu') return { tensor, temporary: false };
     values = tensor.toArray() as Int32Array;
   } else if (given instanceof Int32Array || Array.isArray(given)) {
     if (given.length !== batch) throw argumentError('ERR_SHAPE', op, 'adapterIds.length', `${batch} (B of q)`, String(given.length));
