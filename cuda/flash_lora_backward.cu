@@ -27,13 +27,18 @@
 // survive the causal skip: 32 heads · 8192 steps · 0.69 M ≈ 0.18 T FMA. Each FMA of the 2×2
 // micro-tiles needs one shared-memory load, so ~32 FMA/clk/SM (a quarter of the FP32 pipe):
 // ~0.18 T / (132 · 32 · 1.7 G/s) ≈ 25 ms, against ~1-2 ms for a tensor-core FA2 backward — this is
-// the correct, exact-float32 baseline; float16/bfloat16 want the mma.sync path (not written yet).
+// the exact-float32 kernel, used for float32 and for float16/bfloat16 below sm_80 (or when the
+// tensor-core kernel's shared memory does not fit the device).
+// 2'. float16 / bfloat16 on sm_80+: flash_lora_bwd_mma_kernel (mma.sync, described at its code)
+//    replaces step 2; the prep kernel then also writes qB and dOB in the dtype as hi + lo halves.
 // Shared memory: (32 + 32)·((D + rk | 1) + (D + rv | 1)) floats + the 2 score tiles: 201 KiB at
 // D = 256, rk = rv = 128 (sm_90 allows 227 KiB; A100's 163 KiB every D ≤ 128, and D = 256 with
 // rk + rv ≤ ~100; Turing's 64 KiB only small D and ranks): ERR_UNSUPPORTED past the device's limit.
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cmath>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -67,7 +72,17 @@ struct BwdArgs {
   float* gvl;          // [B, Sk, rv] (zeroed)
   float* gkb;          // [L, Hk, rk, D] (zeroed)
   float* gvb;          // [L, Hk, rv, D] (zeroed)
+  // Tensor-core kernel only (else null / 0):
+  void* qx16;          // [B, Hq, Sq, 2·rkp] dtype: q·k_lora_bᵀ as hi | lo (zero past rk)
+  void* dox16;         // [B, Hq, Sq, 2·rvp] dtype: dO·v_lora_bᵀ as hi | lo
+  int rkp, rvp;        // ranks padded to 16 (0 without the path)
+  int pk, pv, pp;      // shared row pitches in bytes: (D + 2·rkp)·e + 16, (D + 2·rvp)·e + 16, BN·e + 16
+  int off_v, off_q, off_do, off_p, off_ds, q_stage, do_stage;
+  bool two_stage;
+  unsigned vec;        // operands whose rows are 16-byte aligned (cp.async)
 };
+
+enum : unsigned { kVecQ = 1, kVecK = 2, kVecV = 4, kVecKr = 8, kVecVr = 16, kVecDO = 32 };
 
 #if defined(SIMT_DEVICE_PATH)
 template <class E>
@@ -91,7 +106,7 @@ __device__ __forceinline__ int adapter_of(const BwdArgs& a, int b) {
 // memory, each lane streams one B row, which every query row of the head reads again from L1/L2).
 template <class E, int D>
 __device__ __forceinline__ void project_row(const float* row, const void* lora_b, int l, int g, int heads_k, int r, float* ext,
-                                            int lane) {
+                                            int lane, typename E::storage* ext16, int rp) {
   for (int t = lane; t < r; t += 32) {
     float acc = 0.f;
     if (l >= 0) {
@@ -100,7 +115,16 @@ __device__ __forceinline__ void project_row(const float* row, const void* lora_b
       for (int d = 0; d < D; ++d) acc = fmaf(row[d], ld<E>(lora_b, b0 + d), acc);
     }
     ext[t] = acc;
+    if constexpr (sizeof(typename E::storage) == 2) {
+      if (ext16) {  // the tensor-core kernel's copy: hi + lo halves (their sum keeps ~2× the mantissa)
+        const auto hi = E::from_float(acc);
+        ext16[t] = hi;
+        ext16[rp + t] = E::from_float(acc - E::to_float(hi));
+      }
+    }
   }
+  if (ext16)
+    for (int t = r + lane; t < rp; t += 32) ext16[t] = ext16[rp + t] = 0;  // padded ranks read as 0
 }
 #endif
 
@@ -129,8 +153,13 @@ __global__ void __launch_bounds__(kPrepWarps * 32) flash_lora_bwd_prep_kernel(Bw
   if (lane == 0) a.dsum[row] = s;
   __syncwarp();
   const int l = adapter_of(a, b);
-  if (a.rv > 0) project_row<E, D>(dos, a.v_lora_b, l, g, a.heads_k, a.rv, a.doext + row * a.rv, lane);
-  if (a.rk > 0) project_row<E, D>(qs, a.k_lora_b, l, g, a.heads_k, a.rk, a.qext + row * a.rk, lane);
+  using S = typename E::storage;
+  if (a.rv > 0)
+    project_row<E, D>(dos, a.v_lora_b, l, g, a.heads_k, a.rv, a.doext + row * a.rv, lane,
+                      a.dox16 ? static_cast<S*>(a.dox16) + row * 2 * a.rvp : nullptr, a.rvp);
+  if (a.rk > 0)
+    project_row<E, D>(qs, a.k_lora_b, l, g, a.heads_k, a.rk, a.qext + row * a.rk, lane,
+                      a.qx16 ? static_cast<S*>(a.qx16) + row * 2 * a.rkp : nullptr, a.rkp);
 #endif
 }
 
@@ -149,27 +178,27 @@ __device__ __forceinline__ void load_tile(float* tile, int rows, int stride, int
   }
 }
 
-// The low-rank grads of one finished tile (dX: [kBN][D + 1], scale folded in; X: the extended
-// key or value tile, the low-rank cache at columns D …): per key n, lr[b, n] += dX[n]·Bᵀ; and
+// The low-rank grads of one finished tile (dX: [BN][D + 1] floats, scale folded in; xv(j, t): the
+// low-rank cache value of the tile's key j at rank t): per key n, lr[b, n] += dX[n]·Bᵀ; and
 // bg[ℓ, g] += X_lrᵀ·dX. Lanes run over keys (first sum: B broadcast, dX rows on distinct banks)
 // and over d (second sum: the X_lr value broadcast).
-template <class E, int D>
-__device__ __forceinline__ void low_rank_grads(const BwdArgs& a, const float* dx, const float* x, int sx, const void* lora_b, int r,
-                                               float* lr, float* bg, int b, int g, int l, int n0) {
+template <class E, int D, int BN, int NT, class X>
+__device__ __forceinline__ void low_rank_grads(const BwdArgs& a, const float* dx, X xv, const void* lora_b, int r, float* lr,
+                                               float* bg, int b, int g, int l, int n0) {
   const long long b0 = (static_cast<long long>(l) * a.heads_k + g) * r * D;
-  for (int e = threadIdx.x; e < kBN * r; e += kThreads) {
-    const int j = e % kBN, t = e / kBN, n = n0 + j;
+  for (int e = threadIdx.x; e < BN * r; e += NT) {
+    const int j = e % BN, t = e / BN, n = n0 + j;
     if (n >= a.seq_k) continue;
     float acc = 0.f;
 #pragma unroll 8
     for (int d = 0; d < D; ++d) acc = fmaf(dx[j * (D + 1) + d], ld<E>(lora_b, b0 + t * D + d), acc);
     atomicAdd(lr + (static_cast<long long>(b) * a.seq_k + n) * r + t, acc);
   }
-  for (int e = threadIdx.x; e < r * D; e += kThreads) {
+  for (int e = threadIdx.x; e < r * D; e += NT) {
     const int d = e % D, t = e / D;
     float acc = 0.f;
 #pragma unroll 8
-    for (int j = 0; j < kBN; ++j) acc = fmaf(x[j * sx + D + t], dx[j * (D + 1) + d], acc);
+    for (int j = 0; j < BN; ++j) acc = fmaf(xv(j, t), dx[j * (D + 1) + d], acc);
     atomicAdd(bg + b0 + e, acc);
   }
 }
@@ -326,8 +355,387 @@ __global__ void __launch_bounds__(kThreads) flash_lora_bwd_kernel(BwdArgs a) {
       dks[(kj + c) * (D + 1) + dl + 16 * t] = a.scale * dk[c][t];
     }
   __syncthreads();
-  if (a.rv > 0) low_rank_grads<E, D>(a, dvs, vx, sv, a.v_lora_b, a.rv, a.gvl, a.gvb, b, g, l, n0);
-  if (a.rk > 0) low_rank_grads<E, D>(a, dks, kx, sk, a.k_lora_b, a.rk, a.gkl, a.gkb, b, g, l, n0);
+  if (a.rv > 0)
+    low_rank_grads<E, D, kBN, kThreads>(a, dvs, [&](int j, int t) { return vx[j * sv + D + t]; }, a.v_lora_b, a.rv, a.gvl, a.gvb, b,
+                                        g, l, n0);
+  if (a.rk > 0)
+    low_rank_grads<E, D, kBN, kThreads>(a, dks, [&](int j, int t) { return kx[j * sk + D + t]; }, a.k_lora_b, a.rk, a.gkl, a.gkb, b,
+                                        g, l, n0);
+#endif
+}
+
+// ---- float16 / bfloat16 on sm_80+: mma.sync m16n8k16 (float32 accumulation) ------------------
+// One CTA of 8 warps per (key tile of BN = 64 keys, 32 at D = 256; KV head g; sequence b). Shared
+// memory (dtype, rows padded by 16 B so the 8 rows of an ldmatrix fall in 8 bank groups):
+//   K = [k_base | k_low_rank | k_low_rank], V = [v_base | v_low_rank | v_low_rank]  (BN rows, once),
+//   Q = [q | qB_hi | qB_lo], dO = [dO | dOB_hi | dOB_lo]   (BM = 64 rows, two cp.async stages when
+//   they fit), P and dS (BM × BN). The low-rank products qB = q·k_lora_bᵀ, dOB = dO·v_lora_bᵀ come
+//   from the prep kernel as hi + lo halves, so S = Q·Kᵀ and dP = dO·Vᵀ stay single products with
+//   the low-rank terms at ~float32 accuracy, and the caches stay [Sk, r].
+// Per (query head, 64-row query tile) step:
+//   S, dP: warp w → query rows 16·(w % 4) …, keys (BN/2)·(w / 4) …  (registers);
+//   P = exp2(S·scale·log2e − lse·log2e), dS = P ⊙ (dP − D) → shared memory as hi + lo halves;
+//   dV += Pᵀ·dO, dK += dSᵀ·Q: warp w → keys 16·(w % (BN/16)) …, a D/(8/(BN/16)) column slice
+//   (Pᵀ / dSᵀ by ldmatrix.trans; accumulators in registers for the whole pass);
+//   [dQ | dQL] += dS·[k_base | k_low_rank]: warp w → rows 16·(w % 4), every other 16-column chunk,
+//   float32 atomics into the scratch the dq kernel finishes (as in the FMA kernel).
+// P and dS enter their products as hi + lo (two mma each) rather than rounded once as FA2 does:
+// with one rounding, dK / dQ elements where the per-query terms dS·q cancel missed the tests'
+// per-element bound (bf16: 2.85× the tolerance on the gradKBase of a causal D = 80 case; 0.2× with
+// hi + lo, as the CPU's float32). Per step the mma work spans 5D + 5r columns (S, dP: D + 2r each;
+// dV, dK: D; dQ: D + r) with one rounding and 8D + 6r with hi + lo (+52% at D = 128, r = 16): a
+// trade still to be measured on a GPU.
+// Registers per thread (sm_90, -Xptxas -v, no spills): 117–171; dK + dV hold 2·(D/8/(8/(BN/16)))·4
+// = 64 floats at D = 128 and 256, S + dP 32.
+// Napkin math (bf16, B = 1, Sq = Sk = 4096, Hq = 32, Hk = 8, D = 128, r = 16 both paths, causal):
+// a step is 64·64·2·(8D + 6r) ≈ 9.2 MFLOP of mma; 64 key tiles · 32 heads · ~32 surviving query
+// tiles ≈ 65 k steps → ~0.6 TFLOP, ~1.5–2 ms at FA2-class (30–40%) mma utilization of an H200.
+// Shared memory: BN·(pk + pv) + stages·64·(pk + pv) + 4·64·(BN·2 + 16) bytes (pk = (D + 2·rkp)·2 +
+// 16): bf16 D = 128, r = 16: 42 + 2·42 + 36 = 162 KiB (two stages); past the device's limit one
+// stage, past that (D = 128 with rk = rv = 128 on sm_90, more on A100) the FMA kernel.
+constexpr int kMmaThreads = 256;
+constexpr int kMmaBM = 64;
+template <int D>
+constexpr int mma_bn() { return D == 256 ? 32 : 64; }
+
+#if defined(SIMT_DEVICE_PATH)
+
+template <class E>
+__device__ __forceinline__ void mma16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const uint32_t b[2] = {b0, b1};
+  if constexpr (std::is_same_v<E, BF16>) ptx::mma_m16n8k16_bf16(d, a, b, d);
+  else ptx::mma_m16n8k16_f16(d, a, b, d);
+}
+
+// Two floats as hi (rounded) and lo (the residual, rounded) 16-bit pairs.
+template <class E>
+__device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
+  const uint16_t h0 = E::from_float(x0), h1 = E::from_float(x1);
+  hi = static_cast<uint32_t>(h0) | static_cast<uint32_t>(h1) << 16;
+  lo = E::pack2(x0 - E::to_float(h0), x1 - E::to_float(h1));
+}
+
+// Rows [0, rows) × `chunks` 16-byte chunks from byte column col0 of a shared tile (pitch bytes per
+// row): row r from src(r) (null: zeros), `valid` elements per row (the rest zeros).
+template <class S, class Src>
+__device__ __forceinline__ void copy_rows(unsigned char* tile, int pitch, int col0, int rows, int chunks, int valid, bool vec,
+                                          const void* base, Src src) {
+  constexpr int VE = 16 / static_cast<int>(sizeof(S));
+  for (int e = threadIdx.x; e < rows * chunks; e += kMmaThreads) {
+    const int r = e / chunks, c = e % chunks;
+    const S* row = src(r);
+    const int n = row ? min(VE, max(0, valid - c * VE)) : 0;
+    unsigned char* dst = tile + r * pitch + col0 + c * 16;
+    if (SIMT_CUDA_ARCH >= 800 && vec) {  // cp.async: sm_80+ (the only arch the kernel body is built for)
+      ptx::cp_async_16(dst, n ? static_cast<const void*>(row + c * VE) : base, n * static_cast<int>(sizeof(S)));
+    } else {
+      S* d = reinterpret_cast<S*>(dst);
+#pragma unroll
+      for (int i = 0; i < VE; ++i) d[i] = i < n ? row[c * VE + i] : S(0);
+    }
+  }
+}
+
+// acc[nf] += A(16 rows at a_tile) · B(keys at b_tile)ᵀ over k-steps [k0, k1) (16 columns each).
+template <class E, int NF>
+__device__ __forceinline__ void mma_rows_keys(float (&acc)[NF][4], const unsigned char* a_tile, const unsigned char* b_tile,
+                                              int pitch, int k0, int k1, int lane) {
+  const int a_row = lane % 16, a_col = (lane / 16) * 16;
+  const int bk_row = lane % 8 + 8 * (lane / 16), bk_col = ((lane / 8) % 2) * 16;
+  for (int ks = k0; ks < k1; ++ks) {
+    uint32_t af[4];
+    ptx::ldmatrix_x4(af, a_tile + a_row * pitch + a_col + ks * 32);
+#pragma unroll
+    for (int nf = 0; nf < NF; nf += 2) {
+      uint32_t b[4];
+      ptx::ldmatrix_x4(b, b_tile + (nf * 8 + bk_row) * pitch + bk_col + ks * 32);
+      mma16<E>(acc[nf], af, b[0], b[1]);
+      mma16<E>(acc[nf + 1], af, b[2], b[3]);
+    }
+  }
+}
+
+template <class E, int D>
+__device__ __forceinline__ void mma_backward(const BwdArgs& a) {
+  using S = typename E::storage;
+  constexpr int BM = kMmaBM, BN = mma_bn<D>(), ES = 2, CD = D * ES / 16;
+  constexpr int KSLABS = BN / 16, FW = D / 8 / (8 / KSLABS);  // dK / dV: key slabs, 8-column fragments per warp
+  constexpr int NF = BN / 16;                                   // S / dP fragments per warp (BN/2 keys)
+  SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  unsigned char* const kt = smem;
+  unsigned char* const vt = smem + a.off_v;
+  unsigned char* const ps = smem + a.off_p;    // P hi, then P lo (BM × BN each)
+  unsigned char* const dss = smem + a.off_ds;  // dS hi, then dS lo
+  const int plo = BM * a.pp;                   // byte offset of the lo tiles
+  const int b = blockIdx.z, g = blockIdx.y, n0 = blockIdx.x * BN;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, gq = lane / 4, qq = lane % 4;
+  const int l = adapter_of(a, b);
+  const int pk = a.pk, pv = a.pv, pp = a.pp;
+  {
+    const S* k = static_cast<const S*>(a.k_base.data) + b * a.k_base.batch_stride + g * a.k_base.head_stride;
+    const S* v = static_cast<const S*>(a.v_base.data) + b * a.v_base.batch_stride + g * a.v_base.head_stride;
+    copy_rows<S>(kt, pk, 0, BN, CD, D, a.vec & kVecK, a.k_base.data, [&](int r) -> const S* {
+      return n0 + r < a.seq_k ? k + static_cast<long long>(n0 + r) * a.k_base.seq_stride : nullptr;
+    });
+    copy_rows<S>(vt, pv, 0, BN, CD, D, a.vec & kVecV, a.v_base.data, [&](int r) -> const S* {
+      return n0 + r < a.seq_k ? v + static_cast<long long>(n0 + r) * a.v_base.seq_stride : nullptr;
+    });
+    if (a.rkp) {
+      const S* kr = static_cast<const S*>(a.k_low_rank.data) + b * a.k_low_rank.batch_stride;
+      for (int half = 0; half < 2; ++half)
+        copy_rows<S>(kt, pk, (D + half * a.rkp) * ES, BN, a.rkp * ES / 16, a.rk, a.vec & kVecKr, a.k_low_rank.data,
+                     [&](int r) -> const S* {
+                       return l >= 0 && n0 + r < a.seq_k ? kr + static_cast<long long>(n0 + r) * a.k_low_rank.seq_stride : nullptr;
+                     });
+    }
+    if (a.rvp) {
+      const S* vr = static_cast<const S*>(a.v_low_rank.data) + b * a.v_low_rank.batch_stride;
+      for (int half = 0; half < 2; ++half)
+        copy_rows<S>(vt, pv, (D + half * a.rvp) * ES, BN, a.rvp * ES / 16, a.rv, a.vec & kVecVr, a.v_low_rank.data,
+                     [&](int r) -> const S* {
+                       return l >= 0 && n0 + r < a.seq_k ? vr + static_cast<long long>(n0 + r) * a.v_low_rank.seq_stride : nullptr;
+                     });
+    }
+  }
+
+  // Causal, bottom-right aligned: key n is visible to query m iff n ≤ m + shift; query tiles
+  // before the first one that sees key n0 are skipped whole. Steps: (query head, query tile).
+  const int shift = a.seq_k - a.seq_q;
+  const int m_begin = a.causal ? max(0, n0 - shift) / BM * BM : 0;
+  const int nm = m_begin < a.seq_q ? (a.seq_q - m_begin + BM - 1) / BM : 0, steps = a.group * nm;
+  auto load_qdo = [&](int t, int buf) {
+    const int h = g * a.group + t / nm, m0 = m_begin + (t % nm) * BM;
+    const long long row0 = (static_cast<long long>(b) * a.heads_q + h) * a.seq_q;
+    unsigned char* qt = smem + a.off_q + buf * a.q_stage;
+    unsigned char* dt = smem + a.off_do + buf * a.do_stage;
+    const S* q = static_cast<const S*>(a.q.data) + b * a.q.batch_stride + h * a.q.head_stride;
+    const S* go = static_cast<const S*>(a.grad_out.data) + b * a.grad_out.batch_stride + h * a.grad_out.head_stride;
+    copy_rows<S>(qt, pk, 0, BM, CD, D, a.vec & kVecQ, a.q.data, [&](int r) -> const S* {
+      return m0 + r < a.seq_q ? q + static_cast<long long>(m0 + r) * a.q.seq_stride : nullptr;
+    });
+    copy_rows<S>(dt, pv, 0, BM, CD, D, a.vec & kVecDO, a.grad_out.data, [&](int r) -> const S* {
+      return m0 + r < a.seq_q ? go + static_cast<long long>(m0 + r) * a.grad_out.seq_stride : nullptr;
+    });
+    if (a.rkp)
+      copy_rows<S>(qt, pk, D * ES, BM, a.rkp * ES / 8, 2 * a.rkp, true, a.qx16, [&](int r) -> const S* {
+        return m0 + r < a.seq_q ? static_cast<const S*>(a.qx16) + (row0 + m0 + r) * 2 * a.rkp : nullptr;
+      });
+    if (a.rvp)
+      copy_rows<S>(dt, pv, D * ES, BM, a.rvp * ES / 8, 2 * a.rvp, true, a.dox16, [&](int r) -> const S* {
+        return m0 + r < a.seq_q ? static_cast<const S*>(a.dox16) + (row0 + m0 + r) * 2 * a.rvp : nullptr;
+      });
+  };
+  if (steps > 0) load_qdo(0, 0);
+  ptx::cp_async_commit();
+
+  const int kslab = warp % KSLABS, f0 = (warp / KSLABS) * FW;  // dK / dV
+  const int sw = warp % 4, sn = warp / 4;                       // S / dP and dQ
+  const int bk_row = lane % 8 + 8 * (lane / 16), bk_col = ((lane / 8) % 2) * 16;  // also Aᵀ from a [k][m] tile
+  const int bn_row = lane % 8 + 8 * ((lane / 8) % 2), bn_col = (lane / 16) * 16;  // B from a [k][n] tile
+  const int a_row = lane % 16, a_col = (lane / 16) * 16;
+  const float scale_log2 = a.scale * 1.44269504088896341f;
+  const int wdq = D + a.rk, nch = (D + a.rkp) / 16;
+  float dk[FW][4], dv[FW][4];
+#pragma unroll
+  for (int f = 0; f < FW; ++f)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[f][e] = dv[f][e] = 0.f;
+
+  int buf = 0;
+  for (int t = 0; t < steps; ++t) {
+    if (a.two_stage && t + 1 < steps) {
+      load_qdo(t + 1, buf ^ 1);
+      ptx::cp_async_commit();
+      ptx::cp_async_wait<1>();
+    } else {
+      ptx::cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int h = g * a.group + t / nm, m0 = m_begin + (t % nm) * BM;
+    const long long row0 = (static_cast<long long>(b) * a.heads_q + h) * a.seq_q;
+    const unsigned char* qt = smem + a.off_q + buf * a.q_stage;
+    const unsigned char* dt = smem + a.off_do + buf * a.do_stage;
+
+    // S = Q·Kᵀ, dP = dO·Vᵀ over the extended widths (16 rows × BN/2 keys per warp).
+    float s[NF][4], dp[NF][4];
+#pragma unroll
+    for (int f = 0; f < NF; ++f)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[f][e] = dp[f][e] = 0.f;
+    const unsigned char* kw = kt + sn * (BN / 2) * pk;
+    const unsigned char* vw = vt + sn * (BN / 2) * pv;
+    mma_rows_keys<E, NF>(s, qt + sw * 16 * pk, kw, pk, 0, D / 16, lane);
+    if (a.rkp) mma_rows_keys<E, NF>(s, qt + sw * 16 * pk, kw, pk, D / 16, D / 16 + a.rkp / 8, lane);
+    mma_rows_keys<E, NF>(dp, dt + sw * 16 * pv, vw, pv, 0, D / 16, lane);
+    if (a.rvp) mma_rows_keys<E, NF>(dp, dt + sw * 16 * pv, vw, pv, D / 16, D / 16 + a.rvp / 8, lane);
+
+    // P and dS (rows gq, gq + 8 of the warp's slab); padding rows: lse = −∞ gives P = 0.
+    float lse2[2], dsum[2];
+    int mrow[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int m = m0 + sw * 16 + gq + 8 * hf;
+      mrow[hf] = m;
+      const float lse = m < a.seq_q ? a.lse[row0 + m] : -INFINITY;
+      lse2[hf] = lse * 1.44269504088896341f;
+      dsum[hf] = m < a.seq_q ? a.dsum[row0 + m] : 0.f;
+    }
+#pragma unroll
+    for (int f = 0; f < NF; ++f)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int n = n0 + sn * (BN / 2) + f * 8 + 2 * qq + (e & 1), hf = e / 2;
+        // A row that sees no key has lse = −∞ and P = 0 (exp(S − lse) would be +∞).
+        const bool visible = n < a.seq_k && lse2[hf] != -INFINITY && (!a.causal || n <= mrow[hf] + shift);
+        const float p = visible ? exp2f(fmaf(s[f][e], scale_log2, -lse2[hf])) : 0.f;
+        s[f][e] = p;
+        dp[f][e] = p * (dp[f][e] - dsum[hf]);
+      }
+#pragma unroll
+    for (int f = 0; f < NF; ++f)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int off = (sw * 16 + gq + 8 * hf) * pp + (sn * (BN / 2) + f * 8 + 2 * qq) * ES;
+        uint32_t hi, lo;
+        split_pack<E>(s[f][2 * hf], s[f][2 * hf + 1], hi, lo);
+        *reinterpret_cast<uint32_t*>(ps + off) = hi;
+        *reinterpret_cast<uint32_t*>(ps + plo + off) = lo;
+        split_pack<E>(dp[f][2 * hf], dp[f][2 * hf + 1], hi, lo);
+        *reinterpret_cast<uint32_t*>(dss + off) = hi;
+        *reinterpret_cast<uint32_t*>(dss + plo + off) = lo;
+      }
+    __syncthreads();
+
+    // dV += Pᵀ·dO, dK += dSᵀ·Q (the base columns): keys 16·kslab …, fragments f0 … f0 + FW.
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; ++kk) {
+      uint32_t pa[4], pl[4], da[4], dl[4];
+      const int at = (kk * 16 + bk_row) * pp + kslab * 16 * ES + bk_col;
+      ptx::ldmatrix_x4_trans(pa, ps + at);
+      ptx::ldmatrix_x4_trans(pl, ps + plo + at);
+      ptx::ldmatrix_x4_trans(da, dss + at);
+      ptx::ldmatrix_x4_trans(dl, dss + plo + at);
+#pragma unroll
+      for (int f = 0; f + 1 < FW; f += 2) {
+        uint32_t bo[4], bq[4];
+        ptx::ldmatrix_x4_trans(bo, dt + (kk * 16 + bn_row) * pv + bn_col + (f0 + f) * 16);
+        ptx::ldmatrix_x4_trans(bq, qt + (kk * 16 + bn_row) * pk + bn_col + (f0 + f) * 16);
+        mma16<E>(dv[f], pa, bo[0], bo[1]);
+        mma16<E>(dv[f], pl, bo[0], bo[1]);
+        mma16<E>(dv[f + 1], pa, bo[2], bo[3]);
+        mma16<E>(dv[f + 1], pl, bo[2], bo[3]);
+        mma16<E>(dk[f], da, bq[0], bq[1]);
+        mma16<E>(dk[f], dl, bq[0], bq[1]);
+        mma16<E>(dk[f + 1], da, bq[2], bq[3]);
+        mma16<E>(dk[f + 1], dl, bq[2], bq[3]);
+      }
+      if constexpr (FW % 2 == 1) {  // D = 80: 5 fragments per warp
+        uint32_t bo[2], bq[2];
+        ptx::ldmatrix_x2_trans(bo, dt + (kk * 16 + lane % 16) * pv + (f0 + FW - 1) * 16);
+        ptx::ldmatrix_x2_trans(bq, qt + (kk * 16 + lane % 16) * pk + (f0 + FW - 1) * 16);
+        mma16<E>(dv[FW - 1], pa, bo[0], bo[1]);
+        mma16<E>(dv[FW - 1], pl, bo[0], bo[1]);
+        mma16<E>(dk[FW - 1], da, bq[0], bq[1]);
+        mma16<E>(dk[FW - 1], dl, bq[0], bq[1]);
+      }
+    }
+
+    // [dQ | dQL] += dS·[k_base | k_low_rank]: rows 16·sw …, 16-column chunks sn, sn + 2, …
+    uint32_t dsa[BN / 16][4], dsl[BN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      ptx::ldmatrix_x4(dsa[kk], dss + (sw * 16 + a_row) * pp + a_col + kk * 32);
+      ptx::ldmatrix_x4(dsl[kk], dss + plo + (sw * 16 + a_row) * pp + a_col + kk * 32);
+    }
+    for (int c = sn; c < nch; c += 2) {
+      float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        uint32_t bk[4];
+        ptx::ldmatrix_x4_trans(bk, kt + (kk * 16 + bn_row) * pk + bn_col + c * 32);
+        mma16<E>(acc[0], dsa[kk], bk[0], bk[1]);
+        mma16<E>(acc[0], dsl[kk], bk[0], bk[1]);
+        mma16<E>(acc[1], dsa[kk], bk[2], bk[3]);
+        mma16<E>(acc[1], dsl[kk], bk[2], bk[3]);
+      }
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int m = mrow[hf];
+        if (m >= a.seq_q) continue;
+        float* dst = a.dq + (row0 + m) * wdq;
+#pragma unroll
+        for (int f = 0; f < 2; ++f)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = c * 16 + f * 8 + 2 * qq + e;
+            if (col < wdq) atomicAdd(dst + col, acc[f][2 * hf + e]);
+          }
+      }
+    }
+    __syncthreads();  // this stage, P and dS are rewritten next
+    if (a.two_stage) {
+      buf ^= 1;
+    } else if (t + 1 < steps) {
+      load_qdo(t + 1, 0);
+      ptx::cp_async_commit();
+    }
+  }
+  ptx::cp_async_wait<0>();
+
+  // This CTA's rows of grad_k_base / grad_v_base: every query head of the group is summed in.
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int n = n0 + kslab * 16 + gq + 8 * hf;
+    if (n >= a.seq_k) continue;
+    S* gk = static_cast<S*>(a.grad_k_base.data) + b * a.grad_k_base.batch_stride + static_cast<long long>(n) * a.grad_k_base.seq_stride +
+            g * a.grad_k_base.head_stride;
+    S* gv = static_cast<S*>(a.grad_v_base.data) + b * a.grad_v_base.batch_stride + static_cast<long long>(n) * a.grad_v_base.seq_stride +
+            g * a.grad_v_base.head_stride;
+#pragma unroll
+    for (int f = 0; f < FW; ++f)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = (f0 + f) * 8 + 2 * qq + e;
+        gk[col] = E::from_float(a.scale * dk[f][2 * hf + e]);
+        gv[col] = E::from_float(dv[f][2 * hf + e]);
+      }
+  }
+  if (l < 0 || (a.rk == 0 && a.rv == 0)) return;  // uniform over the CTA
+  // dV, then scale·dK, of the tile through shared memory ([BN][D + 1] floats over the Q / dO stages).
+  float* dxs = reinterpret_cast<float*>(smem + a.off_q);
+  auto spill = [&](const float (&x)[FW][4], float mul) {
+#pragma unroll
+    for (int f = 0; f < FW; ++f)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dxs[(kslab * 16 + gq + 8 * (e / 2)) * (D + 1) + (f0 + f) * 8 + 2 * qq + (e & 1)] = mul * x[f][e];
+  };
+  if (a.rv > 0) {
+    __syncthreads();
+    spill(dv, 1.f);
+    __syncthreads();
+    low_rank_grads<E, D, BN, kMmaThreads>(
+        a, dxs, [&](int j, int r) { return E::to_float(*reinterpret_cast<const S*>(vt + j * pv + (D + r) * ES)); }, a.v_lora_b, a.rv,
+        a.gvl, a.gvb, b, g, l, n0);
+  }
+  if (a.rk > 0) {
+    __syncthreads();
+    spill(dk, a.scale);
+    __syncthreads();
+    low_rank_grads<E, D, BN, kMmaThreads>(
+        a, dxs, [&](int j, int r) { return E::to_float(*reinterpret_cast<const S*>(kt + j * pk + (D + r) * ES)); }, a.k_lora_b, a.rk,
+        a.gkl, a.gkb, b, g, l, n0);
+  }
+}
+#endif
+
+template <class E, int D>
+__global__ void __launch_bounds__(kMmaThreads) flash_lora_bwd_mma_kernel(BwdArgs a) {
+#if defined(SIMT_DEVICE_PATH)
+  if constexpr (SIMT_CUDA_ARCH >= 800) {
+    mma_backward<E, D>(a);
+  } else {
+    simt_trap();  // the launcher sends float16 / bfloat16 below sm_80 to the FMA kernel
+  }
 #endif
 }
 
@@ -428,12 +836,55 @@ void flash_lora_backward(const FlashLoraBackwardParams& p, int device) {
   a.grad_k_base = p.grad_k_base;
   a.grad_v_base = p.grad_v_base;
 
-  // float32 scratch: the prep kernel's rows (written whole), then the sums (zeroed).
+  int optin = 0;
+  LK_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  // float16 / bfloat16 on sm_80+: the tensor-core kernel when its shared memory fits (one Q / dO
+  // stage at least; else the FMA kernel below).
+  int mma_smem = 0;
+  if (f.dtype != DType::Float32 && device_props(device).cc >= 80) {
+    const int64_t es = 2, bn = D == 256 ? 32 : 64, rkp = (rk + 15) / 16 * 16, rvp = (rv + 15) / 16 * 16;
+    const int64_t pk = (D + 2 * rkp) * es + 16, pv = (D + 2 * rvp) * es + 16, pp = bn * es + 16;
+    const int64_t off_q = bn * (pk + pv);
+    for (int stages = 2; stages >= 1 && !mma_smem; --stages) {
+      const int64_t off_do = off_q + stages * kMmaBM * pk, off_p = off_do + stages * kMmaBM * pv, off_ds = off_p + 2 * kMmaBM * pp;
+      const int64_t total = std::max(off_ds + 2 * kMmaBM * pp, off_q + bn * (D + 1) * 4);
+      if (total > optin) continue;
+      mma_smem = static_cast<int>(total);
+      a.rkp = static_cast<int>(rkp), a.rvp = static_cast<int>(rvp);
+      a.pk = static_cast<int>(pk), a.pv = static_cast<int>(pv), a.pp = static_cast<int>(pp);
+      a.off_v = static_cast<int>(bn * pk), a.off_q = static_cast<int>(off_q), a.off_do = static_cast<int>(off_do);
+      a.off_p = static_cast<int>(off_p), a.off_ds = static_cast<int>(off_ds);
+      a.q_stage = static_cast<int>(kMmaBM * pk), a.do_stage = static_cast<int>(kMmaBM * pv);
+      a.two_stage = stages == 2;
+    }
+    auto aligned = [&](const void* ptr, std::initializer_list<int64_t> strides) {
+      if (reinterpret_cast<uintptr_t>(ptr) % 16) return false;
+      for (int64_t st : strides)
+        if (st * es % 16) return false;
+      return true;
+    };
+    a.vec = (aligned(f.q.data, {f.q.batch_stride, f.q.seq_stride, f.q.head_stride}) ? kVecQ : 0u) |
+            (aligned(f.k_base.data, {f.k_base.batch_stride, f.k_base.seq_stride, f.k_base.head_stride}) ? kVecK : 0u) |
+            (aligned(f.v_base.data, {f.v_base.batch_stride, f.v_base.seq_stride, f.v_base.head_stride}) ? kVecV : 0u) |
+            (aligned(p.grad_out.data, {p.grad_out.batch_stride, p.grad_out.seq_stride, p.grad_out.head_stride}) ? kVecDO : 0u) |
+            (rk && aligned(f.k_low_rank.data, {f.k_low_rank.batch_stride, f.k_low_rank.seq_stride}) ? kVecKr : 0u) |
+            (rv && aligned(f.v_low_rank.data, {f.v_low_rank.batch_stride, f.v_low_rank.seq_stride}) ? kVecVr : 0u);
+  }
+
+  // float32 scratch: the prep kernel's rows (written whole), then the sums (zeroed); then, for the
+  // tensor-core kernel, the dtype copies of the projected rows (hi | lo).
   const int64_t lr_k = f.batch * f.seq_k * rk, lr_v = f.batch * f.seq_k * rv;
   const int64_t b_k = f.adapters * f.heads_k * rk * D, b_v = f.adapters * f.heads_k * rv * D;
   const int64_t written = rows * (1 + rk + rv), zeroed = rows * (D + rk) + lr_k + lr_v + b_k + b_v;
-  DeviceScratch scratch(device, static_cast<size_t>(written + zeroed + 4) * sizeof(float));
+  const int64_t floats = (written + zeroed + 4 + 3) / 4 * 4;  // 16-byte aligned end
+  const int64_t ext16 = mma_smem ? rows * 2 * (a.rkp + a.rvp) : 0;  // 16-bit elements
+  DeviceScratch scratch(device, static_cast<size_t>(floats) * sizeof(float) + static_cast<size_t>(ext16) * 2);
   float* s = scratch.as<float>();
+  if (mma_smem) {
+    uint16_t* e16 = reinterpret_cast<uint16_t*>(s + floats);
+    a.qx16 = a.rkp ? e16 : nullptr;
+    a.dox16 = a.rvp ? e16 + rows * 2 * a.rkp : nullptr;
+  }
   a.dsum = s;
   a.qext = a.dsum + rows;
   a.doext = a.qext + rows * rk;
@@ -446,9 +897,7 @@ void flash_lora_backward(const FlashLoraBackwardParams& p, int device) {
 
   const long long smem_floats = static_cast<long long>(kBM + kBN) * (((D + rk) | 1) + ((D + rv) | 1)) + 2LL * kBM * (kBN + 1) + 2 * kBM;
   const int smem = static_cast<int>(smem_floats * sizeof(float));
-  int optin = 0;
-  LK_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (smem > optin)
+  if (!mma_smem && smem > optin)
     throw Error(ErrorCode::Unsupported, std::string(op) + " (cuda): head dim " + std::to_string(D) + " with ranks " + std::to_string(rk) +
                                             "/" + std::to_string(rv) + " needs " + std::to_string(smem) +
                                             " bytes of shared memory per block, the device allows " + std::to_string(optin));
@@ -461,7 +910,18 @@ void flash_lora_backward(const FlashLoraBackwardParams& p, int device) {
         simt_launch(flash_lora_bwd_prep_kernel<E, kD>, grid_for(rows * 32, kPrepWarps * 32, op), dim3(kPrepWarps * 32), 0, st, a);
         LK_CUDA_CHECK_LAUNCH("flash_lora_bwd_prep_kernel launch");
       }
-      if (f.seq_k > 0 && f.heads_k > 0 && f.batch > 0) {
+      if constexpr (!std::is_same_v<E, F32>) {
+        if (mma_smem && f.seq_k > 0 && f.heads_k > 0 && f.batch > 0) {
+          auto* kernel = flash_lora_bwd_mma_kernel<E, kD>;
+          if (mma_smem > 48 * 1024)
+            LK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, mma_smem));
+          const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(f.seq_k, mma_bn<kD>())), static_cast<unsigned>(f.heads_k),
+                          static_cast<unsigned>(f.batch));
+          simt_launch(kernel, grid, dim3(kMmaThreads), static_cast<size_t>(mma_smem), st, a);
+          LK_CUDA_CHECK_LAUNCH("flash_lora_bwd_mma_kernel launch");
+        }
+      }
+      if (!mma_smem && f.seq_k > 0 && f.heads_k > 0 && f.batch > 0) {
         auto* kernel = flash_lora_bwd_kernel<E, kD>;
         // Opt in to the device's whole per-block limit once per device and instantiation (the
         // launch's own size varies with the ranks).
