@@ -105,7 +105,7 @@ function makeInputs(c: AttnCase, device: Device, seed: number): Inputs {
 // LK_TEST_FOCUSED (the ThreadSanitizer run, one OS thread per emulated CUDA thread): a few small
 // cases that still cross tiles, masks, GQA and the split-KV path.
 const focused = process.env['LK_TEST_FOCUSED'] === '1';
-const FOCUSED_WORK = 40_000;
+const FOCUSED_WORK = 200_000;
 const work = (c: AttnCase) => c.batch * c.sq * c.sk * c.hq * c.d;
 
 describe.each(testDevices())('attention.flashLora / flashLoraBackward on $device', ({ device, emulated }) => {
