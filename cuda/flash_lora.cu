@@ -52,17 +52,18 @@
 
 #include "common.cuh"
 #include "flash_lora.cuh"
+#include "flash_lora_common.cuh"
 
 namespace lk::cuda_ops {
 namespace {
+
+using namespace flash_lora;
 
 constexpr int kThreads = 128;  // 4 warps
 constexpr int kMmaBM = 64, kFmaBM = 32;
 constexpr int kMaxSplits = 64;
 constexpr int kDecodeRows = 16;  // rows per KV head (Sq·G) at most for the split-KV path
 
-template <int D>
-constexpr int mma_bn() { return D == 256 ? 32 : 64; }
 template <int D>
 constexpr int fma_bn() { return D == 256 ? 16 : 32; }
 
@@ -228,20 +229,6 @@ __device__ __forceinline__ void store_lse(const FwdArgs& a, const RowDst& d, flo
 }
 
 // ---- float16 / bfloat16: mma.sync ------------------------------------------------------------
-template <class E>
-__device__ __forceinline__ void mma16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  const uint32_t b[2] = {b0, b1};
-  if constexpr (std::is_same_v<E, BF16>) ptx::mma_m16n8k16_bf16(d, a, b, d);
-  else ptx::mma_m16n8k16_f16(d, a, b, d);
-}
-
-// Two floats as hi (rounded) and lo (the residual, rounded) 16-bit pairs.
-template <class E>
-__device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  const uint16_t h0 = E::from_float(x0), h1 = E::from_float(x1);
-  hi = static_cast<uint32_t>(h0) | static_cast<uint32_t>(h1) << 16;
-  lo = E::pack2(x0 - E::to_float(h0), x1 - E::to_float(h1));
-}
 
 // RB: the padded ranks' bound (32 or 128), the size of O_r's registers; the loops over rank
 // fragments stop at the CTA's own padded rank.
@@ -741,19 +728,6 @@ __global__ void __launch_bounds__(kThreads) flash_lora_combine_kernel(FwdArgs a)
 }
 
 // ---- host ------------------------------------------------------------------------------------
-template <class Fn>
-void with_head_dim(int64_t d, Fn&& fn) {
-  switch (d) {
-    case 32: return fn(std::integral_constant<int, 32>{});
-    case 64: return fn(std::integral_constant<int, 64>{});
-    case 80: return fn(std::integral_constant<int, 80>{});
-    case 96: return fn(std::integral_constant<int, 96>{});
-    case 128: return fn(std::integral_constant<int, 128>{});
-    case 256: return fn(std::integral_constant<int, 256>{});
-    default: break;
-  }
-  throw Error(ErrorCode::Unsupported, "attention.flashLora (cuda): no kernel for head dim " + std::to_string(d));
-}
 
 int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
@@ -847,7 +821,7 @@ void flash_lora_forward(const FlashLoraParams& p, int device) {
           (a.vlb && aligned16(a.vlb, {}, es) ? kVecVlb : 0u);
 
   const bool mma = p.dtype != DType::Float32 && props.cc >= 80;
-  with_head_dim(p.head_dim, [&](auto dc) {
+  with_head_dim(p.head_dim, "attention.flashLora", [&](auto dc) {
     constexpr int D = decltype(dc)::value;
     const int bm = mma ? kMmaBM : kFmaBM, bn = mma ? mma_bn<D>() : fma_bn<D>();
     const int smem = plan_smem(a, mma, es, bm, bn, optin);

@@ -44,9 +44,12 @@
 
 #include "common.cuh"
 #include "flash_lora.cuh"
+#include "flash_lora_common.cuh"
 
 namespace lk::cuda_ops {
 namespace {
+
+using namespace flash_lora;
 
 constexpr int kBM = 32;       // query rows per step
 constexpr int kBN = 32;       // keys per CTA
@@ -395,25 +398,9 @@ __global__ void __launch_bounds__(kThreads) flash_lora_bwd_kernel(BwdArgs a) {
 // stage, past that (D = 128 with rk = rv = 128 on sm_90, more on A100) the FMA kernel.
 constexpr int kMmaThreads = 256;
 constexpr int kMmaBM = 64;
-template <int D>
-constexpr int mma_bn() { return D == 256 ? 32 : 64; }
 
 #if defined(SIMT_DEVICE_PATH)
 
-template <class E>
-__device__ __forceinline__ void mma16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  const uint32_t b[2] = {b0, b1};
-  if constexpr (std::is_same_v<E, BF16>) ptx::mma_m16n8k16_bf16(d, a, b, d);
-  else ptx::mma_m16n8k16_f16(d, a, b, d);
-}
-
-// Two floats as hi (rounded) and lo (the residual, rounded) 16-bit pairs.
-template <class E>
-__device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  const uint16_t h0 = E::from_float(x0), h1 = E::from_float(x1);
-  hi = static_cast<uint32_t>(h0) | static_cast<uint32_t>(h1) << 16;
-  lo = E::pack2(x0 - E::to_float(h0), x1 - E::to_float(h1));
-}
 
 // Rows [0, rows) × `chunks` 16-byte chunks from byte column col0 of a shared tile (pitch bytes per
 // row): row r from src(r) (null: zeros), `valid` elements per row (the rest zeros).
@@ -773,20 +760,6 @@ __global__ void __launch_bounds__(kEltThreads) flash_lora_bwd_store_kernel(const
 #endif
 }
 
-// The one place where the runtime head dim becomes a template argument.
-template <class Fn>
-void with_head_dim(int64_t d, Fn&& fn) {
-  switch (d) {
-    case 32: return fn(std::integral_constant<int, 32>{});
-    case 64: return fn(std::integral_constant<int, 64>{});
-    case 80: return fn(std::integral_constant<int, 80>{});
-    case 96: return fn(std::integral_constant<int, 96>{});
-    case 128: return fn(std::integral_constant<int, 128>{});
-    case 256: return fn(std::integral_constant<int, 256>{});
-    default: break;
-  }
-  throw Error(ErrorCode::Unsupported, "attention.flashLoraBackward (cuda): no kernel for head dim " + std::to_string(d));
-}
 
 void check_int(int64_t v, int64_t limit, const char* what) {
   if (v > limit)
@@ -904,7 +877,7 @@ void flash_lora_backward(const FlashLoraBackwardParams& p, int device) {
 
   with_element(f.dtype, op, [&](auto e) {
     using E = decltype(e);
-    with_head_dim(D, [&](auto dim) {
+    with_head_dim(D, "attention.flashLoraBackward", [&](auto dim) {
       constexpr int kD = decltype(dim)::value;
       if (rows > 0) {
         simt_launch(flash_lora_bwd_prep_kernel<E, kD>, grid_for(rows * 32, kPrepWarps * 32, op), dim3(kPrepWarps * 32), 0, st, a);
