@@ -4,7 +4,7 @@
 // barriers — a race — fails at least one of them. The emulated device reports SIMT_EMU_WORKERS SMs,
 // which decides the GEMM engine's tiles and splits: it is pinned to 2 (what CI has anyway), the
 // count test/gemm_engine.test.ts's shapes are chosen for. That suite then runs once more as a
-// Turing GPU (SIMT_EMU_CC=7.5): the FMA mainloop for every dtype (with quant.matmul's dequantizing loader).
+// Turing GPU (SIMT_EMU_CC=7.5): the FMA mainloop for every dtype (with quant.matmul's dequantizing loader), and flash attention's FMA kernels.
 // Before the suites, build-emu/ptx_golden (test/simt/ptx_golden.cu, built with the addon) replays
 // the H200 recordings in test/fixtures/gpu-golden/ through the emulated ptx:: wrappers
 // (csrc/simt/simt_ptx.h: mma.sync, ldmatrix, cp.async) and checks the emulator's cp.async and
@@ -52,5 +52,6 @@ for (const schedule of schedules) {
   console.log(`\n== emulated CUDA, SIMT_EMU_SCHED=${schedule}`);
   run([vitest, 'run'], { ...emulated, SIMT_EMU_SCHED: schedule });
 }
-console.log('\n== emulated CUDA as sm_75 (SIMT_EMU_CC=7.5): the GEMM engine\'s FMA mainloop for every dtype');
-run([vitest, 'run', 'test/gemm_engine.test.ts', 'test/lora_linear.test.ts', 'test/lora_backward.test.ts', 'test/quant_matmul.test.ts'], { ...emulated, SIMT_EMU_CC: '7.5' });
+console.log('\n== emulated CUDA as sm_75 (SIMT_EMU_CC=7.5): the GEMM engine\'s and flash attention\'s FMA kernels for every dtype');
+run([vitest, 'run', 'test/gemm_engine.test.ts', 'test/lora_linear.test.ts', 'test/lora_backward.test.ts', 'test/quant_matmul.test.ts',
+  'test/flash_lora.test.ts'], { ...emulated, SIMT_EMU_CC: '7.5' });
