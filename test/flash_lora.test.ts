@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { attention, type Device, type DType, reference, Tensor } from '../lib/index.js';
+import { attention, type Device, type DType, type FlashLoraArgs, reference, Tensor } from '../lib/index.js';
 import type { RefTensor } from '../lib/reference/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
 import { expectError } from './helpers/errors.js';
@@ -70,17 +70,8 @@ function backwardCases(): AttnCase[] {
     .map((c) => ({ ...c, name: `${c.name.replace(/Sq=\d+ Sk=\d+/, `Sq=${c.sq} Sk=${c.sk}`)}`, large: c.large || c.sq * c.sk * c.hq * c.d * c.batch > 300_000 }));
 }
 
-interface Inputs {
-  q: Tensor;
-  kBase: Tensor;
-  vBase: Tensor;
-  vLowRank?: Tensor;
-  vLoraB?: Tensor;
-  kLowRank?: Tensor;
-  kLoraB?: Tensor;
-  adapterIds?: number[];
-  causal: boolean;
-}
+/** The op's inputs with the ids as numbers (what the float64 reference reads too). */
+type Inputs = Omit<FlashLoraArgs, 'out' | 'lse' | 'adapterIds'> & { adapterIds?: number[]; causal: boolean };
 
 function makeInputs(c: AttnCase, device: Device, seed: number): Inputs {
   const opts = (s: number) => ({ dtype: c.dtype, device, seed: seed * 100 + s });

@@ -45,6 +45,7 @@
 
 #include "core/parallel.h"
 #include "cpu/dispatch/kernels.h"
+#include "cpu/packed_gemm.h"  // ceil_div, round_up
 #include "cpu/vec.h"
 
 namespace lk::cpu::LK_SIMD_NS {
@@ -58,78 +59,6 @@ constexpr int64_t kKeyTile = 64;     // keys per tile (forward and backward)
 constexpr int64_t kRowsTarget = 128;  // query rows (all heads of a group) per forward task
 constexpr int64_t kBwdRows = 64;     // query rows per backward block
 constexpr int64_t kDirectRows = 4;   // fewer rows: dot products against row-major K
-
-int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
-
-// ---- the few SIMD operations vec.h does not have --------------------------------------------------
-// fl_exp2: 2^x for x ≤ 127; x < −126 (and −∞) gives 0; NaN stays NaN. 2^x = 2^n·2^f, n = round(x),
-// f ∈ [−½, ½], 2^f = 1 + f·P(f) with Cephes' exp2f polynomial (relative error ≤ 2·10⁻⁷).
-constexpr float kE0 = 1.535336188319500e-4f, kE1 = 1.339887440266574e-3f, kE2 = 9.618437357674640e-3f,
-                kE3 = 5.550332471162809e-2f, kE4 = 2.402264791363012e-1f, kE5 = 6.931472028550421e-1f;
-
-inline Vec exp2_poly(Vec f) {
-  Vec p = vfma(vset1(kE0), f, vset1(kE1));
-  p = vfma(p, f, vset1(kE2));
-  p = vfma(p, f, vset1(kE3));
-  p = vfma(p, f, vset1(kE4));
-  p = vfma(p, f, vset1(kE5));
-  return vfma(p, f, vset1(1.0f));
-}
-
-#if defined(LK_SIMD_AVX512)
-inline Vec fl_sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
-inline Vec fl_max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
-inline float fl_hmax(Vec v) { return _mm512_reduce_max_ps(v); }
-inline Vec fl_exp2(Vec x) {
-  const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);  // NaN kept
-  x = _mm512_min_ps(_mm512_set1_ps(127.0f), _mm512_max_ps(_mm512_set1_ps(-126.0f), x));
-  const Vec n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  return _mm512_maskz_scalef_ps(keep, exp2_poly(_mm512_sub_ps(x, n)), n);
-}
-#elif defined(LK_SIMD_AVX2)
-inline Vec fl_sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
-inline Vec fl_max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-inline float fl_hmax(Vec v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-inline Vec fl_exp2(Vec x) {
-  const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_NLT_UQ);
-  x = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-126.0f), x));
-  const Vec n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_and_ps(keep, _mm256_mul_ps(exp2_poly(_mm256_sub_ps(x, n)), _mm256_castsi256_ps(e)));
-}
-#elif defined(LK_SIMD_NEON)
-inline Vec fl_sub(Vec a, Vec b) { return vsubq_f32(a, b); }
-inline Vec fl_max(Vec a, Vec b) { return vmaxq_f32(a, b); }
-inline float fl_hmax(Vec v) { return vmaxvq_f32(v); }
-inline Vec fl_exp2(Vec x) {
-  const uint32x4_t zero = vcltq_f32(x, vdupq_n_f32(-126.0f));  // false for NaN
-  x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-126.0f)), vdupq_n_f32(127.0f));
-  const Vec n = vrndnq_f32(x);
-  const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
-  const Vec r = vmulq_f32(exp2_poly(vsubq_f32(x, n)), vreinterpretq_f32_s32(e));
-  return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(r), zero));
-}
-#else
-inline Vec fl_sub(Vec a, Vec b) {
-  for (int i = 0; i < kLanes; ++i) a.v[i] -= b.v[i];
-  return a;
-}
-inline Vec fl_max(Vec a, Vec b) {
-  for (int i = 0; i < kLanes; ++i) a.v[i] = a.v[i] < b.v[i] ? b.v[i] : a.v[i];
-  return a;
-}
-inline float fl_hmax(Vec v) { return std::max(std::max(v.v[0], v.v[1]), std::max(v.v[2], v.v[3])); }
-inline Vec fl_exp2(Vec x) {
-  for (int i = 0; i < kLanes; ++i) x.v[i] = std::exp2(x.v[i]);
-  return x;
-}
-#endif
 
 // ---- the register-tiled micro-kernel ------------------------------------------------------------
 // C[M × N] (+)= A·B with A(i, k) = A[i·ars + k·acs] (row-major A, or a transposed view of one),
@@ -380,8 +309,8 @@ void forward_block(const FlashLoraParams& p, const FwdShape& sh, float* scratch,
       if (diagonal) lim = std::max<int64_t>(0, std::min(lim, i0 + r % nq + off - j0 + 1));
       for (int64_t n = lim; n < kKeyTile; ++n) s[n] = -kInf;
       Vec mx = vload(s);
-      for (int64_t n = kLanes; n < kKeyTile; n += kLanes) mx = fl_max(mx, vload(s + n));
-      const float m_new = std::max(m[r], fl_hmax(mx));
+      for (int64_t n = kLanes; n < kKeyTile; n += kLanes) mx = vmax(mx, vload(s + n));
+      const float m_new = std::max(m[r], vmax_lanes(mx));
       if (m_new == -kInf) {  // nothing visible yet: P = 0
         zero(s, kKeyTile);
         continue;
@@ -390,7 +319,7 @@ void forward_block(const FlashLoraParams& p, const FwdShape& sh, float* scratch,
       const Vec mv = vset1(m_new);
       Vec sum = vzero();
       for (int64_t n = 0; n < kKeyTile; n += kLanes) {
-        const Vec e = fl_exp2(fl_sub(vload(s + n), mv));
+        const Vec e = vexp2(vsub(vload(s + n), mv));
         vstore(s + n, e);
         sum = vadd(sum, e);
       }
@@ -695,9 +624,9 @@ void backward(const FlashLoraBackwardParams& bp) {
             float* ds = dP + ii * kKeyTile;
             const Vec lv = vset1(lse[ii]), dv = vset1(dd[ii]), l2e = vset1(kLog2e);
             for (int64_t n = 0; n < kKeyTile; n += kLanes) {
-              const Vec pv = fl_exp2(fl_sub(vmul(vload(s + n), l2e), lv));
+              const Vec pv = vexp2(vsub(vmul(vload(s + n), l2e), lv));
               vstore(s + n, pv);
-              vstore(ds + n, vmul(pv, fl_sub(vload(ds + n), dv)));
+              vstore(ds + n, vmul(pv, vsub(vload(ds + n), dv)));
             }
             if (masked) {
               int64_t lim = nk;

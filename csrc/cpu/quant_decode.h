@@ -202,15 +202,6 @@ inline void prefetch_for_read(const void* p) {
 #endif
 }
 
-// The largest lane of a vector of non-negative numbers (NaN lanes were never let in).
-inline float vmax_lanes(Vec v) {
-  alignas(64) float lanes[kLanes];
-  vstore(lanes, v);
-  float m = lanes[0];
-  for (int i = 1; i < kLanes; ++i) m = lanes[i] > m ? lanes[i] : m;
-  return m;
-}
-
 // Makes `v` the float32 value it holds, so that the next operation rounds separately: GCC's
 // default -ffp-contract=fast fuses a·b + c into one FMA even across statements, which would skip
 // the product's rounding that NF4's double quantization prescribes. The empty asm hides v.

@@ -8,6 +8,7 @@
 // Include only from csrc/cpu/*.cpp (inside no namespace); everything lands in
 // lk::cpu::LK_SIMD_NS, so each level gets its own copy.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -328,6 +329,75 @@ inline DVec dfma(DVec a, DVec b, DVec acc) {
 inline double dsum(DVec v) { return (v.v[0] + v.v[1]) + (v.v[2] + v.v[3]); }
 
 #endif
+
+// ---- subtraction, maximum and 2^x (the online softmax of csrc/cpu/flash_lora.cpp) ------------------
+// vexp2: 2^x for x ≤ 127; x < −126 (and −∞) gives 0; NaN stays NaN. 2^x = 2^n·2^f, n = round(x),
+// f ∈ [−½, ½], 2^f = 1 + f·P(f) with Cephes' exp2f polynomial (relative error ≤ 2·10⁻⁷).
+constexpr float kExp2C0 = 1.535336188319500e-4f, kExp2C1 = 1.339887440266574e-3f, kExp2C2 = 9.618437357674640e-3f,
+                kExp2C3 = 5.550332471162809e-2f, kExp2C4 = 2.402264791363012e-1f, kExp2C5 = 6.931472028550421e-1f;
+
+inline Vec exp2_poly(Vec f) {
+  Vec p = vfma(vset1(kExp2C0), f, vset1(kExp2C1));
+  p = vfma(p, f, vset1(kExp2C2));
+  p = vfma(p, f, vset1(kExp2C3));
+  p = vfma(p, f, vset1(kExp2C4));
+  p = vfma(p, f, vset1(kExp2C5));
+  return vfma(p, f, vset1(1.0f));
+}
+
+#if defined(LK_SIMD_AVX512)
+inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+inline Vec vexp2(Vec x) {
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);  // NaN kept
+  x = _mm512_min_ps(_mm512_set1_ps(127.0f), _mm512_max_ps(_mm512_set1_ps(-126.0f), x));
+  const Vec n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_maskz_scalef_ps(keep, exp2_poly(_mm512_sub_ps(x, n)), n);
+}
+#elif defined(LK_SIMD_AVX2)
+inline Vec vsub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+inline Vec vexp2(Vec x) {
+  const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_NLT_UQ);
+  x = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-126.0f), x));
+  const Vec n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(keep, _mm256_mul_ps(exp2_poly(_mm256_sub_ps(x, n)), _mm256_castsi256_ps(e)));
+}
+#elif defined(LK_SIMD_NEON)
+inline Vec vsub(Vec a, Vec b) { return vsubq_f32(a, b); }
+inline Vec vmax(Vec a, Vec b) { return vmaxq_f32(a, b); }
+inline Vec vexp2(Vec x) {
+  const uint32x4_t zero = vcltq_f32(x, vdupq_n_f32(-126.0f));  // false for NaN
+  x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-126.0f)), vdupq_n_f32(127.0f));
+  const Vec n = vrndnq_f32(x);
+  const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+  const Vec r = vmulq_f32(exp2_poly(vsubq_f32(x, n)), vreinterpretq_f32_s32(e));
+  return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(r), zero));
+}
+#else
+inline Vec vsub(Vec a, Vec b) {
+  for (int i = 0; i < kLanes; ++i) a.v[i] -= b.v[i];
+  return a;
+}
+inline Vec vmax(Vec a, Vec b) {
+  for (int i = 0; i < kLanes; ++i) a.v[i] = a.v[i] < b.v[i] ? b.v[i] : a.v[i];
+  return a;
+}
+inline Vec vexp2(Vec x) {
+  for (int i = 0; i < kLanes; ++i) x.v[i] = std::exp2(x.v[i]);
+  return x;
+}
+#endif
+
+// The largest lane (of lanes that hold no NaN).
+inline float vmax_lanes(Vec v) {
+  alignas(64) float lanes[kLanes];
+  vstore(lanes, v);
+  float m = lanes[0];
+  for (int i = 1; i < kLanes; ++i) m = lanes[i] > m ? lanes[i] : m;
+  return m;
+}
 
 // Cache hint (a no-op where the compiler has no builtin).
 inline void prefetch_for_write(const void* p) {
