@@ -27,6 +27,7 @@ struct LoraForwardParams {
   const void* weight = nullptr;   // [n, k] (nn.Linear layout), row stride weight_stride
   int64_t weight_stride = 0;
   const void* bias = nullptr;     // [n] contiguous, or null
+  bool bias_f32 = false;  // bias is float32 while dtype is float16/bfloat16 (the mixed-precision layout)
   const void* a = nullptr;        // [r, k] (PEFT lora_A.weight), row stride a_stride
   int64_t a_stride = 0;
   const void* b = nullptr;        // [n, r] (PEFT lora_B.weight), row stride b_stride

@@ -33,6 +33,7 @@ struct LoraMultiParams {
   const void* weight = nullptr;  // [n, k], row stride weight_stride
   int64_t weight_stride = 0;
   const void* bias = nullptr;    // [n] contiguous, or null
+  bool bias_f32 = false;  // bias is float32 while dtype is float16/bfloat16 (the mixed-precision layout)
   const void* a = nullptr;       // [L, r_max, k] contiguous
   const void* b = nullptr;       // [L, n, r_max] contiguous
   const int32_t* ranks = nullptr;       // [L], each in [1, r_max]; null: every adapter has r_max

@@ -24,6 +24,7 @@ struct QuantMatmulParams {
   const void* x = nullptr;        // [m, k]
   int64_t x_stride = 0;
   const void* bias = nullptr;     // [n] or null
+  bool bias_f32 = false;  // bias is float32 while dtype is float16/bfloat16 (the mixed-precision layout)
   int64_t r = 0;                  // 0: no low-rank term
   const void* a = nullptr;        // [r, k]
   int64_t a_stride = 0;
