@@ -49,7 +49,8 @@ export interface SummaryRow extends Measurement {
 /**
  * One run of benchmarks: the device, --quick, where JSON lines go (none: printed only), the rows
  * so far (CPU measurements, GPU comparisons), the progress line, the peer's python (found once)
- * and why the peer cannot run on a device (once known, it is not started again).
+ * why the peer cannot run on a device (once known, it is not started again) and what the CPU peer
+ * last ran on (its BLAS goes into every CPU row written).
  */
 export const session: {
   device: BenchDevice;
@@ -60,6 +61,7 @@ export const session: {
   stage: string;
   python: string | undefined;
   peerUnavailable: Map<BenchDevice, string>;
+  peerEnv?: PeerEnv;
 } = {
   device: 'cpu',
   quick: false,
@@ -214,16 +216,49 @@ export interface PeerResult {
   batch?: number;
 }
 
-/** What ran the peer: torch's version and threads, numpy's version; on the GPU also CUDA, cuBLAS and the GPU it saw. */
+/** The BLAS under the CPU peer, as torch_peer.py's blas_info found it in the process. */
+export interface PeerBlas {
+  kind: 'openblas' | 'mkl' | 'blis' | 'atlas' | 'reference' | 'unknown';
+  libraries: string[];
+  /** OpenBLAS's build string: version, the core type its kernels were picked for. */
+  config: string | null;
+  /** float32 512³ GEMM through torch: the reference BLAS ran ~6 GFLOP/s, OpenBLAS 90–200 on 2 Zen 4 cores. */
+  gemm_gflops: number;
+}
+
+/** What ran the peer: torch's version and threads, numpy's version, the BLAS; on the GPU also CUDA, cuBLAS and the GPU it saw. */
 export interface PeerEnv {
   torch: string;
   threads: number;
   /** numpy's version in the peer's python (null without numpy; svd_numpy needs it). */
   numpy?: string | null;
+  blas?: PeerBlas;
   cuda?: string | null;
   cublas?: string | null;
   gpu?: string;
   capability?: string;
+}
+
+/** Below this a peer's 512³ GEMM is not an optimized BLAS's (a warning, and every ratio to it is suspect). */
+const SLOW_BLAS_GFLOPS = 10;
+
+/** The peer in one line: torch, its BLAS (the library, OpenBLAS's build string, the GEMM rate) or its GPU stack. */
+export function describePeer(env: PeerEnv): string {
+  if (env.gpu) return `torch ${env.torch}, CUDA ${env.cuda ?? '?'}, cuBLAS ${env.cublas ?? '?'}, on ${env.gpu} (compute capability ${env.capability})`;
+  const blas = env.blas;
+  if (!blas) return `torch ${env.torch} (BLAS unknown: an older bench/peers/torch_peer.py)`;
+  const library = blas.config ?? (blas.libraries.map((l) => path.basename(l)).join(', ') || 'no BLAS library found in the process');
+  return `torch ${env.torch}${env.numpy ? `, numpy ${env.numpy}` : ''}, BLAS: ${blas.kind} (${library}), float32 512³ GEMM ${blas.gemm_gflops.toFixed(1)} GFLOP/s`;
+}
+
+/** Says loudly when the CPU peer runs on the reference BLAS (or anything as slow): its ratios would flatter us. */
+function warnSlowBlas(env: PeerEnv): void {
+  const blas = env.blas;
+  if (!blas || (blas.kind !== 'reference' && blas.gemm_gflops >= SLOW_BLAS_GFLOPS)) return;
+  const bar = '!'.repeat(100);
+  console.log(`${bar}\nWARNING: the torch peer runs on ${blas.kind === 'reference' ? 'the reference BLAS' : 'a slow BLAS'} ` +
+    `(${blas.libraries.join(', ') || 'unknown library'}; 512³ GEMM ${blas.gemm_gflops.toFixed(1)} GFLOP/s): every ratio to torch ` +
+    `below flatters us by up to ~80×.\nInstall an optimized BLAS for the peer (Debian: apt-get install libopenblas0-pthread) and rerun.\n${bar}`);
 }
 
 export interface PeerRun {
@@ -287,6 +322,11 @@ export function runTorchPeer(tasks: PeerTask[]): PeerRun | undefined {
     }
   }
   const stderr = (run.stderr ?? '').trim();
+  if (peerEnv && device === 'cpu') {
+    session.peerEnv = peerEnv;
+    console.log(`peer: ${describePeer(peerEnv)}`);
+    warnSlowBlas(peerEnv);
+  }
   if (timedOut) {
     console.log(`note: torch peer stopped after ${timeoutS} s (LORA_KERNELS_PEER_TIMEOUT_S) with ${results.size} of ${tasks.length} tasks timed`);
     return peerEnv && { results, env: peerEnv };
@@ -336,7 +376,7 @@ export function writeResults(bench: string, rows: (Measurement & Record<string, 
   session.rows.push(...rows.map((r) => ({
     ...r, gflops: gflops(r), gbps: gbps(r), peer: peer.label, ratioToPeer: typeof r[peer.key] === 'number' ? (r[peer.key] as number) : null,
   })));
-  appendJsonLines(bench, rows);
+  appendJsonLines(bench, rows, session.peerEnv ? { peerEnv: session.peerEnv } : {});
 }
 
 /** Appends rows to <resultsDir>/<name>.jsonl with the date, commit and machine (when the run has a results folder). */
@@ -417,9 +457,7 @@ function goalMet(row: GpuComparisonRow): string {
  */
 export function reportGpu(bench: string, comparisons: GpuComparison[], peer: PeerRun | undefined): void {
   const gpu = gpuDevice();
-  const peerText = peer
-    ? `torch ${peer.env.torch}, CUDA ${peer.env.cuda ?? '?'}, cuBLAS ${peer.env.cublas ?? '?'}, on ${peer.env.gpu} (compute capability ${peer.env.capability})`
-    : 'none (see the note above)';
+  const peerText = peer ? describePeer(peer.env) : 'none (see the note above)';
   console.log(`gpu: ${gpu.name}, compute capability ${gpu.computeCapability}${gpu.emulated ? ' (the SIMT emulator: timings mean nothing)' : ''}` +
     `${session.quick ? '; --quick: tiny shapes, plumbing only' : ''}\npeer: ${peerText}`);
   const rows: GpuComparisonRow[] = comparisons.map(({ ours, vs, ref, goal }) => {

@@ -1,6 +1,6 @@
 /** The benchmark runner behind `lora-kernels bench [op...]` and `npm run bench`. */
 import { backends } from '../lib/index.js';
-import { type BenchDevice, machine, printGoals, printTable, session, type SummaryRow, type GpuComparisonRow } from './common.js';
+import { type BenchDevice, describePeer, machine, printGoals, printTable, session, type SummaryRow, type GpuComparisonRow } from './common.js';
 import * as loraLinear from './lora_linear.bench.js';
 import * as loraMulti from './lora_multi.bench.js';
 import * as dora from './dora.bench.js';
@@ -48,7 +48,7 @@ export async function runBenchmarks(names: readonly string[], opts: BenchOptions
     }
   }
   const chosen = Object.keys(BENCHES).filter((n) => names.length === 0 || names.includes(n));
-  Object.assign(session, { device, quick, resultsDir: opts.resultsDir, rows: [], comparisons: [], python: undefined, peerUnavailable: new Map() });
+  Object.assign(session, { device, quick, resultsDir: opts.resultsDir, rows: [], comparisons: [], python: undefined, peerUnavailable: new Map(), peerEnv: undefined });
   console.log('machine:', JSON.stringify(machine()));
   for (const [i, name] of chosen.entries()) {
     session.stage = `[${i + 1}/${chosen.length} ${name}${device === 'cuda' ? ' cuda' : ''}]`;
@@ -63,5 +63,6 @@ export async function runBenchmarks(names: readonly string[], opts: BenchOptions
   console.log('\n== summary');
   printTable(['bench', 'case', 'impl', 'dtype', 'ms (median)', 'GFLOP/s', 'GB/s', '× peer', 'peer'],
     session.rows.map((r) => [r.bench, r.case, r.impl, r.dtype, r.msMedian, r.gflops, r.gbps, r.ratioToPeer ?? NaN, r.peer]));
+  if (session.peerEnv) console.log(`torch peer: ${describePeer(session.peerEnv)}`);
   return session.rows;
 }

@@ -9,8 +9,8 @@ with the shape {"m", "k", "n", "r", "adapters"?} for the LoRA ops, {"batch", "m"
 "causal", "lora"} (+ "ids") for the attention ops (attention_naive, attention_sdpa: see
 AttentionInputs).
 Prints JSON lines, flushed one by one (bench/common.ts keeps what came when it stops a slow peer):
-first the environment {"torch", "threads", "numpy" (null without it), and on cuda "cuda", "cublas",
-"gpu", "capability"},
+first the environment {"torch", "threads", "numpy" (null without it), "blas" (see blas_info), and on
+cuda "cuda", "cublas", "gpu", "capability"},
 then per task {"id", "ms_median", "ms_min", "runs"} plus, on cuda, {"event_ms", "batch"}.
 A task that fails prints {"id", "error"} and the others go on. Exits with 3 when a cuda task
 is asked of a torch that has no usable CUDA device.
@@ -20,6 +20,8 @@ this process only.
 import ctypes
 import json
 import math
+import os
+import re
 import sys
 import time
 
@@ -66,8 +68,47 @@ def numpy_version():
     return numpy.__version__
 
 
+def blas_info():
+    """Which BLAS the CPU peer really runs on, found from the libraries this process mapped after a
+    matmul (Debian's libblas.so.3 is an alternative: OpenBLAS, BLIS or the reference BLAS), with
+    OpenBLAS's own build string, and a 512³ float32 GEMM's GFLOP/s as the plain evidence: the
+    reference BLAS runs it at ~6 GFLOP/s where OpenBLAS runs 90–200 on 2 Zen 4 cores, so every ratio
+    to such a peer would flatter us ~80×. {"kind": "openblas" | "mkl" | "blis" | "atlas" |
+    "reference" | "unknown", "libraries", "config" (OpenBLAS only), "gemm_gflops"}."""
+    x = torch.rand(512, 512, generator=torch.Generator().manual_seed(0))
+    (x @ x).sum().item()  # loads the BLAS
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if re.search(r"blas|mkl_|blis|atlas", line.split()[-1])})
+    except OSError:  # no /proc: the GEMM speed alone tells
+        paths = []
+    # torch (and numpy) call the BLAS through libblas.so.3 where the process has one: Debian's
+    # alternative, whose real path names the implementation. Another BLAS may be mapped beside it
+    # (OpenBLAS's liblapack.so.3 pulls in libopenblas behind a reference libblas.so.3), so that one
+    # decides; without it (pip wheels), whatever BLAS is mapped.
+    blas_alternative = [p for p in paths if os.path.basename(p).startswith("libblas.so")]
+    names = " ".join(blas_alternative or paths)
+    kind = ("openblas" if "openblas" in names else "mkl" if "mkl_" in names else "blis" if "blis" in names
+            else "atlas" if "atlas" in names else "reference" if "libblas.so" in names else "unknown")
+    config = None
+    for lib_path in (p for p in paths if kind == "openblas" and "openblas" in os.path.basename(p)):
+        try:
+            get_config = ctypes.CDLL(lib_path).openblas_get_config
+            get_config.restype = ctypes.c_char_p
+            config = get_config().decode()
+            break
+        except (OSError, AttributeError):
+            continue
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        (x @ x).sum().item()
+        runs.append(time.perf_counter() - start)
+    return {"kind": kind, "libraries": paths, "config": config, "gemm_gflops": 2 * 512 ** 3 / min(runs) / 1e9}
+
+
 def environment(use_cuda):
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "numpy": numpy_version()}
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "numpy": numpy_version(), "blas": blas_info()}
     if use_cuda:
         env.update(
             cuda=torch.version.cuda,
