@@ -83,7 +83,8 @@ function info(args: string[]): void {
 
 const BENCH_USAGE = `usage: lora-kernels bench [op...] [--device cpu|cuda] [--quick] [--out DIR] [--list]
 
-  op...              lora.forward, lora.forwardMulti, lora.doraForward, lora.backward (default: all)
+  op...              lora.forward, lora.forwardMulti, lora.doraForward, lora.backward, quant.matmul,
+                     linalg, attention.flashLora (default: all; --list prints them)
   --device cpu|cuda  cpu (default): the CPU case lists. cuda: the GPU case lists on the first CUDA
                      device: per op the wall time per call (with a device synchronize) and the
                      CUDA-event time per call over a batch of back-to-back calls, TFLOP/s and GB/s,
@@ -97,7 +98,9 @@ const BENCH_USAGE = `usage: lora-kernels bench [op...] [--device cpu|cuda] [--qu
 
 The torch peer runs in python: LORA_KERNELS_PYTHON, else the first python3 on PATH that has
 torch, else /usr/bin/python3; it is stopped after LORA_KERNELS_PEER_TIMEOUT_S seconds (default
-600 on the CPU, 120 on the GPU), and the run goes on without it when it is missing.
+600 on the CPU, 120 on the GPU), and the run goes on without it when it is missing. Each table
+is preceded by what the peer ran on (its BLAS and a 512³ GEMM's GFLOP/s; on a GPU, CUDA and
+cuBLAS), with a warning when that is the reference BLAS.
 `;
 
 async function bench(args: string[]): Promise<void> {
