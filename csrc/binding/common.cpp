@@ -270,6 +270,14 @@ void expect(bool ok, ErrorCode code, const char* op, const std::string& message)
   if (!ok) throw Error(code, std::string(op) + ": " + message);
 }
 
+bool mixed_bias(const TensorArg& bias, DType x, const char* op) {
+  if (!bias.data) return false;
+  const bool half = x == DType::Float16 || x == DType::BFloat16, f32 = half && bias.dtype == DType::Float32;
+  expect(bias.dtype == x || f32, ErrorCode::DType, op,
+         std::string("bias must be ") + dtype_name(x) + (half ? " or float32" : "") + ", got " + dtype_name(bias.dtype));
+  return f32;
+}
+
 Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op) {
   if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
   return info[0].As<Napi::Object>();

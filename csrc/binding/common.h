@@ -73,6 +73,10 @@ bool bool_arg(const Napi::Object& obj, const char* name, bool fallback);
 // Throws `code` with "<op>: <message>" unless ok.
 void expect(bool ok, ErrorCode code, const char* op, const std::string& message);
 
+// A bias in the dtype of x, or float32 when x is float16/bfloat16 (added in float32 before the one
+// rounding); ERR_DTYPE otherwise. Returns whether it is that float32 bias (the params' bias_f32).
+bool mixed_bias(const TensorArg& bias, DType x, const char* op);
+
 // The descriptor object an op entry takes as its one argument (ERR_ARGUMENT otherwise).
 Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op);
 

@@ -69,13 +69,15 @@ Napi::Value dora_forward_entry(const Napi::CallbackInfo& info, bool async) {
     const DoraOperands o(d, op, keep);
     TensorArg y = tensor_arg(d, "out", keep), bias = optional_tensor_arg(d, "bias", keep);
     o.placed(y, o.x.dtype);
-    o.placed(bias, o.x.dtype);
+    o.placed(bias, bias.dtype);
+    const bool bias_f32 = mixed_bias(bias, o.x.dtype, o.op);
     o.sized(y, o.m * o.n, "out must hold M·N elements");
     if (bias.data) o.sized(bias, o.n, "bias must be [N]");
 
     DoraForwardParams p;
     o.fill(p.lora);
     p.lora.bias = bias.data;
+    p.lora.bias_f32 = bias_f32;
     p.lora.scale = static_cast<float>(number_arg(d, "scale", 1.0));
     p.lora.y = y.data;
     p.lora.y_stride = o.n;

@@ -28,7 +28,9 @@ Napi::Value lora_forward_entry(const Napi::CallbackInfo& info, bool async) {
     expect(x.ndim() >= 1 && w.ndim() == 2, ErrorCode::Shape, "x must be [..., K] and weight [N, K]");
     const int64_t k = x.dim(-1), n = w.dim(0), m = k > 0 ? x.numel() / k : 0;
     expect(w.dim(1) == k, ErrorCode::Shape, "weight must be [N, K] with K = x.shape[-1]");
-    for (auto* t : {&w, &y, &bias, &a, &b, &mask}) expect_same_placement(x, *t, "every tensor");
+    for (auto* t : {&w, &y, &a, &b, &mask}) expect_same_placement(x, *t, "every tensor");
+    const bool bias_f32 = mixed_bias(bias, x.dtype, "lora.forward");
+    expect(!bias.data || bias.device.index == x.device.index, ErrorCode::Device, "bias must be on the device of x");
     expect(y.numel() == m * n, ErrorCode::Shape, "out must hold M·N elements");
     expect(!bias.data || bias.numel() == n, ErrorCode::Shape, "bias must be [N]");
     expect(!mask.data || mask.numel() == x.numel(), ErrorCode::Shape, "dropoutMask must have the shape of x");
@@ -46,6 +48,7 @@ Napi::Value lora_forward_entry(const Napi::CallbackInfo& info, bool async) {
     p.x = x.data; p.x_stride = k;
     p.weight = w.data; p.weight_stride = k;
     p.bias = bias.data;
+    p.bias_f32 = bias_f32;
     p.a = a.data; p.a_stride = k;
     p.b = b.data; p.b_stride = r;
     p.dropout_mask = mask.data; p.mask_stride = k;

@@ -27,10 +27,10 @@ Napi::Value lora_forward_multi_entry(const Napi::CallbackInfo& info, bool async)
     const int64_t k = x.dim(-1), n = w.dim(0), m = k > 0 ? x.numel() / k : 0, l = a.dim(0), r_max = a.dim(1);
     expect(w.dim(1) == k && a.dim(2) == k, ErrorCode::Shape, "weight and a must have K = x.shape[-1] columns");
     expect(b.dim(0) == l && b.dim(1) == n && b.dim(2) == r_max, ErrorCode::Shape, "b must be [L, N, rMax]");
-    for (const TensorArg* t : {&w, &a, &b, &y, &bias}) {
-      if (!t->data) continue;
+    for (const TensorArg* t : {&w, &a, &b, &y}) {
       expect(t->dtype == x.dtype, ErrorCode::DType, "every float tensor must have the dtype of x");
     }
+    const bool bias_f32 = mixed_bias(bias, x.dtype, "lora.forwardMulti");
     expect(ids.dtype == DType::Int32 && (!ranks.data || ranks.dtype == DType::Int32) && scales.dtype == DType::Float32,
            ErrorCode::DType, "adapterIds and ranks must be int32, scales float32");
     for (const TensorArg* t : {&w, &a, &b, &y, &bias, &ranks, &scales, &ids}) {
@@ -47,6 +47,7 @@ Napi::Value lora_forward_multi_entry(const Napi::CallbackInfo& info, bool async)
     p.x = x.data; p.x_stride = k;
     p.weight = w.data; p.weight_stride = k;
     p.bias = bias.data;
+    p.bias_f32 = bias_f32;
     p.a = a.data;
     p.b = b.data;
     p.ranks = static_cast<const int32_t*>(ranks.data);

@@ -44,7 +44,8 @@ Napi::Value matmul_entry(const Napi::CallbackInfo& info, bool async) {
     const int64_t m = x.numel() / k;
     c.operand(x, "x", m * k, x.dtype);
     c.operand(y, "out", m * n, x.dtype);
-    c.operand(bias, "bias", n, x.dtype);
+    c.operand(bias, "bias", n, bias.dtype);
+    const bool bias_f32 = mixed_bias(bias, x.dtype, op);
     c.operand(gate, "gatePerOutput", n, DType::Float32);
     c.expect((a.data == nullptr) == (b.data == nullptr), ErrorCode::Argument, "a and b come together");
     if (a.data) {
@@ -57,6 +58,7 @@ Napi::Value matmul_entry(const Napi::CallbackInfo& info, bool async) {
     p.m = m;
     p.x = x.data; p.x_stride = k;
     p.bias = bias.data;
+    p.bias_f32 = bias_f32;
     p.a = a.data; p.a_stride = k;
     p.b = b.data; p.b_stride = p.r;
     p.scale = static_cast<float>(number_arg(d, "scale", 1.0));
