@@ -252,11 +252,8 @@ Napi::Value event_destroy(const Napi::CallbackInfo& info) {
 // testKernelFault(device) / testKernelFaultAsync(device): test-only (test/cuda_fault.test.ts), an
 // op whose kernel traps, which kills the device's CUDA context for the rest of the process.
 Napi::Value test_kernel_fault(const Napi::CallbackInfo& info, bool async) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    const int device = device_index_arg(info[0]);
-    return run(env, async, Device{device}, KeepAlive{}, [device] { gpu::test_kernel_fault(device); });
-  });
+  const int device = device_index_arg(info[0]);
+  return run(info.Env(), async, Device{device}, KeepAlive{}, [device] { gpu::test_kernel_fault(device); });
 }
 
 // fillRandn(typedArray, dtypeCode, seed): host fill; device tensors are filled on the host and
@@ -297,8 +294,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("takeOpPlans", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::String::New(info.Env(), lk::gpu::take_op_plans());
   }));
-  exports.Set("testKernelFault", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return test_kernel_fault(info, false); }));
-  exports.Set("testKernelFaultAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return test_kernel_fault(info, true); }));
+  export_op(env, exports, "testKernelFault", test_kernel_fault);
   register_lora_linear(env, exports);
   register_lora_multi(env, exports);
   register_dora(env, exports);

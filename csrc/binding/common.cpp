@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -30,7 +31,8 @@ int64_t TensorArg::numel() const {
   return n;
 }
 
-[[noreturn]] void throw_js(Napi::Env env, ErrorCode code, const std::string& message) {
+// A JS Error carrying `code` (the TS layer turns it into LoraKernelsError).
+[[noreturn]] static void throw_js(Napi::Env env, ErrorCode code, const std::string& message) {
   Napi::Error err = Napi::Error::New(env, message);
   err.Set("code", Napi::String::New(env, error_code_name(code)));
   throw err;
@@ -47,29 +49,31 @@ static std::string describe(const Napi::Value& v) {
   return "a value of another type";
 }
 
-static TensorArg read_tensor(const Napi::Object& obj, const char* name, KeepAlive& keep, bool optional) {
-  Napi::Value v = obj.Get(name);
+TensorArg Descriptor::read_tensor(const char* field, bool optional) const {
+  const std::string name = prefix_ + field;
+  Napi::Value v = obj_.Get(field);
   if (optional && (v.IsUndefined() || v.IsNull())) return TensorArg{};
   if (!v.IsObject()) {
-    throw Error(ErrorCode::Argument, std::string(name) + ": expected a tensor descriptor, got " + describe(v));
+    throw Error(ErrorCode::Argument, op_ + ": " + name + ": expected a tensor descriptor, got " + describe(v));
   }
   Napi::Object desc = v.As<Napi::Object>();
   TensorArg t;
+  t.name = name;
   Napi::Value dtype = desc.Get("dtype");
-  if (!dtype.IsNumber()) throw Error(ErrorCode::DType, std::string(name) + ": expected a dtype code, got " + describe(dtype));
+  if (!dtype.IsNumber()) throw Error(ErrorCode::DType, op_ + ": " + name + ": expected a dtype code, got " + describe(dtype));
   int code = dtype.As<Napi::Number>().Int32Value();
   if (code < 0 || code > static_cast<int>(DType::Int32)) {
-    throw Error(ErrorCode::DType, std::string(name) + ": unknown dtype code " + std::to_string(code));
+    throw Error(ErrorCode::DType, op_ + ": " + name + ": unknown dtype code " + std::to_string(code));
   }
   t.dtype = static_cast<DType>(code);
   Napi::Value shape = desc.Get("shape");
-  if (!shape.IsArray()) throw Error(ErrorCode::Shape, std::string(name) + ": expected a shape array, got " + describe(shape));
+  if (!shape.IsArray()) throw Error(ErrorCode::Shape, op_ + ": " + name + ": expected a shape array, got " + describe(shape));
   Napi::Array dims = shape.As<Napi::Array>();
   for (uint32_t i = 0; i < dims.Length(); ++i) {
     Napi::Value d = dims.Get(i);
     double dv = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1;
     if (!(dv >= 0) || dv != static_cast<double>(static_cast<int64_t>(dv)) || dv > 9.0e15) {
-      throw Error(ErrorCode::Shape, std::string(name) + ": shape[" + std::to_string(i) + "] must be a non-negative integer");
+      throw Error(ErrorCode::Shape, op_ + ": " + name + ": shape[" + std::to_string(i) + "] must be a non-negative integer");
     }
     t.shape.push_back(static_cast<int64_t>(dv));
   }
@@ -79,44 +83,110 @@ static TensorArg read_tensor(const Napi::Object& obj, const char* name, KeepAliv
     Napi::TypedArray arr = data.As<Napi::TypedArray>();
     Napi::ArrayBuffer ab = arr.ArrayBuffer();
     if (ab.Data() == nullptr && arr.ByteLength() > 0) {
-      throw Error(ErrorCode::Disposed, std::string(name) + ": its ArrayBuffer was detached (transferred or freed)");
+      throw Error(ErrorCode::Disposed, op_ + ": " + name + ": its ArrayBuffer was detached (transferred or freed)");
     }
     t.data = static_cast<uint8_t*>(ab.Data()) + arr.ByteOffset();
     t.bytes = arr.ByteLength();
     t.device = Device{-1};
-    keep.hold(data);
+    keep_->hold(data);
   } else if (data.IsExternal() && data.As<Napi::External<DeviceBufferBox>>().CheckTypeTag(&kDeviceBufferTag)) {
     auto* box = data.As<Napi::External<DeviceBufferBox>>().Data();
-    if (!box || !box->memory) throw Error(ErrorCode::Disposed, std::string(name) + ": the tensor was disposed");
+    if (!box || !box->memory) throw Error(ErrorCode::Disposed, op_ + ": " + name + ": the tensor was disposed");
     t.data = box->memory->ptr;
     t.bytes = box->memory->bytes;
     t.device = Device{box->memory->device};
-    keep.hold(box->memory);
+    keep_->hold(box->memory);
   } else {
-    throw Error(ErrorCode::Argument, std::string(name) + ": expected tensor data (TypedArray or device buffer), got " + describe(data));
+    throw Error(ErrorCode::Argument, op_ + ": " + name + ": expected tensor data (TypedArray or device buffer), got " + describe(data));
   }
   if (t.bytes < need) {
-    throw Error(ErrorCode::Shape, std::string(name) + ": shape needs " + std::to_string(need) + " bytes, the buffer holds " +
+    throw Error(ErrorCode::Shape, op_ + ": " + name + ": shape needs " + std::to_string(need) + " bytes, the buffer holds " +
                                       std::to_string(t.bytes));
   }
   return t;
 }
 
-TensorArg tensor_arg(const Napi::Object& obj, const char* name, KeepAlive& keep) { return read_tensor(obj, name, keep, false); }
-TensorArg optional_tensor_arg(const Napi::Object& obj, const char* name, KeepAlive& keep) { return read_tensor(obj, name, keep, true); }
+bool Descriptor::given(const char* field) const {
+  const Napi::Value v = obj_.Get(field);
+  return !v.IsUndefined() && !v.IsNull();
+}
 
-double number_arg(const Napi::Object& obj, const char* name, double fallback) {
-  Napi::Value v = obj.Get(name);
+TensorArg Descriptor::tensor(const char* field) const { return read_tensor(field, false); }
+TensorArg Descriptor::optional_tensor(const char* field) const { return read_tensor(field, true); }
+
+double Descriptor::number(const char* field, double fallback) const {
+  Napi::Value v = obj_.Get(field);
   if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throw Error(ErrorCode::Argument, std::string(name) + ": expected a number, got " + describe(v));
+  expect(v.IsNumber(), ErrorCode::Argument, prefix_ + field + " must be a number, got " + describe(v));
   return v.As<Napi::Number>().DoubleValue();
 }
 
-bool bool_arg(const Napi::Object& obj, const char* name, bool fallback) {
-  Napi::Value v = obj.Get(name);
+bool Descriptor::boolean(const char* field, bool fallback) const {
+  Napi::Value v = obj_.Get(field);
   if (v.IsUndefined()) return fallback;
-  if (!v.IsBoolean()) throw Error(ErrorCode::Argument, std::string(name) + ": expected a boolean, got " + describe(v));
+  expect(v.IsBoolean(), ErrorCode::Argument, prefix_ + field + " must be a boolean, got " + describe(v));
   return v.As<Napi::Boolean>().Value();
+}
+
+int64_t Descriptor::integer(const char* field, int64_t low, int64_t high) const {
+  const double v = number(field, NAN);
+  expect(v >= static_cast<double>(low) && v <= static_cast<double>(high) && v == std::floor(v), ErrorCode::Argument,
+         prefix_ + field + " must be an integer in [" + std::to_string(low) + ", " + std::to_string(high) + "]");
+  return static_cast<int64_t>(v);
+}
+
+int64_t Descriptor::integer(const char* field, int64_t low, int64_t high, int64_t fallback) const {
+  return given(field) ? integer(field, low, high) : fallback;
+}
+
+Descriptor Descriptor::nested(const char* field) const {
+  const Napi::Value v = obj_.Get(field);
+  expect(v.IsObject(), ErrorCode::Argument, prefix_ + field + " must be a descriptor object, got " + describe(v));
+  return Descriptor(op_, v.As<Napi::Object>(), prefix_ + field + ".", keep_);
+}
+
+void Descriptor::expect(bool ok, ErrorCode code, const std::string& message) const {
+  if (!ok) throw Error(code, op_ + ": " + message);
+}
+
+void Descriptor::expect_placed(std::initializer_list<const TensorArg*> ts, DType dtype, const TensorArg& ref) const {
+  for (const TensorArg* t : ts) {
+    if (!t->data) continue;
+    expect(t->dtype == dtype, ErrorCode::DType, t->name + " must be " + dtype_name(dtype) + ", got " + dtype_name(t->dtype));
+    expect(t->device.index == ref.device.index, ErrorCode::Device, t->name + " must be on the device of " + ref.name);
+  }
+}
+
+void Descriptor::expect_part(const TensorArg& t, DType dtype, int64_t numel, const TensorArg& ref) const {
+  expect(t.dtype == dtype, ErrorCode::DType, t.name + " must be " + dtype_name(dtype) + ", got " + dtype_name(t.dtype));
+  expect(t.numel() == numel, ErrorCode::Shape, t.name + " must hold " + std::to_string(numel) + " elements, got " + std::to_string(t.numel()));
+  expect(t.device.index == ref.device.index, ErrorCode::Device, t.name + " must be on the device of " + ref.name);
+}
+
+bool Descriptor::expect_bias(const TensorArg& bias, const TensorArg& x) const {
+  const bool half = x.dtype == DType::Float16 || x.dtype == DType::BFloat16, f32 = half && bias.dtype == DType::Float32;
+  expect(!bias.data || bias.dtype == x.dtype || f32, ErrorCode::DType,
+         std::string("bias must be ") + dtype_name(x.dtype) + (half ? " or float32" : "") + ", got " + dtype_name(bias.dtype));
+  expect_placed({&bias}, bias.dtype, x);
+  return bias.data && f32;
+}
+
+namespace {
+
+std::string op_name(const char* op, bool async) { return std::string(op) + (async ? "Async" : ""); }
+
+Napi::Object argument_object(const Napi::CallbackInfo& info, const std::string& op) {
+  if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, op + ": expected an argument object");
+  return info[0].As<Napi::Object>();
+}
+
+}  // namespace
+
+OpArgs::OpArgs(const Napi::CallbackInfo& info, const char* op, bool async)
+    : Descriptor(op_name(op, async), argument_object(info, op_name(op, async)), "", &keep_), env_(info.Env()), async_(async) {}
+
+Napi::Value OpArgs::run(const Device& device, std::function<void()> work) {
+  return lk::binding::run(env_, async_, device, std::move(keep_), std::move(work));
 }
 
 namespace {
@@ -266,27 +336,13 @@ Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body) {
   }
 }
 
-void expect(bool ok, ErrorCode code, const char* op, const std::string& message) {
-  if (!ok) throw Error(code, std::string(op) + ": " + message);
-}
-
-bool mixed_bias(const TensorArg& bias, DType x, const char* op) {
-  if (!bias.data) return false;
-  const bool half = x == DType::Float16 || x == DType::BFloat16, f32 = half && bias.dtype == DType::Float32;
-  expect(bias.dtype == x || f32, ErrorCode::DType, op,
-         std::string("bias must be ") + dtype_name(x) + (half ? " or float32" : "") + ", got " + dtype_name(bias.dtype));
-  return f32;
-}
-
-Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op) {
-  if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
-  return info[0].As<Napi::Object>();
-}
-
-void expect_part(const TensorArg& t, const char* op, const char* name, DType dtype, int64_t numel, const Device& device) {
-  expect(t.dtype == dtype, ErrorCode::DType, op, std::string(name) + " must be " + dtype_name(dtype));
-  expect(t.numel() == numel, ErrorCode::Shape, op, std::string(name) + " must hold " + std::to_string(numel) + " elements");
-  expect(t.device.index == device.index, ErrorCode::Device, op, std::string(name) + " must be on one device with the other tensors");
+void export_op(Napi::Env env, Napi::Object exports, const char* name, OpEntry entry) {
+  for (const bool async : {false, true}) {
+    const std::string js_name = std::string(name) + (async ? "Async" : "");
+    exports.Set(js_name, Napi::Function::New(env, [entry, async](const Napi::CallbackInfo& info) {
+      return guarded(info.Env(), [&] { return entry(info, async); });
+    }, js_name));
+  }
 }
 
 }  // namespace lk::binding

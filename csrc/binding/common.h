@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,7 @@ class KeepAlive {
 
 // A tensor argument resolved to a raw pointer. Row-major, contiguous.
 struct TensorArg {
+  std::string name;  // the descriptor field it came from, for messages ("x", "weight.packed")
   void* data = nullptr;
   DType dtype = DType::Float32;
   std::vector<int64_t> shape;
@@ -61,30 +63,63 @@ struct TensorArg {
   int ndim() const { return static_cast<int>(shape.size()); }
 };
 
-// Reads `obj[name]` as a tensor descriptor { dtype, shape, device, data | buffer }.
-// Checks that the memory behind it covers shape × dtype. Throws lk::Error naming `name`.
-TensorArg tensor_arg(const Napi::Object& obj, const char* name, KeepAlive& keep);
-// Same, but an absent/undefined/null property gives nullopt-like { data = nullptr }.
-TensorArg optional_tensor_arg(const Napi::Object& obj, const char* name, KeepAlive& keep);
+// The fields of a JS descriptor object (an op's argument, or a descriptor nested in it). Every
+// failure throws lk::Error "<op>: <message>"; a nested descriptor's fields are named
+// "<outer>.<field>". Tensors read through it stay alive as long as the op's KeepAlive.
+class Descriptor {
+ public:
+  Napi::Value value(const char* field) const { return obj_.Get(field); }
+  // Present and neither undefined nor null.
+  bool given(const char* field) const;
+  // { dtype, shape, device, data | buffer }, its memory checked to cover shape × dtype.
+  TensorArg tensor(const char* field) const;
+  // Same; an absent (undefined / null) field gives { data = nullptr }.
+  TensorArg optional_tensor(const char* field) const;
+  double number(const char* field, double fallback) const;
+  bool boolean(const char* field, bool fallback) const;
+  // An integer in [low, high]; required, or `fallback` when absent.
+  int64_t integer(const char* field, int64_t low, int64_t high) const;
+  int64_t integer(const char* field, int64_t low, int64_t high, int64_t fallback) const;
+  Descriptor nested(const char* field) const;
 
-double number_arg(const Napi::Object& obj, const char* name, double fallback);
-bool bool_arg(const Napi::Object& obj, const char* name, bool fallback);
+  void expect(bool ok, ErrorCode code, const std::string& message) const;
+  // Each tensor of `ts` with data (absent and empty ones pass) is `dtype` on the device of `ref`.
+  void expect_placed(std::initializer_list<const TensorArg*> ts, DType dtype, const TensorArg& ref) const;
+  // `t` is exactly `numel` elements of `dtype` on the device of `ref`.
+  void expect_part(const TensorArg& t, DType dtype, int64_t numel, const TensorArg& ref) const;
+  // A bias (absent passes) on the device of x, in the dtype of x or float32 when x is float16 /
+  // bfloat16 (added in float32 before the one rounding). Returns the params' bias_f32: whether it
+  // is that float32 bias.
+  bool expect_bias(const TensorArg& bias, const TensorArg& x) const;
 
-// Throws `code` with "<op>: <message>" unless ok.
-void expect(bool ok, ErrorCode code, const char* op, const std::string& message);
+ protected:
+  Descriptor(std::string op, Napi::Object obj, std::string prefix, KeepAlive* keep)
+      : op_(std::move(op)), obj_(obj), prefix_(std::move(prefix)), keep_(keep) {}
 
-// A bias in the dtype of x, or float32 when x is float16/bfloat16 (added in float32 before the one
-// rounding); ERR_DTYPE otherwise. Returns whether it is that float32 bias (the params' bias_f32).
-bool mixed_bias(const TensorArg& bias, DType x, const char* op);
+ private:
+  TensorArg read_tensor(const char* field, bool optional) const;
+  std::string op_;
+  Napi::Object obj_;
+  std::string prefix_;
+  KeepAlive* keep_;
+};
 
-// The descriptor object an op entry takes as its one argument (ERR_ARGUMENT otherwise).
-Napi::Object descriptor(const Napi::CallbackInfo& info, const char* op);
+// One call of an op entry: its one argument, the descriptor object (ERR_ARGUMENT otherwise), named
+// "<op>Async" for the async form. Owns the KeepAlive of everything read through it until run()
+// hands it to the op.
+class OpArgs : public Descriptor {
+ public:
+  OpArgs(const Napi::CallbackInfo& info, const char* op, bool async);
+  OpArgs(const OpArgs&) = delete;
+  OpArgs& operator=(const OpArgs&) = delete;
+  // run() below in this call's form (sync or async), keeping its tensors alive for `work`.
+  Napi::Value run(const Device& device, std::function<void()> work);
 
-// A contiguous part of `dtype` with exactly `numel` elements on `device`.
-void expect_part(const TensorArg& t, const char* op, const char* name, DType dtype, int64_t numel, const Device& device);
-
-// Throws a JS Error carrying `code` (the TS layer turns it into LoraKernelsError).
-[[noreturn]] void throw_js(Napi::Env env, ErrorCode code, const std::string& message);
+ private:
+  Napi::Env env_;
+  bool async_;
+  KeepAlive keep_;
+};
 
 // Runs an op on `device`. Any lk::Error or std::exception thrown by work becomes a JS error /
 // rejection with a code; never an abort.
@@ -97,6 +132,11 @@ Napi::Value run(Napi::Env env, bool async, Device device, KeepAlive keep, std::f
 
 // Wraps a callback so that lk::Error thrown while reading arguments becomes a JS exception.
 Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body);
+
+// Registers exports[name] = entry(info, false) and exports[name + "Async"] = entry(info, true),
+// each guarded: the one place an op's sync and async entry points are made.
+using OpEntry = Napi::Value (*)(const Napi::CallbackInfo& info, bool async);
+void export_op(Napi::Env env, Napi::Object exports, const char* name, OpEntry entry);
 
 void register_lora_linear(Napi::Env env, Napi::Object exports);
 void register_lora_multi(Napi::Env env, Napi::Object exports);

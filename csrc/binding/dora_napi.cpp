@@ -10,42 +10,23 @@ namespace {
 struct DoraOperands {
   TensorArg x, weight, a, b, magnitude;
   int64_t m = 0, k = 0, n = 0, r = 0;
-  const char* op;
 
-  DoraOperands(const Napi::Object& d, const char* op_name, KeepAlive& keep) : op(op_name) {
-    x = tensor_arg(d, "x", keep);
-    weight = tensor_arg(d, "weight", keep);
-    a = tensor_arg(d, "a", keep);
-    b = tensor_arg(d, "b", keep);
-    magnitude = tensor_arg(d, "magnitude", keep);
-    expect(x.ndim() >= 1 && weight.ndim() == 2 && a.ndim() == 2 && b.ndim() == 2, ErrorCode::Shape,
-           "x must be [..., K], weight [N, K], a [r, K] and b [N, r]");
+  explicit DoraOperands(const OpArgs& args)
+      : x(args.tensor("x")), weight(args.tensor("weight")), a(args.tensor("a")), b(args.tensor("b")),
+        magnitude(args.tensor("magnitude")) {
+    args.expect(x.ndim() >= 1 && weight.ndim() == 2 && a.ndim() == 2 && b.ndim() == 2, ErrorCode::Shape,
+                "x must be [..., K], weight [N, K], a [r, K] and b [N, r]");
     k = x.dim(-1);
     n = weight.dim(0);
     r = a.dim(0);
     m = k > 0 ? x.numel() / k : 0;
-    expect(weight.dim(1) == k && a.dim(1) == k && b.dim(0) == n && b.dim(1) == r && r >= 1, ErrorCode::Shape,
-           "weight must be [N, K], a [r, K] (r ≥ 1) and b [N, r] with K = x.shape[-1]");
-    expect(magnitude.numel() == n, ErrorCode::Shape, "magnitude must be [N]");
-    expect(magnitude.dtype == DType::Float32 || magnitude.dtype == x.dtype, ErrorCode::DType,
-           "magnitude must be float32 or the dtype of x");
-    placed(weight, x.dtype);
-    placed(a, x.dtype);
-    placed(b, x.dtype);
-    placed(magnitude, magnitude.dtype);
-  }
-
-  void expect(bool ok, ErrorCode code, const std::string& message) const {
-    if (!ok) throw Error(code, std::string(op) + ": " + message);
-  }
-  // On the device of x, with the given dtype (absent optional tensors pass).
-  void placed(const TensorArg& t, DType dtype) const {
-    if (!t.data) return;
-    expect(t.dtype == dtype, ErrorCode::DType, "every tensor must have the dtype of x (magnitude: float32 or it)");
-    expect(t.device.index == x.device.index, ErrorCode::Device, "every tensor must be on the device of x");
-  }
-  void sized(const TensorArg& t, int64_t numel, const char* what) const {
-    expect(t.numel() == numel, ErrorCode::Shape, what);
+    args.expect(weight.dim(1) == k && a.dim(1) == k && b.dim(0) == n && b.dim(1) == r && r >= 1, ErrorCode::Shape,
+                "weight must be [N, K], a [r, K] (r ≥ 1) and b [N, r] with K = x.shape[-1]");
+    args.expect(magnitude.numel() == n, ErrorCode::Shape, "magnitude must be [N]");
+    args.expect(magnitude.dtype == DType::Float32 || magnitude.dtype == x.dtype, ErrorCode::DType,
+                "magnitude must be float32 or the dtype of x");
+    args.expect_placed({&weight, &a, &b}, x.dtype, x);
+    args.expect_placed({&magnitude}, magnitude.dtype, x);
   }
 
   template <class P>
@@ -59,76 +40,60 @@ struct DoraOperands {
   }
 };
 
-Napi::Value dora_forward_entry(const Napi::CallbackInfo& info, bool async) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    const char* op = async ? "lora.doraForwardAsync" : "lora.doraForward";
-    if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
-    Napi::Object d = info[0].As<Napi::Object>();
-    KeepAlive keep;
-    const DoraOperands o(d, op, keep);
-    TensorArg y = tensor_arg(d, "out", keep), bias = optional_tensor_arg(d, "bias", keep);
-    o.placed(y, o.x.dtype);
-    o.placed(bias, bias.dtype);
-    const bool bias_f32 = mixed_bias(bias, o.x.dtype, o.op);
-    o.sized(y, o.m * o.n, "out must hold M·N elements");
-    if (bias.data) o.sized(bias, o.n, "bias must be [N]");
+Napi::Value forward_entry(const Napi::CallbackInfo& info, bool async) {
+  OpArgs args(info, "lora.doraForward", async);
+  const DoraOperands o(args);
+  const TensorArg y = args.tensor("out"), bias = args.optional_tensor("bias");
+  args.expect_placed({&y}, o.x.dtype, o.x);
+  const bool bias_f32 = args.expect_bias(bias, o.x);
+  args.expect(y.numel() == o.m * o.n, ErrorCode::Shape, "out must hold M·N elements");
+  args.expect(!bias.data || bias.numel() == o.n, ErrorCode::Shape, "bias must be [N]");
 
-    DoraForwardParams p;
-    o.fill(p.lora);
-    p.lora.bias = bias.data;
-    p.lora.bias_f32 = bias_f32;
-    p.lora.scale = static_cast<float>(number_arg(d, "scale", 1.0));
-    p.lora.y = y.data;
-    p.lora.y_stride = o.n;
-    p.magnitude = o.magnitude.data;
-    p.magnitude_dtype = o.magnitude.dtype;
-    const Device device = o.x.device;
-    return run(env, async, device, std::move(keep), [p, device] { dora_forward(p, device); });
-  });
+  DoraForwardParams p;
+  o.fill(p.lora);
+  p.lora.bias = bias.data;
+  p.lora.bias_f32 = bias_f32;
+  p.lora.scale = static_cast<float>(args.number("scale", 1.0));
+  p.lora.y = y.data;
+  p.lora.y_stride = o.n;
+  p.magnitude = o.magnitude.data;
+  p.magnitude_dtype = o.magnitude.dtype;
+  const Device device = o.x.device;
+  return args.run(device, [p, device] { dora_forward(p, device); });
 }
 
-Napi::Value dora_backward_entry(const Napi::CallbackInfo& info, bool async) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    const char* op = async ? "lora.doraBackwardAsync" : "lora.doraBackward";
-    if (info.Length() < 1 || !info[0].IsObject()) throw Error(ErrorCode::Argument, std::string(op) + ": expected an argument object");
-    Napi::Object d = info[0].As<Napi::Object>();
-    KeepAlive keep;
-    const DoraOperands o(d, op, keep);
-    TensorArg g = tensor_arg(d, "gradOutput", keep), grad_input = optional_tensor_arg(d, "gradInput", keep),
-              grad_a = tensor_arg(d, "gradA", keep), grad_b = tensor_arg(d, "gradB", keep),
-              grad_m = tensor_arg(d, "gradMagnitude", keep);
-    for (const TensorArg* t : {&g, &grad_input, &grad_a, &grad_b}) o.placed(*t, o.x.dtype);
-    o.placed(grad_m, o.magnitude.dtype);
-    o.sized(g, o.m * o.n, "gradOutput must hold M·N elements");
-    if (grad_input.data) o.sized(grad_input, o.m * o.k, "gradInput must have the shape of x");
-    o.sized(grad_a, o.r * o.k, "gradA must be [r, K]");
-    o.sized(grad_b, o.n * o.r, "gradB must be [N, r]");
-    o.sized(grad_m, o.n, "gradMagnitude must be [N]");
+Napi::Value backward_entry(const Napi::CallbackInfo& info, bool async) {
+  OpArgs args(info, "lora.doraBackward", async);
+  const DoraOperands o(args);
+  const TensorArg g = args.tensor("gradOutput"), grad_input = args.optional_tensor("gradInput"), grad_a = args.tensor("gradA"),
+                  grad_b = args.tensor("gradB"), grad_m = args.tensor("gradMagnitude");
+  args.expect_placed({&g, &grad_input, &grad_a, &grad_b}, o.x.dtype, o.x);
+  args.expect_placed({&grad_m}, o.magnitude.dtype, o.x);
+  args.expect(g.numel() == o.m * o.n, ErrorCode::Shape, "gradOutput must hold M·N elements");
+  args.expect(!grad_input.data || grad_input.numel() == o.m * o.k, ErrorCode::Shape, "gradInput must have the shape of x");
+  args.expect(grad_a.numel() == o.r * o.k, ErrorCode::Shape, "gradA must be [r, K]");
+  args.expect(grad_b.numel() == o.n * o.r, ErrorCode::Shape, "gradB must be [N, r]");
+  args.expect(grad_m.numel() == o.n, ErrorCode::Shape, "gradMagnitude must be [N]");
 
-    DoraBackwardParams p;
-    o.fill(p.lora);
-    p.lora.grad_output = g.data; p.lora.grad_output_stride = o.n;
-    p.lora.scale = static_cast<float>(number_arg(d, "scale", 1.0));
-    p.lora.grad_input = grad_input.data; p.lora.grad_input_stride = o.k;
-    p.lora.grad_a = grad_a.data; p.lora.grad_a_stride = o.k;
-    p.lora.grad_b = grad_b.data; p.lora.grad_b_stride = o.r;
-    p.magnitude = o.magnitude.data;
-    p.magnitude_dtype = o.magnitude.dtype;
-    p.grad_magnitude = grad_m.data;
-    const Device device = o.x.device;
-    return run(env, async, device, std::move(keep), [p, device] { dora_backward(p, device); });
-  });
+  DoraBackwardParams p;
+  o.fill(p.lora);
+  p.lora.grad_output = g.data; p.lora.grad_output_stride = o.n;
+  p.lora.scale = static_cast<float>(args.number("scale", 1.0));
+  p.lora.grad_input = grad_input.data; p.lora.grad_input_stride = o.k;
+  p.lora.grad_a = grad_a.data; p.lora.grad_a_stride = o.k;
+  p.lora.grad_b = grad_b.data; p.lora.grad_b_stride = o.r;
+  p.magnitude = o.magnitude.data;
+  p.magnitude_dtype = o.magnitude.dtype;
+  p.grad_magnitude = grad_m.data;
+  const Device device = o.x.device;
+  return args.run(device, [p, device] { dora_backward(p, device); });
 }
 
 }  // namespace
 
 void register_dora(Napi::Env env, Napi::Object exports) {
-  exports.Set("doraForward", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return dora_forward_entry(info, false); }));
-  exports.Set("doraForwardAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return dora_forward_entry(info, true); }));
-  exports.Set("doraBackward", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return dora_backward_entry(info, false); }));
-  exports.Set("doraBackwardAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return dora_backward_entry(info, true); }));
+  export_op(env, exports, "doraForward", forward_entry);
+  export_op(env, exports, "doraBackward", backward_entry);
 }
 
 }  // namespace lk::binding
