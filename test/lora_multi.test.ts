@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { type DType, LoraKernelsError, lora, reference, Tensor, type Device } from '../lib/index.js';
+import { type DType, LoraKernelsError, lora, memoryStats, reference, Tensor, type Device } from '../lib/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
 import { expectError } from './helpers/errors.js';
 
@@ -205,6 +205,41 @@ describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated
     }
   });
 
+  it('ranks, scales and adapterIds as typed arrays or numbers: the Tensor form\'s result, sync and async', async () => {
+    const c = multiCases()[0]!;  // L = 5, ranks given
+    const inputs = makeInputs(c, device, 31);
+    const expected = Array.from(lora.forwardMulti(inputs).toArray());
+    const ranks = Array.from(inputs.ranks!.toArray()), scales = Array.from(inputs.scales.toArray()), ids = Array.from(inputs.adapterIds.toArray());
+    const typed = { ranks: Int32Array.from(ranks), scales: Float32Array.from(scales), adapterIds: Int32Array.from(ids) };
+    const mixed = { ranks: inputs.ranks, scales, adapterIds: Int32Array.from(ids) };
+    for (const host of [typed, { ranks, scales, adapterIds: ids }, mixed]) {
+      expect(Array.from(lora.forwardMulti({ ...inputs, ...host }).toArray())).toEqual(expected);
+      expect(Array.from((await lora.forwardMultiAsync({ ...inputs, ...host })).toArray())).toEqual(expected);
+    }
+    // The values are taken at the call: changing the array before the async op runs changes nothing.
+    const changing = ids.slice();
+    const pending = lora.forwardMultiAsync({ ...inputs, adapterIds: changing });
+    changing.fill(-1);
+    expect(Array.from((await pending).toArray())).toEqual(expected);
+  });
+
+  it.runIf(device !== 'cpu')('host values copied to the device are freed after the call (also after an argument error)', async () => {
+    const c = multiCases()[0]!;
+    const inputs = makeInputs(c, device, 32);
+    const host = {
+      ranks: Array.from(inputs.ranks!.toArray()), scales: Float32Array.from(inputs.scales.toArray()),
+      adapterIds: Int32Array.from(inputs.adapterIds.toArray()),
+    };
+    const out = Tensor.empty([...c.lead, c.n], { dtype: c.dtype, device });
+    const badOut = Tensor.empty([1], { dtype: c.dtype, device });
+    lora.forwardMulti({ ...inputs, ...host, out });  // any scratch the op keeps is allocated by now
+    const before = memoryStats(device).allocatedBytes;
+    lora.forwardMulti({ ...inputs, ...host, out });
+    await lora.forwardMultiAsync({ ...inputs, ...host, out });
+    expectError(() => lora.forwardMulti({ ...inputs, ...host, out: badOut }), 'ERR_SHAPE', /out\.shape/);
+    expect(memoryStats(device).allocatedBytes).toBe(before);
+  });
+
   it('zero rows give an empty result', () => {
     const y = lora.forwardMulti({
       x: Tensor.zeros([0, 8], { device }), weight: Tensor.randn([5, 8], { device }),
@@ -249,6 +284,25 @@ describe('lora.forwardMulti rejects bad input with a code and a message naming t
     ['out aliases x', () => { const s = Tensor.zeros([3, 6]); return lora.forwardMulti({ ...ok, x: s, weight: Tensor.zeros([6, 6]), a: Tensor.zeros([2, 4, 6]), out: s.reshape([3, 6]) }); }, 'ERR_ARGUMENT', /out must be memory not shared with x/],
   ];
   it.each(cases)('%s', (_name, fn, code, pattern) => expectError(fn, code, pattern));
+
+  const hostCases: [string, () => unknown, string, RegExp][] = [
+    ['ranks numbers length', () => lora.forwardMulti({ ...ok, ranks: [1] }), 'ERR_SHAPE', /ranks\.length must be 2 \(L of a\), got 1/],
+    ['scales Float32Array length', () => lora.forwardMulti({ ...ok, scales: Float32Array.from([1, 2, 3]) }), 'ERR_SHAPE', /scales\.length must be 2 \(L of a\), got 3/],
+    ['adapterIds numbers length', () => lora.forwardMulti({ ...ok, adapterIds: [0, 1] }), 'ERR_SHAPE', /adapterIds\.length must be 3 \(the rows of x\), got 2/],
+    ['ranks Float32Array', () => lora.forwardMulti({ ...ok, ranks: Float32Array.from([1, 2]) as never }), 'ERR_DTYPE', /ranks must be an int32 Tensor, an Int32Array or an array of integers, got a Float32Array/],
+    ['scales Int32Array', () => lora.forwardMulti({ ...ok, scales: Int32Array.from([1, 2]) as never }), 'ERR_DTYPE', /scales must be a float32 Tensor, a Float32Array or an array of numbers, got a Int32Array/],
+    ['id not an integer', () => lora.forwardMulti({ ...ok, adapterIds: [0, 0.5, 1] }), 'ERR_ARGUMENT', /adapterIds\[1\] must be an integer \(int32\), got 0\.5/],
+    ['id ≥ L in numbers', () => lora.forwardMulti({ ...ok, adapterIds: [0, 2, 1] }), 'ERR_ARGUMENT', /adapterIds\[1\] must be -1 \(base only\) or an adapter index in \[0, 2\), got 2/],
+    ['id < -1 in an Int32Array', () => lora.forwardMulti({ ...ok, adapterIds: Int32Array.from([0, 1, -2]) }), 'ERR_ARGUMENT', /adapterIds\[2\] must be -1 \(base only\)/],
+    ['rank > rMax in numbers', () => lora.forwardMulti({ ...ok, ranks: [4, 5] }), 'ERR_ARGUMENT', /ranks\[1\] must be in \[1, 4\] \(rMax\), got 5/],
+    ['rank 0 in an Int32Array', () => lora.forwardMulti({ ...ok, ranks: Int32Array.from([0, 4]) }), 'ERR_ARGUMENT', /ranks\[0\] must be in \[1, 4\] \(rMax\), got 0/],
+    ['rank not an integer', () => lora.forwardMulti({ ...ok, ranks: [1.5, 2] }), 'ERR_ARGUMENT', /ranks\[0\] must be an integer \(int32\), got 1\.5/],
+    ['rank NaN', () => lora.forwardMulti({ ...ok, ranks: [2, Number.NaN] }), 'ERR_ARGUMENT', /ranks\[1\] must be in \[1, 4\] \(rMax\), got NaN/],
+    ['scale a string', () => lora.forwardMulti({ ...ok, scales: ['1', 2] as never }), 'ERR_ARGUMENT', /scales\[0\] must be a number, got the string "1"/],
+    ['adapterIds a string', () => lora.forwardMulti({ ...ok, adapterIds: '0,1,1' as never }), 'ERR_ARGUMENT', /adapterIds must be an int32 Tensor, an Int32Array or an array of integers, got the string "0,1,1"/],
+    ['scales null', () => lora.forwardMulti({ ...ok, scales: null as never }), 'ERR_ARGUMENT', /scales must be a float32 Tensor, .* got null/],
+  ];
+  it.each(hostCases)('host values: %s', (_name, fn, code, pattern) => expectError(fn, code, pattern));
 
   it('forwardMultiAsync rejects (does not throw synchronously) with the same error', async () => {
     const promise = lora.forwardMultiAsync({ ...ok, adapterIds: ids([0, 7, 1]) });

@@ -14,9 +14,10 @@
  */
 import { FLOAT_DTYPES } from '../dtype.js';
 import { argumentError } from '../errors.js';
-import { callNative, callNativeAsync, type NativeDoraBackward, type NativeDoraForward, type NativeDoraOperands } from '../native.js';
+import type { NativeDoraBackward, NativeDoraForward, NativeDoraOperands } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
+import { defineOp, type Prepared } from './define.js';
 
 export interface DoraForwardArgs {
   /** Input [..., K] in float32, float16 or bfloat16. */
@@ -112,7 +113,7 @@ function nativeOperands(op: string, o: Operands): NativeDoraOperands {
   };
 }
 
-function prepareForward(op: string, input: DoraForwardArgs): { desc: NativeDoraForward; out: Tensor } {
+function prepareForward(op: string, input: DoraForwardArgs): Prepared<NativeDoraForward, Tensor> {
   const args = new Args(op, input);
   const o = operands(args);
   const bias = args.optionalTensor('bias');
@@ -130,10 +131,10 @@ function prepareForward(op: string, input: DoraForwardArgs): { desc: NativeDoraF
   const out = given ?? Tensor.empty(outShape, { dtype: o.x.dtype, device: o.x.device });
   const desc: NativeDoraForward = { ...nativeOperands(op, o), out: Tensor.native(out, op, 'out') };
   if (bias) desc.bias = Tensor.native(bias, op, 'bias');
-  return { desc, out };
+  return { desc, result: out };
 }
 
-function prepareBackward(op: string, input: DoraBackwardArgs): { desc: NativeDoraBackward; grads: DoraGradients } {
+function prepareBackward(op: string, input: DoraBackwardArgs): Prepared<NativeDoraBackward, DoraGradients> {
   const args = new Args(op, input);
   const o = operands(args);
   const gradOutput = args.tensor('gradOutput');
@@ -155,33 +156,28 @@ function prepareBackward(op: string, input: DoraBackwardArgs): { desc: NativeDor
     gradMagnitude: Tensor.native(grads.gradMagnitude, op, 'gradMagnitude'),
   };
   if (grads.gradInput) desc.gradInput = Tensor.native(grads.gradInput, op, 'gradInput');
-  return { desc, grads };
+  return { desc, result: grads };
 }
+
+const forwardOp = defineOp('lora.doraForward', 'doraForward', prepareForward);
+const backwardOp = defineOp('lora.doraBackward', 'doraBackward', prepareBackward);
 
 /** DoRA forward; returns y [..., N] (`out` when given). */
 export function doraForward(args: DoraForwardArgs): Tensor {
-  const { desc, out } = prepareForward('lora.doraForward', args);
-  callNative((m) => m.doraForward(desc));
-  return out;
+  return forwardOp.sync(args);
 }
 
 /** doraForward() off the JS thread (on the addon's job thread). */
-export async function doraForwardAsync(args: DoraForwardArgs): Promise<Tensor> {
-  const { desc, out } = prepareForward('lora.doraForwardAsync', args);
-  await callNativeAsync((m) => m.doraForwardAsync(desc));
-  return out;
+export function doraForwardAsync(args: DoraForwardArgs): Promise<Tensor> {
+  return forwardOp.async(args);
 }
 
 /** DoRA backward with the row norm held constant; weight is frozen (no gradWeight). */
 export function doraBackward(args: DoraBackwardArgs): DoraGradients {
-  const { desc, grads } = prepareBackward('lora.doraBackward', args);
-  callNative((m) => m.doraBackward(desc));
-  return grads;
+  return backwardOp.sync(args);
 }
 
 /** doraBackward() off the JS thread (on the addon's job thread). */
-export async function doraBackwardAsync(args: DoraBackwardArgs): Promise<DoraGradients> {
-  const { desc, grads } = prepareBackward('lora.doraBackwardAsync', args);
-  await callNativeAsync((m) => m.doraBackwardAsync(desc));
-  return grads;
+export function doraBackwardAsync(args: DoraBackwardArgs): Promise<DoraGradients> {
+  return backwardOp.async(args);
 }

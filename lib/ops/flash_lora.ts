@@ -15,9 +15,10 @@
  */
 import { FLOAT_DTYPES } from '../dtype.js';
 import { argumentError, describeValue } from '../errors.js';
-import { callNative, callNativeAsync, type NativeFlashLora, type NativeFlashLoraBackward } from '../native.js';
+import type { NativeFlashLora, NativeFlashLoraBackward } from '../native.js';
 import { Tensor } from '../tensor.js';
-import { Args, shapeText } from '../validate.js';
+import { Args, type HostVector, shapeText } from '../validate.js';
+import { defineOp, type Prepared } from './define.js';
 
 /** The head dims the kernels are compiled for. */
 export const FLASH_LORA_HEAD_DIMS: readonly number[] = [32, 64, 80, 96, 128, 256];
@@ -91,8 +92,7 @@ interface Operands {
   vBase: Tensor;
   v?: LowRankPath;
   k?: LowRankPath;
-  /** On q's device; `temporary` when made here from host numbers (freed after the call). */
-  ids?: { tensor: Tensor; temporary: boolean };
+  ids?: HostVector;
   causal: boolean;
   softmaxScale: number;
   dims: { batch: number; sq: number; sk: number; hq: number; hk: number; d: number };
@@ -123,37 +123,7 @@ function lowRankPath(args: Args, o: { q: Tensor; kBase: Tensor }, cacheName: str
   return { cache, factor };
 }
 
-function adapterIds(args: Args, input: FlashLoraArgs, batch: number, adapters: number, device: Tensor['device']): Operands['ids'] {
-  const op = args.op;
-  const given = input.adapterIds;
-  if (given === undefined) return undefined;
-  let values: ArrayLike<number>;
-  if (given instanceof Tensor) {
-    const tensor = args.tensor('adapterIds', { dtypes: ['int32'] });
-    if (tensor.device !== device) throw argumentError('ERR_DEVICE', op, 'adapterIds', `on ${device} like q`, tensor.device);
-    args.expectShape('adapterIds', tensor, [batch]);
-    // A device tensor's ids are not read back (that would wait for the device on every call): the
-    // kernels run a sequence whose id is outside 0…L−1 on the base caches alone.
-    if (device !== 'cpu') return { tensor, temporary: false };
-    values = tensor.toArray() as Int32Array;
-  } else if (given instanceof Int32Array || Array.isArray(given)) {
-    if (given.length !== batch) throw argumentError('ERR_SHAPE', op, 'adapterIds.length', `${batch} (B of q)`, String(given.length));
-    values = given;
-  } else {
-    throw argumentError('ERR_ARGUMENT', op, 'adapterIds', 'a Tensor, an Int32Array or an array of integers', describeValue(given));
-  }
-  for (let i = 0; i < batch; i++) {
-    const id = values[i]!;
-    if (!Number.isInteger(id) || id < -1 || id >= adapters) {
-      throw argumentError('ERR_ARGUMENT', op, `adapterIds[${i}]`, `an integer in −1…${adapters - 1} (L = ${adapters})`, String(id));
-    }
-  }
-  if (given instanceof Tensor) return { tensor: given, temporary: false };
-  const host = Tensor.from(Int32Array.from(values), [batch], { dtype: 'int32' });
-  return device === 'cpu' ? { tensor: host, temporary: false } : { tensor: host.to(device), temporary: true };
-}
-
-function operands(args: Args, input: FlashLoraArgs): Operands {
+function operands(args: Args): Operands {
   const op = args.op;
   const q = args.tensor('q', { dtypes: FLOAT_DTYPES });
   const [batch, sq, hq, d] = q.shape as [number, number, number, number];
@@ -178,11 +148,14 @@ function operands(args: Args, input: FlashLoraArgs): Operands {
   const adapters = (v ?? k)?.factor.shape[0] ?? 1;
   const causal = args.boolean('causal', false);
   const softmaxScale = args.number('softmaxScale', 1 / Math.sqrt(d));
-  const ids = adapterIds(args, input, batch, adapters, q.device);
+  const ids = args.hostVector('adapterIds', {
+    dtype: 'int32', length: batch, lengthText: `${batch} (B of q)`, like: q, likeName: 'q', optional: true,
+    range: { min: -1, max: adapters - 1, expected: `an integer in −1…${adapters - 1} (L = ${adapters})` },
+  });
   return { q, kBase, vBase, v, k, ids, causal, softmaxScale, dims: { batch, sq, sk, hq, hk, d } };
 }
 
-function nativeOperands(op: string, o: Operands): Omit<NativeFlashLora, 'out' | 'lse'> {
+function nativeOperands(op: string, o: Operands, temporaries: Tensor[]): Omit<NativeFlashLora, 'out' | 'lse'> {
   const desc: Omit<NativeFlashLora, 'out' | 'lse'> = {
     q: Tensor.native(o.q, op, 'q'),
     kBase: Tensor.native(o.kBase, op, 'kBase'),
@@ -198,7 +171,7 @@ function nativeOperands(op: string, o: Operands): Omit<NativeFlashLora, 'out' | 
     desc.kLowRank = Tensor.native(o.k.cache, op, 'kLowRank');
     desc.kLoraB = Tensor.native(o.k.factor, op, 'kLoraB');
   }
-  if (o.ids) desc.adapterIds = Tensor.native(o.ids.tensor, op, 'adapterIds');
+  if (o.ids) desc.adapterIds = o.ids.native(op, 'adapterIds', temporaries);
   return desc;
 }
 
@@ -206,56 +179,48 @@ function inputsOf(o: Operands): Record<string, Tensor | undefined> {
   return { q: o.q, kBase: o.kBase, vBase: o.vBase, vLowRank: o.v?.cache, vLoraB: o.v?.factor, kLowRank: o.k?.cache, kLoraB: o.k?.factor };
 }
 
-function prepareForward(op: string, input: FlashLoraArgs): { desc: NativeFlashLora; result: FlashLoraResult; o: Operands } {
+function prepareForward(op: string, input: FlashLoraArgs): Prepared<NativeFlashLora, FlashLoraResult> {
   const args = new Args(op, input);
-  const o = operands(args, input);
+  const o = operands(args);
   const { batch, sq, hq } = o.dims;
   const outGiven = args.optionalTensor('out');
   const lseGiven = args.optionalTensor('lse');
-  try {
-    if (outGiven) {
-      args.expectLike('out', outGiven, o.q, 'q');
-      args.expectShape('out', outGiven, o.q.shape);
-      args.expectNoAlias('out', outGiven, { ...inputsOf(o), lse: lseGiven });
-    }
-    if (lseGiven) {
-      args.tensor('lse', { dtypes: ['float32'] });
-      if (lseGiven.device !== o.q.device) throw argumentError('ERR_DEVICE', op, 'lse', `on ${o.q.device} like q`, lseGiven.device);
-      args.expectShape('lse', lseGiven, [batch, hq, sq]);
-      args.expectNoAlias('lse', lseGiven, inputsOf(o));
-    }
-  } catch (error) {
-    release(o);
-    throw error;
+  if (outGiven) {
+    args.expectLike('out', outGiven, o.q, 'q');
+    args.expectShape('out', outGiven, o.q.shape);
+    args.expectNoAlias('out', outGiven, { ...inputsOf(o), lse: lseGiven });
+  }
+  if (lseGiven) {
+    args.tensor('lse', { dtypes: ['float32'] });
+    if (lseGiven.device !== o.q.device) throw argumentError('ERR_DEVICE', op, 'lse', `on ${o.q.device} like q`, lseGiven.device);
+    args.expectShape('lse', lseGiven, [batch, hq, sq]);
+    args.expectNoAlias('lse', lseGiven, inputsOf(o));
   }
   const result = {
     out: outGiven ?? Tensor.empty(o.q.shape, { dtype: o.q.dtype, device: o.q.device }),
     lse: lseGiven ?? Tensor.empty([batch, hq, sq], { dtype: 'float32', device: o.q.device }),
   };
-  const desc: NativeFlashLora = { ...nativeOperands(op, o), out: Tensor.native(result.out, op, 'out'), lse: Tensor.native(result.lse, op, 'lse') };
-  return { desc, result, o };
+  const temporaries: Tensor[] = [];
+  const desc: NativeFlashLora = {
+    ...nativeOperands(op, o, temporaries), out: Tensor.native(result.out, op, 'out'), lse: Tensor.native(result.lse, op, 'lse'),
+  };
+  return { desc, result, temporaries };
 }
 
-function prepareBackward(op: string, input: FlashLoraBackwardArgs): { desc: NativeFlashLoraBackward; grads: FlashLoraGradients; o: Operands } {
+function prepareBackward(op: string, input: FlashLoraBackwardArgs): Prepared<NativeFlashLoraBackward, FlashLoraGradients> {
   const args = new Args(op, input);
-  const o = operands(args, input);
+  const o = operands(args);
   const { batch, sq, hq } = o.dims;
-  let out: Tensor, lse: Tensor, gradOut: Tensor;
-  try {
-    if (sq < 1) throw argumentError('ERR_SHAPE', op, 'q.shape', '[B, Sq, Hq, D] with Sq ≥ 1', shapeText(o.q.shape));
-    out = args.tensor('out');
-    args.expectLike('out', out, o.q, 'q');
-    args.expectShape('out', out, o.q.shape);
-    lse = args.tensor('lse', { dtypes: ['float32'] });
-    if (lse.device !== o.q.device) throw argumentError('ERR_DEVICE', op, 'lse', `on ${o.q.device} like q`, lse.device);
-    args.expectShape('lse', lse, [batch, hq, sq]);
-    gradOut = args.tensor('gradOut');
-    args.expectLike('gradOut', gradOut, o.q, 'q');
-    args.expectShape('gradOut', gradOut, o.q.shape);
-  } catch (error) {
-    release(o);
-    throw error;
-  }
+  if (sq < 1) throw argumentError('ERR_SHAPE', op, 'q.shape', '[B, Sq, Hq, D] with Sq ≥ 1', shapeText(o.q.shape));
+  const out = args.tensor('out');
+  args.expectLike('out', out, o.q, 'q');
+  args.expectShape('out', out, o.q.shape);
+  const lse = args.tensor('lse', { dtypes: ['float32'] });
+  if (lse.device !== o.q.device) throw argumentError('ERR_DEVICE', op, 'lse', `on ${o.q.device} like q`, lse.device);
+  args.expectShape('lse', lse, [batch, hq, sq]);
+  const gradOut = args.tensor('gradOut');
+  args.expectLike('gradOut', gradOut, o.q, 'q');
+  args.expectShape('gradOut', gradOut, o.q.shape);
   // Each gradient goes where `gradients` says (checked like an out), else into a new tensor.
   const given = (input.gradients ?? {}) as Partial<Record<keyof FlashLoraGradients, unknown>>;
   const inputs = { ...inputsOf(o), out, lse, gradOut };
@@ -273,23 +238,18 @@ function prepareBackward(op: string, input: FlashLoraBackwardArgs): { desc: Nati
     written.push(t);
     return t;
   };
-  let grads: FlashLoraGradients;
-  try {
-    grads = { gradQ: grad('gradQ', o.q), gradKBase: grad('gradKBase', o.kBase), gradVBase: grad('gradVBase', o.vBase) };
-    if (o.v) {
-      grads.gradVLowRank = grad('gradVLowRank', o.v.cache);
-      grads.gradVLoraB = grad('gradVLoraB', o.v.factor);
-    }
-    if (o.k) {
-      grads.gradKLowRank = grad('gradKLowRank', o.k.cache);
-      grads.gradKLoraB = grad('gradKLoraB', o.k.factor);
-    }
-  } catch (error) {
-    release(o);
-    throw error;
+  const grads: FlashLoraGradients = { gradQ: grad('gradQ', o.q), gradKBase: grad('gradKBase', o.kBase), gradVBase: grad('gradVBase', o.vBase) };
+  if (o.v) {
+    grads.gradVLowRank = grad('gradVLowRank', o.v.cache);
+    grads.gradVLoraB = grad('gradVLoraB', o.v.factor);
   }
+  if (o.k) {
+    grads.gradKLowRank = grad('gradKLowRank', o.k.cache);
+    grads.gradKLoraB = grad('gradKLoraB', o.k.factor);
+  }
+  const temporaries: Tensor[] = [];
   const desc: NativeFlashLoraBackward = {
-    ...nativeOperands(op, o),
+    ...nativeOperands(op, o, temporaries),
     out: Tensor.native(out, op, 'out'),
     lse: Tensor.native(lse, op, 'lse'),
     gradOut: Tensor.native(gradOut, op, 'gradOut'),
@@ -301,52 +261,28 @@ function prepareBackward(op: string, input: FlashLoraBackwardArgs): { desc: Nati
     const t = grads[name];
     if (t) desc[name] = Tensor.native(t, op, name);
   }
-  return { desc, grads, o };
+  return { desc, result: grads, temporaries };
 }
 
-// adapterIds given as host numbers were copied to the device for the call.
-function release(o: Operands): void {
-  if (o.ids?.temporary) o.ids.tensor.dispose();
-}
-
-function runSync<T>(prepared: { o: Operands }, result: T, call: () => void): T {
-  try {
-    call();
-  } finally {
-    release(prepared.o);
-  }
-  return result;
-}
-
-async function runAsync<T>(prepared: { o: Operands }, result: T, call: () => Promise<void>): Promise<T> {
-  try {
-    await call();
-  } finally {
-    release(prepared.o);
-  }
-  return result;
-}
+const forwardOp = defineOp('attention.flashLora', 'flashLora', prepareForward);
+const backwardOp = defineOp('attention.flashLoraBackward', 'flashLoraBackward', prepareBackward);
 
 /** Flash-LoRA-Attention forward: `{ out [B, Sq, Hq, D], lse [B, Hq, Sq] float32 }`. */
 export function flashLora(args: FlashLoraArgs): FlashLoraResult {
-  const prepared = prepareForward('attention.flashLora', args);
-  return runSync(prepared, prepared.result, () => callNative((m) => m.flashLora(prepared.desc)));
+  return forwardOp.sync(args);
 }
 
 /** flashLora() off the JS thread (the addon's job thread; on CUDA, stream-ordered). */
 export function flashLoraAsync(args: FlashLoraArgs): Promise<FlashLoraResult> {
-  const prepared = prepareForward('attention.flashLoraAsync', args);
-  return runAsync(prepared, prepared.result, () => callNativeAsync((m) => m.flashLoraAsync(prepared.desc)));
+  return forwardOp.async(args);
 }
 
 /** The gradients of flashLora for every input: P is recomputed from lse, sums accumulate in float32. */
 export function flashLoraBackward(args: FlashLoraBackwardArgs): FlashLoraGradients {
-  const prepared = prepareBackward('attention.flashLoraBackward', args);
-  return runSync(prepared, prepared.grads, () => callNative((m) => m.flashLoraBackward(prepared.desc)));
+  return backwardOp.sync(args);
 }
 
 /** flashLoraBackward() off the JS thread. */
 export function flashLoraBackwardAsync(args: FlashLoraBackwardArgs): Promise<FlashLoraGradients> {
-  const prepared = prepareBackward('attention.flashLoraBackwardAsync', args);
-  return runAsync(prepared, prepared.grads, () => callNativeAsync((m) => m.flashLoraBackwardAsync(prepared.desc)));
+  return backwardOp.async(args);
 }

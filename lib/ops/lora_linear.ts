@@ -9,9 +9,10 @@
  */
 import { FLOAT_DTYPES } from '../dtype.js';
 import { argumentError } from '../errors.js';
-import { callNative, callNativeAsync, type NativeLoraBackward, type NativeLoraForward } from '../native.js';
+import type { NativeLoraBackward, NativeLoraForward } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
+import { defineOp, type Prepared } from './define.js';
 
 export interface LoraForwardArgs {
   /** Input [..., K] in float32, float16 or bfloat16. */
@@ -55,7 +56,7 @@ function expectLoraA(args: Args, a: Tensor, k: number): void {
   }
 }
 
-function prepareForward(op: string, input: LoraForwardArgs): { desc: NativeLoraForward; out: Tensor } {
+function prepareForward(op: string, input: LoraForwardArgs): Prepared<NativeLoraForward, Tensor> {
   const args = new Args(op, input);
   const { x, weight, k, n } = inputAndWeight(args);
   const bias = args.optionalTensor('bias');
@@ -103,21 +104,19 @@ function prepareForward(op: string, input: LoraForwardArgs): { desc: NativeLoraF
     desc.b = Tensor.native(b, op, 'b');
   }
   if (dropoutMask) desc.dropoutMask = Tensor.native(dropoutMask, op, 'dropoutMask');
-  return { desc, out };
+  return { desc, result: out };
 }
+
+const forwardOp = defineOp('lora.forward', 'loraForward', prepareForward);
 
 /** Fused LoRA forward; returns y [..., N] (`out` when given). */
 export function forward(args: LoraForwardArgs): Tensor {
-  const { desc, out } = prepareForward('lora.forward', args);
-  callNative((m) => m.loraForward(desc));
-  return out;
+  return forwardOp.sync(args);
 }
 
 /** forward() off the JS thread (on the addon's job thread, not libuv's pool). */
-export async function forwardAsync(args: LoraForwardArgs): Promise<Tensor> {
-  const { desc, out } = prepareForward('lora.forwardAsync', args);
-  await callNativeAsync((m) => m.loraForwardAsync(desc));
-  return out;
+export function forwardAsync(args: LoraForwardArgs): Promise<Tensor> {
+  return forwardOp.async(args);
 }
 
 export interface LoraBackwardArgs {
@@ -150,7 +149,7 @@ export interface LoraGradients {
   gradB: Tensor;
 }
 
-function prepareBackward(op: string, input: LoraBackwardArgs): { desc: NativeLoraBackward; grads: LoraGradients } {
+function prepareBackward(op: string, input: LoraBackwardArgs): Prepared<NativeLoraBackward, LoraGradients> {
   const args = new Args(op, input);
   const { x, weight, k, n } = inputAndWeight(args);
   const a = args.tensor('a');
@@ -200,8 +199,10 @@ function prepareBackward(op: string, input: LoraBackwardArgs): { desc: NativeLor
   };
   if (dropoutMask) desc.dropoutMask = Tensor.native(dropoutMask, op, 'dropoutMask');
   if (grads.gradInput) desc.gradInput = Tensor.native(grads.gradInput, op, 'gradInput');
-  return { desc, grads };
+  return { desc, result: grads };
 }
+
+const backwardOp = defineOp('lora.backward', 'loraBackward', prepareBackward);
 
 /**
  * Backward of forward() for a frozen weight: gradients of a loss L with respect to a, b and
@@ -209,14 +210,10 @@ function prepareBackward(op: string, input: LoraBackwardArgs): { desc: NativeLor
  * and x on the CPU; deterministic on every backend.
  */
 export function backward(args: LoraBackwardArgs): LoraGradients {
-  const { desc, grads } = prepareBackward('lora.backward', args);
-  callNative((m) => m.loraBackward(desc));
-  return grads;
+  return backwardOp.sync(args);
 }
 
 /** backward() off the JS thread (on the addon's job thread, not libuv's pool). */
-export async function backwardAsync(args: LoraBackwardArgs): Promise<LoraGradients> {
-  const { desc, grads } = prepareBackward('lora.backwardAsync', args);
-  await callNativeAsync((m) => m.loraBackwardAsync(desc));
-  return grads;
+export function backwardAsync(args: LoraBackwardArgs): Promise<LoraGradients> {
+  return backwardOp.async(args);
 }

@@ -9,9 +9,10 @@
  */
 import { FLOAT_DTYPES } from '../dtype.js';
 import { argumentError } from '../errors.js';
-import { callNative, callNativeAsync, type NativeLoraForwardMulti } from '../native.js';
+import type { NativeLoraForwardMulti } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
+import { defineOp, type Prepared } from './define.js';
 
 export interface LoraForwardMultiArgs {
   /** Input [..., K] (T rows after flattening) in float32, float16 or bfloat16. */
@@ -24,17 +25,23 @@ export interface LoraForwardMultiArgs {
   a: Tensor;
   /** Stacked lora_B weights [L, N, rMax] (adapter l uses columns 0…ranks[l]-1). */
   b: Tensor;
-  /** int32 [L], each in 1…rMax; default: every adapter has rank rMax. */
-  ranks?: Tensor;
+  /**
+   * int32 [L], each in 1…rMax; default: every adapter has rank rMax. Like scales and adapterIds: a
+   * Tensor on x's device, or host values (a typed array or numbers), copied there for the call.
+   */
+  ranks?: Tensor | Int32Array | readonly number[];
   /** float32 [L]: each adapter's multiplier (PEFT: lora_alpha / r). */
-  scales: Tensor;
-  /** int32 [T]: the adapter of each row of x, or -1 for the base layer alone. */
-  adapterIds: Tensor;
+  scales: Tensor | Float32Array | readonly number[];
+  /**
+   * int32 [T]: the adapter of each row of x, or -1 for the base layer alone. Host values are
+   * checked here; a CUDA tensor's are not read back (the op refuses a bad one on the device).
+   */
+  adapterIds: Tensor | Int32Array | readonly number[];
   /** Where to write y [..., N]; allocated when absent. Must not overlap an input. */
   out?: Tensor;
 }
 
-function prepareForwardMulti(op: string, input: LoraForwardMultiArgs): { desc: NativeLoraForwardMulti; out: Tensor } {
+function prepareForwardMulti(op: string, input: LoraForwardMultiArgs): Prepared<NativeLoraForwardMulti, Tensor> {
   const args = new Args(op, input);
   const x = args.tensor('x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 1) throw argumentError('ERR_SHAPE', op, 'x.shape', '[..., K] with at least one dimension', '[]');
@@ -62,62 +69,47 @@ function prepareForwardMulti(op: string, input: LoraForwardMultiArgs): { desc: N
   args.expectLike('b', b, x, 'x');
   args.expectShape('b', b, [numAdapters, n, rMax]);
 
-  const small = (name: string, dtype: 'int32' | 'float32', length: number, optional: boolean): Tensor | undefined => {
-    const t = optional ? args.optionalTensor(name, { dtypes: [dtype] }) : args.tensor(name, { dtypes: [dtype] });
-    if (!t) return undefined;
-    if (t.device !== x.device) throw argumentError('ERR_DEVICE', op, name, `on ${x.device} like x`, t.device);
-    args.expectShape(name, t, [length]);
-    return t;
-  };
-  const ranks = small('ranks', 'int32', numAdapters, true);
-  const scales = small('scales', 'float32', numAdapters, false)!;
-  const adapterIds = small('adapterIds', 'int32', rows, false)!;
-  // Host values are checked here with their index; device values are checked by the op itself.
-  if (ranks && ranks.device === 'cpu') {
-    ranks.toArray().forEach((r, i) => {
-      if (r < 1 || r > rMax) throw argumentError('ERR_ARGUMENT', op, `ranks[${i}]`, `in [1, ${rMax}] (rMax)`, String(r));
-    });
-  }
-  if (adapterIds.device === 'cpu') {
-    adapterIds.toArray().forEach((id, t) => {
-      if (id < -1 || id >= numAdapters) {
-        throw argumentError('ERR_ARGUMENT', op, `adapterIds[${t}]`, `-1 (base only) or an adapter index in [0, ${numAdapters})`, String(id));
-      }
-    });
-  }
+  const perAdapter = { length: numAdapters, lengthText: `${numAdapters} (L of a)`, like: x, likeName: 'x' };
+  const ranks = args.hostVector('ranks', {
+    ...perAdapter, dtype: 'int32', optional: true, range: { min: 1, max: rMax, expected: `in [1, ${rMax}] (rMax)` },
+  });
+  const scales = args.hostVector('scales', { ...perAdapter, dtype: 'float32' });
+  const adapterIds = args.hostVector('adapterIds', {
+    dtype: 'int32', length: rows, lengthText: `${rows} (the rows of x)`, like: x, likeName: 'x',
+    range: { min: -1, max: numAdapters - 1, expected: `-1 (base only) or an adapter index in [0, ${numAdapters})` },
+  });
 
   const outShape = [...x.shape.slice(0, -1), n];
   const given = args.optionalTensor('out');
   if (given) {
     args.expectLike('out', given, x, 'x');
     args.expectShape('out', given, outShape);
-    args.expectNoAlias('out', given, { x, weight, bias, a, b, ranks, scales, adapterIds });
+    args.expectNoAlias('out', given, { x, weight, bias, a, b, ranks: ranks?.tensor, scales: scales.tensor, adapterIds: adapterIds.tensor });
   }
   const out = given ?? Tensor.empty(outShape, { dtype: x.dtype, device: x.device });
+  const temporaries: Tensor[] = [];
   const desc: NativeLoraForwardMulti = {
     x: Tensor.native(x, op, 'x'),
     weight: Tensor.native(weight, op, 'weight'),
     a: Tensor.native(a, op, 'a'),
     b: Tensor.native(b, op, 'b'),
-    scales: Tensor.native(scales, op, 'scales'),
-    adapterIds: Tensor.native(adapterIds, op, 'adapterIds'),
+    scales: scales.native(op, 'scales', temporaries),
+    adapterIds: adapterIds.native(op, 'adapterIds', temporaries),
     out: Tensor.native(out, op, 'out'),
   };
   if (bias) desc.bias = Tensor.native(bias, op, 'bias');
-  if (ranks) desc.ranks = Tensor.native(ranks, op, 'ranks');
-  return { desc, out };
+  if (ranks) desc.ranks = ranks.native(op, 'ranks', temporaries);
+  return { desc, result: out, temporaries };
 }
+
+const forwardMultiOp = defineOp('lora.forwardMulti', 'loraForwardMulti', prepareForwardMulti);
 
 /** Multi-adapter LoRA forward; returns y [..., N] (`out` when given). */
 export function forwardMulti(args: LoraForwardMultiArgs): Tensor {
-  const { desc, out } = prepareForwardMulti('lora.forwardMulti', args);
-  callNative((m) => m.loraForwardMulti(desc));
-  return out;
+  return forwardMultiOp.sync(args);
 }
 
 /** forwardMulti() off the JS thread (on the addon's job thread). */
-export async function forwardMultiAsync(args: LoraForwardMultiArgs): Promise<Tensor> {
-  const { desc, out } = prepareForwardMulti('lora.forwardMultiAsync', args);
-  await callNativeAsync((m) => m.loraForwardMultiAsync(desc));
-  return out;
+export function forwardMultiAsync(args: LoraForwardMultiArgs): Promise<Tensor> {
+  return forwardMultiOp.async(args);
 }

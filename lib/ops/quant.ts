@@ -25,12 +25,10 @@
  */
 import { FLOAT_DTYPES, type DType } from '../dtype.js';
 import { argumentError, describeValue, LoraKernelsError } from '../errors.js';
-import {
-  callNative, callNativeAsync, type NativeDequantize, type NativeNf4Quantize, type NativeQuantWeight, type NativeTensor,
-  type NativeTernaryQuantize,
-} from '../native.js';
+import type { NativeDequantize, NativeNf4Quantize, NativeQuantWeight, NativeTensor, NativeTernaryQuantize } from '../native.js';
 import { type Device, deviceIndex, Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
+import { defineOp, type Prepared } from './define.js';
 import { DYNAMIC_MAP } from './quant_tables.js';
 
 /** The float dtypes a quantized weight remembers as its original (dequantize's default). */
@@ -222,12 +220,7 @@ function options(op: string, opts: unknown): Args {
   return new Args(op, Object.fromEntries(Object.entries(opts ?? {}).map(([key, value]) => [`opts.${key}`, value])));
 }
 
-interface PreparedNf4 {
-  desc: NativeNf4Quantize;
-  finish: () => Nf4Tensor;
-}
-
-function prepareNf4(op: string, w: Tensor, opts: Nf4QuantizeOptions | undefined): PreparedNf4 {
+function prepareNf4(op: string, w: Tensor, opts: Nf4QuantizeOptions | undefined): Prepared<NativeNf4Quantize, Nf4Tensor> {
   const { w: weight, n, k } = weightToQuantize(op, w);
   const o = options(op, opts);
   const blockSize = opts?.blockSize ?? 64;
@@ -267,21 +260,19 @@ function onDevice(t: Tensor, device: Device): Tensor {
   return device === 'cpu' ? t : t.to(device);
 }
 
+const nf4QuantizeOp = defineOp('quant.nf4.quantize', 'nf4Quantize', prepareNf4);
+
 /** NF4-quantizes w [N, K] with bitsandbytes' bytes (see the top). On CUDA with doubleQuant, waits for the device (the offset is read back). */
 export function nf4Quantize(w: Tensor, opts?: Nf4QuantizeOptions): Nf4Tensor {
-  const { desc, finish } = prepareNf4('quant.nf4.quantize', w, opts);
-  callNative((m) => m.nf4Quantize(desc));
-  return finish();
+  return nf4QuantizeOp.sync(w, opts);
 }
 
 /** nf4Quantize() off the JS thread. */
-export async function nf4QuantizeAsync(w: Tensor, opts?: Nf4QuantizeOptions): Promise<Nf4Tensor> {
-  const { desc, finish } = prepareNf4('quant.nf4.quantizeAsync', w, opts);
-  await callNativeAsync((m) => m.nf4QuantizeAsync(desc));
-  return finish();
+export function nf4QuantizeAsync(w: Tensor, opts?: Nf4QuantizeOptions): Promise<Nf4Tensor> {
+  return nf4QuantizeOp.async(w, opts);
 }
 
-function prepareTernary(op: string, w: Tensor, opts: TernaryQuantizeOptions | undefined): { desc: NativeTernaryQuantize; finish: () => TernaryTensor } {
+function prepareTernary(op: string, w: Tensor, opts: TernaryQuantizeOptions | undefined): Prepared<NativeTernaryQuantize, TernaryTensor> {
   const { w: weight, n, k } = weightToQuantize(op, w);
   const eps = options(op, opts).number('opts.eps', 1e-5);
   if (!(eps > 0)) throw argumentError('ERR_ARGUMENT', op, 'opts.eps', 'a positive number', String(eps));
@@ -299,18 +290,16 @@ function prepareTernary(op: string, w: Tensor, opts: TernaryQuantizeOptions | un
   };
 }
 
+const ternaryQuantizeOp = defineOp('quant.ternary.quantize', 'ternaryQuantize', prepareTernary);
+
 /** Ternary-quantizes w [N, K] (BitNet b1.58 absmean, see the top). On CUDA, waits for the device (the scale is read back). */
 export function ternaryQuantize(w: Tensor, opts?: TernaryQuantizeOptions): TernaryTensor {
-  const { desc, finish } = prepareTernary('quant.ternary.quantize', w, opts);
-  callNative((m) => m.ternaryQuantize(desc));
-  return finish();
+  return ternaryQuantizeOp.sync(w, opts);
 }
 
 /** ternaryQuantize() off the JS thread. */
-export async function ternaryQuantizeAsync(w: Tensor, opts?: TernaryQuantizeOptions): Promise<TernaryTensor> {
-  const { desc, finish } = prepareTernary('quant.ternary.quantizeAsync', w, opts);
-  await callNativeAsync((m) => m.ternaryQuantizeAsync(desc));
-  return finish();
+export function ternaryQuantizeAsync(w: Tensor, opts?: TernaryQuantizeOptions): Promise<TernaryTensor> {
+  return ternaryQuantizeOp.async(w, opts);
 }
 
 // ---- dequantize -------------------------------------------------------------------------------------
@@ -322,7 +311,7 @@ export interface DequantizeOptions {
   out?: Tensor;
 }
 
-function prepareDequantize(op: string, format: 'nf4' | 'ternary', q: QuantizedTensor, opts: DequantizeOptions | undefined): { desc: NativeDequantize; out: Tensor } {
+function prepareDequantize(op: string, format: 'nf4' | 'ternary', q: QuantizedTensor, opts: DequantizeOptions | undefined): Prepared<NativeDequantize, Tensor> {
   const weight = expectQuantized(op, 'q', q, format);
   const o = options(op, opts);
   const given = o.optionalTensor('opts.out', { dtypes: FLOAT_DTYPES });
@@ -338,23 +327,12 @@ function prepareDequantize(op: string, format: 'nf4' | 'ternary', q: QuantizedTe
     o.expectNoAlias('opts.out', given, quantizedParts(weight));
   }
   const out = given ?? Tensor.empty(weight.shape, { dtype, device: weight.device });
-  return { desc: { weight: nativeQuantized(weight, op), out: Tensor.native(out, op, 'out') }, out };
+  return { desc: { weight: nativeQuantized(weight, op), out: Tensor.native(out, op, 'out') }, result: out };
 }
 
 function dequantizeWith(format: 'nf4' | 'ternary') {
-  const op = `quant.${format}.dequantize`;
-  return {
-    sync(q: QuantizedTensor, opts?: DequantizeOptions): Tensor {
-      const { desc, out } = prepareDequantize(op, format, q, opts);
-      callNative((m) => m.quantDequantize(desc));
-      return out;
-    },
-    async async(q: QuantizedTensor, opts?: DequantizeOptions): Promise<Tensor> {
-      const { desc, out } = prepareDequantize(`${op}Async`, format, q, opts);
-      await callNativeAsync((m) => m.quantDequantizeAsync(desc));
-      return out;
-    },
-  };
+  return defineOp(`quant.${format}.dequantize`, 'quantDequantize',
+    (op, q: QuantizedTensor, opts?: DequantizeOptions) => prepareDequantize(op, format, q, opts));
 }
 
 const nf4Dequantizer = dequantizeWith('nf4');

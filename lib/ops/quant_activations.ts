@@ -12,9 +12,10 @@
  */
 import { FLOAT_DTYPES } from '../dtype.js';
 import { argumentError, describeValue } from '../errors.js';
-import { callNative, callNativeAsync, type NativeInt8Dequantize, type NativeInt8Quantize } from '../native.js';
+import type { NativeInt8Dequantize, NativeInt8Quantize } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
+import { defineOp, type Prepared } from './define.js';
 
 /** x quantized per row (see the top). */
 export interface Int8Activations {
@@ -51,7 +52,7 @@ function rowsOf(op: string, name: string, t: Tensor): number {
   return t.numel / k;
 }
 
-function prepareQuantize(op: string, x: Tensor, opts: Int8QuantizeOptions | undefined): { desc: NativeInt8Quantize; result: Int8Activations } {
+function prepareQuantize(op: string, x: Tensor, opts: Int8QuantizeOptions | undefined): Prepared<NativeInt8Quantize, Int8Activations> {
   const input = new Args(op, { x }).tensor('x', { dtypes: FLOAT_DTYPES });
   const m = rowsOf(op, 'x', input);
   options(op, opts);
@@ -77,21 +78,19 @@ function prepareQuantize(op: string, x: Tensor, opts: Int8QuantizeOptions | unde
   return { desc, result: { values, scales } };
 }
 
+const quantizeOp = defineOp('quant.int8.quantize', 'int8Quantize', prepareQuantize);
+
 /** Quantizes x [..., K] per row to int8 codes and float32 scales (see the top). */
 export function int8Quantize(x: Tensor, opts?: Int8QuantizeOptions): Int8Activations {
-  const { desc, result } = prepareQuantize('quant.int8.quantize', x, opts);
-  callNative((m) => m.int8Quantize(desc));
-  return result;
+  return quantizeOp.sync(x, opts);
 }
 
 /** int8Quantize() off the JS thread. */
-export async function int8QuantizeAsync(x: Tensor, opts?: Int8QuantizeOptions): Promise<Int8Activations> {
-  const { desc, result } = prepareQuantize('quant.int8.quantizeAsync', x, opts);
-  await callNativeAsync((m) => m.int8QuantizeAsync(desc));
-  return result;
+export function int8QuantizeAsync(x: Tensor, opts?: Int8QuantizeOptions): Promise<Int8Activations> {
+  return quantizeOp.async(x, opts);
 }
 
-function prepareDequantize(op: string, q: Int8Activations, opts: Int8DequantizeOptions | undefined): { desc: NativeInt8Dequantize; out: Tensor } {
+function prepareDequantize(op: string, q: Int8Activations, opts: Int8DequantizeOptions | undefined): Prepared<NativeInt8Dequantize, Tensor> {
   if (q === null || typeof q !== 'object') {
     throw argumentError('ERR_ARGUMENT', op, 'q', 'an object { values, scales } (from quant.int8.quantize)', describeValue(q));
   }
@@ -118,19 +117,17 @@ function prepareDequantize(op: string, q: Int8Activations, opts: Int8DequantizeO
   const desc: NativeInt8Dequantize = {
     values: Tensor.native(values, op, 'q.values'), scales: Tensor.native(scales, op, 'q.scales'), out: Tensor.native(out, op, 'out'),
   };
-  return { desc, out };
+  return { desc, result: out };
 }
+
+const dequantizeOp = defineOp('quant.int8.dequantize', 'int8Dequantize', prepareDequantize);
 
 /** x̂ [..., K] = code / s per row, in float32, then rounded once to the dtype (default float32). */
 export function int8Dequantize(q: Int8Activations, opts?: Int8DequantizeOptions): Tensor {
-  const { desc, out } = prepareDequantize('quant.int8.dequantize', q, opts);
-  callNative((m) => m.int8Dequantize(desc));
-  return out;
+  return dequantizeOp.sync(q, opts);
 }
 
 /** int8Dequantize() off the JS thread. */
-export async function int8DequantizeAsync(q: Int8Activations, opts?: Int8DequantizeOptions): Promise<Tensor> {
-  const { desc, out } = prepareDequantize('quant.int8.dequantizeAsync', q, opts);
-  await callNativeAsync((m) => m.int8DequantizeAsync(desc));
-  return out;
+export function int8DequantizeAsync(q: Int8Activations, opts?: Int8DequantizeOptions): Promise<Tensor> {
+  return dequantizeOp.async(q, opts);
 }

@@ -10,9 +10,10 @@
  */
 import { FLOAT_DTYPES } from '../dtype.js';
 import { argumentError, describeValue } from '../errors.js';
-import { callNative, callNativeAsync, type NativeQuantMatmul, type NativeQuantMatmulBackward } from '../native.js';
+import type { NativeQuantMatmul, NativeQuantMatmulBackward } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
+import { defineOp, type Prepared } from './define.js';
 import { expectQuantized, nativeQuantized, type QuantDType, type QuantizedTensor, quantizedParts } from './quant.js';
 import { int8Dequantize, int8Quantize } from './quant_activations.js';
 
@@ -76,7 +77,7 @@ function expectLoraA(args: Args, a: Tensor, k: number): void {
   }
 }
 
-function prepareMatmul(op: string, input: QuantMatmulArgs): { desc: NativeQuantMatmul; out: Tensor; x: Tensor; int8: boolean } {
+function prepareMatmul(op: string, input: QuantMatmulArgs): Prepared<NativeQuantMatmul, Tensor> {
   const args = new Args(op, input);
   const { x, weight, k, n } = inputAndWeight(args, input);
   const activations = input.activations ?? 'float';
@@ -119,7 +120,10 @@ function prepareMatmul(op: string, input: QuantMatmulArgs): { desc: NativeQuantM
     desc.b = Tensor.native(b, op, 'b');
   }
   if (perOutput) desc.gatePerOutput = Tensor.native(perOutput, op, 'gate');
-  return { desc, out, x, int8: activations === 'int8' };
+  if (activations === 'float') return { desc, result: out };
+  const xHat = int8Activations(x);
+  desc.x = Tensor.native(xHat, op, 'x');
+  return { desc, result: out, temporaries: [xHat] };
 }
 
 /**
@@ -130,43 +134,26 @@ function prepareMatmul(op: string, input: QuantMatmulArgs): { desc: NativeQuantM
  * are enqueued (CUDA) at the call, also for matmulAsync, so x is read in call order like any op's
  * input; on the CPU that is M·K elements on the JS thread (microseconds at decode).
  */
-function withActivations(prepared: { desc: NativeQuantMatmul; x: Tensor; int8: boolean }, op: string): Tensor | undefined {
-  if (!prepared.int8) return undefined;
-  const q = int8Quantize(prepared.x);
+function int8Activations(x: Tensor): Tensor {
+  const q = int8Quantize(x);
   try {
-    const xHat = int8Dequantize(q, { dtype: prepared.x.dtype as QuantDType });
-    prepared.desc.x = Tensor.native(xHat, op, 'x');
-    return xHat;
+    return int8Dequantize(q, { dtype: x.dtype as QuantDType });
   } finally {
     q.values.dispose();
     q.scales.dispose();
   }
 }
 
+const matmulOp = defineOp('quant.matmul', 'quantMatmul', prepareMatmul);
+
 /** y [..., N] = x·deq(weight)ᵀ + bias + gate·scale·(x·aᵀ)·bᵀ (`out` when given). */
 export function matmul(args: QuantMatmulArgs): Tensor {
-  const op = 'quant.matmul';
-  const prepared = prepareMatmul(op, args);
-  const xHat = withActivations(prepared, op);
-  try {
-    callNative((m) => m.quantMatmul(prepared.desc));
-  } finally {
-    xHat?.dispose();
-  }
-  return prepared.out;
+  return matmulOp.sync(args);
 }
 
 /** matmul() off the JS thread (on the addon's job thread, not libuv's pool). */
-export async function matmulAsync(args: QuantMatmulArgs): Promise<Tensor> {
-  const op = 'quant.matmulAsync';
-  const prepared = prepareMatmul(op, args);
-  const xHat = withActivations(prepared, op);
-  try {
-    await callNativeAsync((m) => m.quantMatmulAsync(prepared.desc));
-  } finally {
-    xHat?.dispose();
-  }
-  return prepared.out;
+export function matmulAsync(args: QuantMatmulArgs): Promise<Tensor> {
+  return matmulOp.async(args);
 }
 
 export interface QuantMatmulBackwardArgs {
@@ -201,7 +188,7 @@ export interface QuantMatmulGradients {
   gradGate?: Tensor;
 }
 
-function prepareBackward(op: string, input: QuantMatmulBackwardArgs): { desc: NativeQuantMatmulBackward; grads: QuantMatmulGradients } {
+function prepareBackward(op: string, input: QuantMatmulBackwardArgs): Prepared<NativeQuantMatmulBackward, QuantMatmulGradients> {
   const args = new Args(op, input);
   const { x, weight, k, n } = inputAndWeight(args, input);
   const a = args.tensor('a');
@@ -245,8 +232,10 @@ function prepareBackward(op: string, input: QuantMatmulBackwardArgs): { desc: Na
   if (perOutput) desc.gatePerOutput = Tensor.native(perOutput, op, 'gate');
   if (grads.gradInput) desc.gradInput = Tensor.native(grads.gradInput, op, 'gradInput');
   if (grads.gradGate) desc.gradGate = Tensor.native(grads.gradGate, op, 'gradGate');
-  return { desc, grads };
+  return { desc, result: grads };
 }
+
+const backwardOp = defineOp('quant.matmulBackward', 'quantMatmulBackward', prepareBackward);
 
 /**
  * Backward of matmul() for the frozen quantized weight: the gradients of a loss L with respect to
@@ -255,14 +244,10 @@ function prepareBackward(op: string, input: QuantMatmulBackwardArgs): { desc: Na
  * never whole; deterministic on every backend.
  */
 export function matmulBackward(args: QuantMatmulBackwardArgs): QuantMatmulGradients {
-  const { desc, grads } = prepareBackward('quant.matmulBackward', args);
-  callNative((m) => m.quantMatmulBackward(desc));
-  return grads;
+  return backwardOp.sync(args);
 }
 
 /** matmulBackward() off the JS thread. */
-export async function matmulBackwardAsync(args: QuantMatmulBackwardArgs): Promise<QuantMatmulGradients> {
-  const { desc, grads } = prepareBackward('quant.matmulBackwardAsync', args);
-  await callNativeAsync((m) => m.quantMatmulBackwardAsync(desc));
-  return grads;
+export function matmulBackwardAsync(args: QuantMatmulBackwardArgs): Promise<QuantMatmulGradients> {
+  return backwardOp.async(args);
 }

@@ -3,15 +3,16 @@
  * kernels see them (half types widened without rounding), then everything is float64.
  */
 import type { LoraForwardMultiArgs } from '../ops/lora_multi.js';
-import type { Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 import type { RefTensor } from './tolerance.js';
 
 /** The arguments of lora.forwardMulti that define the result (no `out`). */
 export type ReferenceLoraForwardMultiArgs = Omit<LoraForwardMultiArgs, 'out'>;
 
-function int32Values(t: Tensor, name: string): Int32Array {
-  if (t.dtype !== 'int32') throw new TypeError(`reference.lora.forwardMulti: ${name} must be int32, got ${t.dtype}`);
-  return t.toArray() as Int32Array;
+function int32Values(v: Tensor | ArrayLike<number>, name: string): Int32Array {
+  if (!(v instanceof Tensor)) return Int32Array.from(v);
+  if (v.dtype !== 'int32') throw new TypeError(`reference.lora.forwardMulti: ${name} must be int32, got ${v.dtype}`);
+  return v.toArray() as Int32Array;
 }
 
 /** y_t = x_t·weightᵀ + bias + scales[id]·(x_t·a[id][:r]ᵀ)·b[id][:, :r]ᵀ in float64. */
@@ -27,7 +28,7 @@ export function forwardMulti(args: ReferenceLoraForwardMultiArgs): RefTensor {
   const av = a.toFloat32();
   const bbv = b.toFloat32();
   const ranks = args.ranks ? int32Values(args.ranks, 'ranks') : new Int32Array(numAdapters).fill(rMax);
-  const scales = args.scales.toFloat32();
+  const scales = args.scales instanceof Tensor ? args.scales.toFloat32() : Float32Array.from(args.scales);
   const ids = int32Values(args.adapterIds, 'adapterIds');
   const y = new Float64Array(m * n);
   const t = new Float64Array(rMax);
