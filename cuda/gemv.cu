@@ -132,6 +132,7 @@ struct GemvArgs {
   const float* low_rank_scale;
   const float* column_scale;
   const void* bias;
+  bool bias_f32;  // bias is float32 (else the dtype)
   void* y;
   long long y_stride;
   float* partial;  // [gridDim.y][m][n] when K is split over blockIdx.y, else null
@@ -234,11 +235,11 @@ __device__ __forceinline__ float load_f(const void* base, long long i) {
   return E::to_float(static_cast<const typename E::storage*>(base)[i]);
 }
 
-// y[i, n] = v·column_scale[n] + bias[n] in the dtype (·1 + 0 is exactly v).
+// y[i, n] = v·column_scale[n] + bias[n] in the dtype (·1 + 0 is exactly v), the bias unrounded when float32.
 template <class E>
 __device__ __forceinline__ void store_output(const GemvArgs& p, int i, int n, float v) {
   const float column_scale = p.column_scale ? p.column_scale[n] : 1.f;
-  const float bias = p.bias ? load_f<E>(p.bias, n) : 0.f;
+  const float bias = !p.bias ? 0.f : p.bias_f32 ? static_cast<const float*>(p.bias)[n] : load_f<E>(p.bias, n);
   static_cast<typename E::storage*>(p.y)[i * p.y_stride + n] = E::from_float(fmaf(v, column_scale, bias));
 }
 
@@ -711,6 +712,7 @@ void gemv(const GemvParams& p, int device, cudaStream_t st) {
   a.low_rank_scale = p.low_rank_scale;
   a.column_scale = p.column_scale;
   a.bias = p.bias;
+  a.bias_f32 = p.bias_f32;
   a.y = p.y;
   a.y_stride = p.y_stride;
   a.m = static_cast<int>(p.m);
@@ -770,6 +772,7 @@ void lora_forward_decode(const LoraForwardParams& p, int device, cudaStream_t st
   g.w_stride = p.weight_stride;
   g.column_scale = p.column_scale;
   g.bias = p.bias;
+  g.bias_f32 = p.bias_f32;
   g.y = p.y;
   g.y_stride = p.y_stride;
   g.b = p.b;
@@ -820,6 +823,7 @@ void lora_forward_multi_decode(const LoraMultiParams& p, int device, cudaStream_
   g.row_group = p.adapter_ids;
   g.group_rank = p.ranks;
   g.bias = p.bias;
+  g.bias_f32 = p.bias_f32;
   g.y = p.y;
   g.y_stride = p.y_stride;
   gemv(g, device, st);

@@ -54,7 +54,7 @@ void gemv_shrink(const GemvShrinkParams& p, float* t_partials, int splits, cudaS
 // Splits K over blocks itself when N is too small to fill the GPU (scratch from the caching
 // allocator, a fixed-order reduce that also applies the epilogue).
 struct GemvParams {
-  DType dtype = DType::Float32;  // x, w, b, bias, y
+  DType dtype = DType::Float32;  // x, w, b, y, and bias unless bias_f32
   long long m = 0, k = 0, n = 0;
   const void* x = nullptr;
   long long x_stride = 0;
@@ -71,6 +71,7 @@ struct GemvParams {
   const float* low_rank_scale = nullptr;  // float32 [n] or null: quant.matmul's per-output gate
   const float* column_scale = nullptr;  // float32 [n] or null (DoRA)
   const void* bias = nullptr;           // [n] or null
+  bool bias_f32 = false;                // bias is float32 while dtype is float16/bfloat16
   void* y = nullptr;
   long long y_stride = 0;
 };

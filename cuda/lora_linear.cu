@@ -119,6 +119,7 @@ void lora_forward(const LoraForwardParams& p, int device) {
   main.seg[main.num_segments++] = {p.x, p.weight, p.x_stride, p.weight_stride, k, 0, m, INT_MAX, false};
   main.epi.column_scale = p.column_scale;
   main.epi.bias = p.bias;
+  main.epi.bias_f32 = p.bias_f32;
   main.epi.out = p.y;
   main.epi.out_stride = p.y_stride;
   gemm::run(main, device, st);

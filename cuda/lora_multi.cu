@@ -129,6 +129,7 @@ void lora_forward_multi(const LoraMultiParams& p, int device) {
   main.tile_segment_begin = reinterpret_cast<const int*>(dev + off_main_begin);
   main.row_index = order;
   main.epi.bias = p.bias;
+  main.epi.bias_f32 = p.bias_f32;
   main.epi.row_index = order;
   main.epi.out = p.y;
   main.epi.out_stride = p.y_stride;

@@ -144,6 +144,7 @@ void quant_matmul_decode(const QuantMatmulParams& p, int device, cudaStream_t st
   g.x_stride = p.x_stride;
   g.w_quant = &p.weight;
   g.bias = p.bias;
+  g.bias_f32 = p.bias_f32;
   g.y = p.y;
   g.y_stride = p.y_stride;
   g.b = p.b;
@@ -199,6 +200,7 @@ void quant_matmul(const QuantMatmulParams& p, int device) {
   }
   main.seg[main.num_segments++] = quant_segment(p.x, p.x_stride, k, m);
   main.epi.bias = p.bias;
+  main.epi.bias_f32 = p.bias_f32;
   main.epi.out = p.y;
   main.epi.out_stride = p.y_stride;
   gemm::run(main, device, st);

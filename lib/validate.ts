@@ -153,6 +153,19 @@ export class Args {
     }
   }
 
+  /**
+   * `bias` is in x's dtype, or float32 with float16/bfloat16 x (mixed precision keeps the bias in
+   * float32; the kernels add it to the float32 sum before the single rounding). On x's device.
+   */
+  expectBias(bias: Tensor, x: Tensor): void {
+    const sixteenBit = x.dtype === 'float16' || x.dtype === 'bfloat16';
+    if (bias.dtype !== x.dtype && !(sixteenBit && bias.dtype === 'float32')) {
+      const expected = sixteenBit ? `${x.dtype} like x (or float32)` : `${x.dtype} like x`;
+      throw argumentError('ERR_DTYPE', this.op, 'bias', expected, bias.dtype);
+    }
+    if (bias.device !== x.device) throw argumentError('ERR_DEVICE', this.op, 'bias', `on ${x.device} like x`, bias.device);
+  }
+
   /** `out` must not share memory with an input: the kernel would read what it already wrote. */
   expectNoAlias(outName: string, out: Tensor, inputs: Record<string, Tensor | undefined>): void {
     for (const [name, t] of Object.entries(inputs)) {

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { type Device, type DType, LoraKernelsError, lora, reference, Tensor } from '../lib/index.js';
 import type { RefTensor } from '../lib/reference/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
+import { BIAS_C, cancellingBias, column0, withColumn0 } from './helpers/bias.js';
 import { expectError } from './helpers/errors.js';
 
 interface DoraCase {
@@ -155,6 +156,29 @@ describe.each(testDevices())('lora.doraForward / doraBackward on $device', ({ de
   });
 });
 
+// A float32 bias with float16/bfloat16 x, added after the magnitude scaling and before the single
+// rounding (see helpers/bias.ts; the bias cancels magnitude / norm · C·w_j0): M = 1 and 4 take the
+// decode paths (CUDA GEMV, CPU streaming), 37 the CUDA GEMM, 129 the CPU's too.
+describe.each(testDevices())('lora.doraForward with a float32 bias and 16-bit x on $device', ({ device }) => {
+  const cases = (['float16', 'bfloat16'] as DType[]).flatMap((dtype) =>
+    [1, 4, 37, 129].map((m, i) => ({ dtype, m, k: KS[i]!, n: NS[(i + 1) % 4]!, r: RANKS[(i + 2) % 4]!, magnitudeF32: i % 2 === 0 })));
+  it.each(cases.map((c, i) => [`${c.dtype} x[${c.m},${c.k}] N=${c.n} r=${c.r} magnitude ${c.magnitudeF32 ? 'float32' : c.dtype}`, c, i] as const))('%s', (_name, c, i) => {
+    const opts = (s: number) => ({ dtype: c.dtype, device, seed: 9200 + 10 * i + s });
+    const x = withColumn0(Tensor.randn([c.m, c.k], opts(1)), c.k, BIAS_C);
+    const weight = Tensor.randn([c.n, c.k], opts(2));
+    const a = withColumn0(Tensor.randn([c.r, c.k], opts(3)), c.k, 0);
+    const b = Tensor.randn([c.n, c.r], opts(4));
+    const norm = reference.lora.doraWeightNorm({ weight, a, b, scale: 0.5 });
+    const magnitude = onDevice(makeMagnitude(norm, c.magnitudeF32 ? 'float32' : c.dtype, 9200 + 10 * i + 5), device);
+    const m = magnitude.toFloat32();
+    const bias = cancellingBias(column0(weight, c.n, c.k), device, 9200 + 10 * i + 6, Array.from(norm.data, (v, j) => m[j]! / v));
+    const inputs = { x, weight, bias, a, b, magnitude, scale: 0.5 };
+    const out = poisoned([c.m, c.n], c.dtype, device);
+    expect(lora.doraForward({ ...inputs, out })).toBe(out);
+    reference.assertClose(out, reference.lora.doraForward(inputs), { dtype: c.dtype });
+  });
+});
+
 describe('lora.doraForward / doraBackward reject bad input with a code and a message naming the argument', () => {
   const x = Tensor.randn([3, 10], { seed: 1 });
   const weight = Tensor.randn([6, 10], { seed: 2 });
@@ -177,6 +201,9 @@ describe('lora.doraForward / doraBackward reject bad input with a code and a mes
     ['b shape', () => lora.doraForward({ x, weight, a, b: Tensor.zeros([6, 5]), magnitude }), 'ERR_SHAPE', /b.shape must be \[6, 4\], got \[6, 5\]/],
     ['a dtype', () => lora.doraForward({ x, weight, a: half(a), b, magnitude }), 'ERR_DTYPE', /a must be float32 like x, got float16/],
     ['bias shape', () => lora.doraForward({ x, weight, bias: Tensor.zeros([7]), a, b, magnitude }), 'ERR_SHAPE', /bias.shape must be \[6\], got \[7\]/],
+    ['float16 bias, float32 x', () => lora.doraForward({ x, weight, bias: Tensor.zeros([6], { dtype: 'float16' }), a, b, magnitude }), 'ERR_DTYPE', /bias must be float32 like x, got float16/],
+    ['bfloat16 bias, float16 x', () => lora.doraForward({ x: half(x), weight: half(weight), bias: Tensor.zeros([6], { dtype: 'bfloat16' }), a: half(a), b: half(b), magnitude }), 'ERR_DTYPE', /bias must be float16 like x \(or float32\), got bfloat16/],
+    ['int32 bias, float16 x', () => lora.doraForward({ x: half(x), weight: half(weight), bias: Tensor.zeros([6], { dtype: 'int32' }), a: half(a), b: half(b), magnitude }), 'ERR_DTYPE', /bias must be float16 like x \(or float32\), got int32/],
     ['out shape', () => lora.doraForward({ x, weight, a, b, magnitude, out: Tensor.zeros([3, 5]) }), 'ERR_SHAPE', /out.shape must be \[3, 6\], got \[3, 5\]/],
     ['out aliases magnitude', () => { const m = Tensor.zeros([6]); return lora.doraForward({ x: Tensor.zeros([1, 10]), weight, a, b, magnitude: m, out: m.reshape([1, 6]) }); }, 'ERR_ARGUMENT', /out must be memory not shared with magnitude/],
     ['scale NaN', () => lora.doraForward({ x, weight, a, b, magnitude, scale: NaN }), 'ERR_ARGUMENT', /scale must be a finite number, got number NaN/],

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import { type DType, LoraKernelsError, lora, reference, Tensor, type Device } from '../lib/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
+import { BIAS_C, cancellingBias, column0, withColumn0 } from './helpers/bias.js';
 import { expectError } from './helpers/errors.js';
 
 interface ForwardCase {
@@ -141,6 +142,25 @@ describe.each(testDevices())('lora.forward on $device', ({ device, emulated }) =
   });
 });
 
+// A float32 bias with float16/bfloat16 x, added before the single rounding (see helpers/bias.ts):
+// M = 1 and 4 take the decode paths (CUDA GEMV, CPU streaming), 37 the CUDA GEMM, 129 the CPU's too.
+describe.each(testDevices())('lora.forward with a float32 bias and 16-bit x on $device', ({ device }) => {
+  const cases = (['float16', 'bfloat16'] as DType[]).flatMap((dtype) =>
+    [1, 4, 37, 129].map((m, i) => ({ dtype, m, k: KS[i]!, n: NS[(i + 1) % 4]!, r: [7, 0, 16, 5][i]! })));
+  it.each(cases.map((c, i) => [`${c.dtype} x[${c.m},${c.k}] N=${c.n} r=${c.r}`, c, i] as const))('%s', (_name, c, i) => {
+    const opts = (s: number) => ({ dtype: c.dtype, device, seed: 9000 + 10 * i + s });
+    const x = withColumn0(Tensor.randn([c.m, c.k], opts(1)), c.k, BIAS_C);
+    const weight = Tensor.randn([c.n, c.k], opts(2));
+    const a = c.r ? withColumn0(Tensor.randn([c.r, c.k], opts(3)), c.k, 0) : undefined;
+    const b = c.r ? Tensor.randn([c.n, c.r], opts(4)) : undefined;
+    const bias = cancellingBias(column0(weight, c.n, c.k), device, 9000 + 10 * i + 5);
+    const out = poisoned([c.m, c.n], c.dtype, device);
+    const y = lora.forward({ x, weight, bias, a, b, scale: 0.5, out });
+    expect(y).toBe(out);
+    reference.assertClose(y, reference.lora.forward({ x, weight, bias, a, b, scale: 0.5 }), { dtype: c.dtype });
+  });
+});
+
 describe('lora.forward rejects bad input with a code and a message naming the argument', () => {
   const x = Tensor.randn([3, 10], { seed: 1 });
   const weight = Tensor.randn([6, 10], { seed: 2 });
@@ -156,6 +176,9 @@ describe('lora.forward rejects bad input with a code and a message naming the ar
     ['weight 1-D', () => lora.forward({ x, weight: Tensor.zeros([60]) }), 'ERR_SHAPE', /weight.shape must be/],
     ['scalar x', () => lora.forward({ x: Tensor.zeros([]), weight }), 'ERR_SHAPE', /x.shape must be \[..., K\]/],
     ['bias shape', () => lora.forward({ x, weight, bias: Tensor.zeros([5]) }), 'ERR_SHAPE', /bias.shape must be \[6\], got \[5\]/],
+    ['float16 bias, float32 x', () => lora.forward({ x, weight, bias: Tensor.zeros([6], { dtype: 'float16' }) }), 'ERR_DTYPE', /bias must be float32 like x, got float16/],
+    ['float16 bias, bfloat16 x', () => lora.forward({ x: Tensor.zeros([3, 10], { dtype: 'bfloat16' }), weight: Tensor.zeros([6, 10], { dtype: 'bfloat16' }), bias: Tensor.zeros([6], { dtype: 'float16' }) }), 'ERR_DTYPE', /bias must be bfloat16 like x \(or float32\), got float16/],
+    ['int32 bias, float16 x', () => lora.forward({ x: Tensor.zeros([3, 10], { dtype: 'float16' }), weight: Tensor.zeros([6, 10], { dtype: 'float16' }), bias: Tensor.zeros([6], { dtype: 'int32' }) }), 'ERR_DTYPE', /bias must be float16 like x \(or float32\), got int32/],
     ['a without b', () => lora.forward({ x, weight, a }), 'ERR_ARGUMENT', /b must be given together with a/],
     ['b without a', () => lora.forward({ x, weight, b }), 'ERR_ARGUMENT', /a must be given together with b/],
     ['a shape', () => lora.forward({ x, weight, a: Tensor.zeros([4, 9]), b }), 'ERR_SHAPE', /a.shape must be \[r, 10\]/],
@@ -182,6 +205,7 @@ describe('lora.forward rejects bad input with a code and a message naming the ar
     const devices = testDevices();
     if (!devices.some((d) => d.device === 'cuda')) return;
     expectError(() => lora.forward({ x, weight: weight.to('cuda') }), 'ERR_DEVICE', /weight must be on cpu like x, got cuda/);
+    expectError(() => lora.forward({ x, weight, bias: Tensor.zeros([6], { device: 'cuda' }) }), 'ERR_DEVICE', /bias must be on cpu like x, got cuda/);
   });
 
   it('the addon itself rejects descriptors whose buffers are too small (memory safety)', async () => {

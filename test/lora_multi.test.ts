@@ -2,6 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 
 import { type DType, LoraKernelsError, lora, reference, Tensor, type Device } from '../lib/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
+import { BIAS_C, cancellingBias, column0, withColumn0 } from './helpers/bias.js';
 import { expectError } from './helpers/errors.js';
 
 type Popularity = 'uniform' | 'zipf' | 'base-only' | 'fixed';
@@ -260,6 +261,29 @@ describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated
   });
 });
 
+// A float32 bias with float16/bfloat16 x, added before the single rounding (see helpers/bias.ts):
+// M = 1 and 4 take the decode paths (CUDA BGMV, CPU streaming), 37 the CUDA GEMM, 129 the CPU's too.
+describe.each(testDevices())('lora.forwardMulti with a float32 bias and 16-bit x on $device', ({ device }) => {
+  const onDevice = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
+  const cases = (['float16', 'bfloat16'] as DType[]).flatMap((dtype) =>
+    [1, 4, 37, 129].map((m, i) => ({ dtype, m, k: [45, 203, 19, 130][i]!, n: [19, 131, 50, 77][i]! })));
+  it.each(cases.map((c, i) => [`${c.dtype} x[${c.m},${c.k}] N=${c.n} L=3`, c, i] as const))('%s', (_name, c, i) => {
+    const opts = (s: number) => ({ dtype: c.dtype, device, seed: 9100 + 10 * i + s });
+    const x = withColumn0(Tensor.randn([c.m, c.k], opts(1)), c.k, BIAS_C);
+    const weight = Tensor.randn([c.n, c.k], opts(2));
+    const a = withColumn0(Tensor.randn([3, 8, c.k], opts(3)), c.k, 0);
+    const b = Tensor.randn([3, c.n, 8], opts(4));
+    const ranks = onDevice(Tensor.from([8, 3, 5], [3], { dtype: 'int32' }));
+    const scales = onDevice(Tensor.from([0.5, 1, 2], [3]));
+    const adapterIds = onDevice(Tensor.from(Int32Array.from({ length: c.m }, (_, t) => (t % 4) - 1), [c.m], { dtype: 'int32' }));
+    const bias = cancellingBias(column0(weight, c.n, c.k), device, 9100 + 10 * i + 5);
+    const inputs = { x, weight, bias, a, b, ranks, scales, adapterIds };
+    const out = poisoned([c.m, c.n], c.dtype, device);
+    expect(lora.forwardMulti({ ...inputs, out })).toBe(out);
+    reference.assertClose(out, reference.lora.forwardMulti(inputs), { dtype: c.dtype });
+  });
+});
+
 describe('lora.forwardMulti rejects bad input with a code and a message naming the argument', () => {
   const x = Tensor.randn([3, 10], { seed: 1 });
   const weight = Tensor.randn([6, 10], { seed: 2 });
@@ -290,6 +314,9 @@ describe('lora.forwardMulti rejects bad input with a code and a message naming t
     ['int x', () => lora.forwardMulti({ ...ok, x: Tensor.zeros([3, 10], { dtype: 'int32' }) }), 'ERR_DTYPE', /x must be of dtype float32 or float16 or bfloat16, got int32/],
     ['a dtype', () => lora.forwardMulti({ ...ok, a: Tensor.zeros([2, 4, 10], { dtype: 'bfloat16' }) }), 'ERR_DTYPE', /a must be float32 like x, got bfloat16/],
     ['bias shape', () => lora.forwardMulti({ ...ok, bias: Tensor.zeros([5]) }), 'ERR_SHAPE', /bias.shape must be \[6\], got \[5\]/],
+    ['float16 bias, float32 x', () => lora.forwardMulti({ ...ok, bias: Tensor.zeros([6], { dtype: 'float16' }) }), 'ERR_DTYPE', /bias must be float32 like x, got float16/],
+    ['float16 bias, bfloat16 x', () => lora.forwardMulti({ ...ok, x: Tensor.zeros([3, 10], { dtype: 'bfloat16' }), weight: Tensor.zeros([6, 10], { dtype: 'bfloat16' }), a: Tensor.zeros([2, 4, 10], { dtype: 'bfloat16' }), b: Tensor.zeros([2, 6, 4], { dtype: 'bfloat16' }), bias: Tensor.zeros([6], { dtype: 'float16' }) }), 'ERR_DTYPE', /bias must be bfloat16 like x \(or float32\), got float16/],
+    ['int32 bias, float16 x', () => lora.forwardMulti({ ...ok, x: Tensor.zeros([3, 10], { dtype: 'float16' }), weight: Tensor.zeros([6, 10], { dtype: 'float16' }), a: Tensor.zeros([2, 4, 10], { dtype: 'float16' }), b: Tensor.zeros([2, 6, 4], { dtype: 'float16' }), bias: Tensor.zeros([6], { dtype: 'int32' }) }), 'ERR_DTYPE', /bias must be float16 like x \(or float32\), got int32/],
     ['out shape', () => lora.forwardMulti({ ...ok, out: Tensor.zeros([3, 5]) }), 'ERR_SHAPE', /out.shape must be \[3, 6\], got \[3, 5\]/],
     ['out aliases x', () => { const s = Tensor.zeros([3, 6]); return lora.forwardMulti({ ...ok, x: s, weight: Tensor.zeros([6, 6]), a: Tensor.zeros([2, 4, 6]), out: s.reshape([3, 6]) }); }, 'ERR_ARGUMENT', /out must be memory not shared with x/],
   ];

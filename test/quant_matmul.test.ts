@@ -18,6 +18,7 @@ import {
 import { native } from '../lib/native.js';
 import { type RefTensor, TOLERANCES } from '../lib/reference/tolerance.js';
 import { poisoned, testDevices } from './helpers/devices.js';
+import { BIAS_C, cancellingBias, column0, withColumn0 } from './helpers/bias.js';
 import { expectError } from './helpers/errors.js';
 
 type Format = 'nf4' | 'nf4-double' | 'ternary';
@@ -432,6 +433,37 @@ describe.each(testDevices())('quant.matmulBackward on $device', ({ device }) => 
 });
 
 // ---- bad input ----------------------------------------------------------------------------------------
+// A float32 bias with float16/bfloat16 x, added before the single rounding (see helpers/bias.ts).
+// Here C reaches y through the low-rank term alone (weight column 0 = 0, exact in both formats;
+// a[0][0] = 1, the rest of a's column 0 zero; the bias cancels C·scale·gate_j·b[j][0]): the CUDA
+// engine feeds deq(W) to the tensor cores rounded to the 16-bit dtype, an error C would amplify,
+// while T = x·aᵀ goes in as a hi + lo pair. M = 1 and 4 take the decode GEMVs, 37 the CUDA engine,
+// 129 the CPU's packed GEMM too.
+describe.each(testDevices())('quant.matmul with a float32 bias and 16-bit x on $device', ({ device }) => {
+  const cases = (['float16', 'bfloat16'] as DType[]).flatMap((dtype, d) => [1, 4, 37, 129].map((m, i) => ({
+    dtype, m, format: FORMATS[(i + d) % FORMATS.length]!, k: [192, 71, 130, 101][i]!, n: [75, 77, 69, 133][i]!,
+    r: [3, 1, 16, 5][i]!, gate: GATES[(i + d) % GATES.length]!,
+  })));
+  it.each(cases.map((c, i) => [`${c.dtype} ${c.format} x[${c.m},${c.k}] N=${c.n} r=${c.r} gate ${c.gate}`, c, i] as const))('%s', (_name, c, i) => {
+    const s = 9300 + 10 * i;
+    const w = withColumn0(Tensor.randn([c.n, c.k], { seed: s + 1 }), c.k, 0);
+    const q = c.format === 'ternary' ? quant.ternary.quantize(w) : quant.nf4.quantize(w, { blockSize: 64, doubleQuant: c.format === 'nf4-double' });
+    const weight = device === 'cpu' ? q : quant.to(q, device);
+    expect(column0(reference.quant.dequantize(weight), c.n, c.k).every((v) => v === 0)).toBe(true);
+    const x = withColumn0(randn([c.m, c.k], c.dtype, device, s + 2), c.k, BIAS_C);
+    const aValues = Tensor.randn([c.r, c.k], { seed: s + 3 }).toFloat32().map((v, e) => (e % c.k ? v / Math.sqrt(c.k) : e === 0 ? 1 : 0));
+    const a = onDevice(Tensor.from(aValues, [c.r, c.k], { dtype: c.dtype }), device);
+    const b = randn([c.n, c.r], c.dtype, device, s + 4);
+    const gate = c.gate === 'scalar' ? 0.7 : c.gate === 'per-output' ? randn([c.n], 'float32', device, s + 5) : undefined;
+    const gates = gate instanceof Tensor ? gate.toFloat32() : new Float32Array(c.n).fill(gate ?? 1);
+    const bias = cancellingBias(column0(b, c.n, c.r), device, s + 6, Array.from(gates, (g) => 0.5 * g));
+    const inputs = { x, weight, bias, a, b, gate, scale: 0.5 };
+    const out = poisoned([c.m, c.n], c.dtype, device);
+    expect(quant.matmul({ ...inputs, out })).toBe(out);
+    reference.assertClose(out, reference.quant.matmul(inputs), { dtype: c.dtype });
+  });
+});
+
 describe('quant.matmul and quant.matmulBackward reject bad input with a code and a message naming the argument', () => {
   const x = Tensor.randn([3, 10], { seed: 1 });
   const nf4 = quant.nf4.quantize(Tensor.randn([6, 10], { seed: 2 }), { blockSize: 32 });
@@ -468,6 +500,8 @@ describe('quant.matmul and quant.matmulBackward reject bad input with a code and
     ['weight.device not its parts\'', () => quant.matmul({ x, weight: { ...ternary, device: 'cuda' } as never }), 'ERR_DEVICE', /weight.device must be cpu, where its packed codes are, got the string "cuda"/],
     ['bias length', () => quant.matmul({ x, weight, bias: Tensor.zeros([5]) }), 'ERR_SHAPE', /bias.shape must be \[6\], got \[5\]/],
     ['bias dtype', () => quant.matmul({ x, weight, bias: Tensor.zeros([6], { dtype: 'bfloat16' }) }), 'ERR_DTYPE', /bias must be float32 like x, got bfloat16/],
+    ['float16 bias, bfloat16 x', () => quant.matmul({ x: Tensor.zeros([3, 10], { dtype: 'bfloat16' }), weight, bias: Tensor.zeros([6], { dtype: 'float16' }) }), 'ERR_DTYPE', /bias must be bfloat16 like x \(or float32\), got float16/],
+    ['int32 bias, float16 x', () => quant.matmul({ x: Tensor.zeros([3, 10], { dtype: 'float16' }), weight, bias: Tensor.zeros([6], { dtype: 'int32' }) }), 'ERR_DTYPE', /bias must be float16 like x \(or float32\), got int32/],
     ['a without b', () => quant.matmul({ x, weight, a }), 'ERR_ARGUMENT', /b must be given together with a/],
     ['b without a', () => quant.matmul({ x, weight, b }), 'ERR_ARGUMENT', /a must be given together with b/],
     ['a of another K', () => quant.matmul({ x, weight, a: Tensor.zeros([4, 9]), b }), 'ERR_SHAPE', /a.shape must be \[r, 10\] \(r ≥ 1\), got \[4, 9\]/],

@@ -65,20 +65,13 @@ void store_row(const float* values, const float* column_scale, const float* bias
   }
 }
 
-const float* widen_bias(const LoraForwardParams& p) {
-  if (!p.bias) return nullptr;
-  float* bias = caller_buffer(CallerBuffer::Bias, p.n);
-  with_float_dtype(p.dtype, [&](auto tag) { widen_row<decltype(tag)::value>(p.bias, 0, p.n, bias); });
-  return bias;
-}
-
 // ---- small m: stream the weight ---------------------------------------------------------------
 template <DType T>
 void forward_streaming(const LoraForwardParams& p) {
   const int64_t m = p.m, k = p.k, r = p.r;
   float* x = caller_buffer(CallerBuffer::XRows, m * k);
   widen_rows<T>(p.x, p.x_stride, m, k, x, k);
-  const float* bias = widen_bias(p);
+  const float* bias = bias_as_float(p.bias, p.bias_f32, p.dtype, p.n, CallerBuffer::Bias);
 
   float* t = nullptr;
   if (r > 0) {
@@ -128,7 +121,7 @@ void lora_forward(const LoraForwardParams& p) {
   with_float_dtype(p.dtype, [&](auto tag) {
     constexpr DType T = decltype(tag)::value;
     if (p.m <= kSmallRows) forward_streaming<T>(p);
-    else lora_forward_packed<T>(p, WeightAndLoraB<T>{p}, widen_bias(p));
+    else lora_forward_packed<T>(p, WeightAndLoraB<T>{p}, bias_as_float(p.bias, p.bias_f32, p.dtype, p.n, CallerBuffer::Bias));
   });
 }
 

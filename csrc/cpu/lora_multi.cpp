@@ -90,13 +90,6 @@ void store_row(const float* values, const float* bias, int64_t count, void* y, i
   }
 }
 
-const float* widen_bias(const LoraMultiParams& p) {
-  if (!p.bias) return nullptr;
-  float* bias = caller_buffer(CallerBuffer::Bias, p.n);
-  with_float_dtype(p.dtype, [&](auto tag) { widen_row<decltype(tag)::value>(p.bias, 0, p.n, bias); });
-  return bias;
-}
-
 // ---- small m (decode): stream the weight --------------------------------------------------------
 template <DType T>
 void forward_streaming(const LoraMultiParams& p, const AdapterSegments& s, const float* bias) {
@@ -240,7 +233,7 @@ void forward_packed(const LoraMultiParams& p, const AdapterSegments& s, const fl
 }  // namespace
 
 void lora_forward_multi(const LoraMultiParams& p, const AdapterSegments& s) {
-  const float* bias = widen_bias(p);
+  const float* bias = bias_as_float(p.bias, p.bias_f32, p.dtype, p.n, CallerBuffer::Bias);
   with_float_dtype(p.dtype, [&](auto tag) {
     constexpr DType T = decltype(tag)::value;
     if (p.m <= kSmallRows) forward_streaming<T>(p, s, bias);

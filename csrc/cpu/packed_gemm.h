@@ -1,7 +1,7 @@
 // Pieces shared by the packed CPU GEMM kernels (csrc/cpu/lora_linear.cpp, lora_backward.cpp):
-// per-thread scratch buffers, dot-product tiles against rows of a weight-like matrix, row
-// widening and masking, the split of a reduction dimension into cache blocks, and the packed
-// MR-row left panels the micro-kernel of gemm_microkernel.h reads.
+// per-thread scratch buffers, the float32 bias of the epilogues, dot-product tiles against rows of
+// a weight-like matrix, row widening and masking, the split of a reduction dimension into cache
+// blocks, and the packed MR-row left panels the micro-kernel of gemm_microkernel.h reads.
 //
 // Include only from csrc/cpu/*.cpp (inside no namespace); everything lands in
 // lk::cpu::LK_SIMD_NS, so each SIMD level gets its own copy.
@@ -57,6 +57,18 @@ template <class Which>
 float* scratch(Which which, int64_t count) {
   thread_local AlignedScratch buffers[static_cast<int>(Which::Count)];
   return buffers[static_cast<int>(which)].floats(count);
+}
+
+// The bias [n] as float32 for the epilogues, or null: a float32 bias (float32 dtype, or bias_f32
+// with float16/bfloat16 activations) is read in place, so it is added unrounded; a 16-bit one is
+// widened once per call into this thread's buffer `which` (n floats, shared read-only with the workers).
+template <class Which>
+const float* bias_as_float(const void* bias, bool bias_f32, DType dtype, int64_t n, Which which) {
+  if (!bias) return nullptr;
+  if (bias_f32 || dtype == DType::Float32) return static_cast<const float*>(bias);
+  float* widened = scratch(which, n);
+  with_float_dtype(dtype, [&](auto tag) { widen_row<decltype(tag)::value>(bias, 0, n, widened); });
+  return widened;
 }
 
 template <DType T>

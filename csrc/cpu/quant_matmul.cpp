@@ -59,13 +59,6 @@ enum class TaskBuffer { Tile, LowTile, DecodedRows, Count };
 template <QuantFormat F>
 constexpr int64_t kChunk = kPlanes<F> * kLanes;
 
-const float* widen_bias(DType dtype, const void* bias, int64_t n) {
-  if (!bias) return nullptr;
-  float* widened = scratch(CallerBuffer::Bias, n);
-  with_float_dtype(dtype, [&](auto tag) { widen_row<decltype(tag)::value>(bias, 0, n, widened); });
-  return widened;
-}
-
 // ---- decode: the GEMV over packed codes -----------------------------------------------------------
 // An x row in plane order: dst[c + p·kLanes + l] = x[c + P·l + p] for every chunk c.
 template <QuantFormat F>
@@ -215,7 +208,7 @@ void decode(const QuantMatmulParams& p) {
       else permute_to_planes<QuantFormat::Ternary>(x + i * k, k, xp + i * k);
     }
   }
-  const float* bias = widen_bias(p.dtype, p.bias, n);
+  const float* bias = bias_as_float(p.bias, p.bias_f32, p.dtype, n, CallerBuffer::Bias);
   float* t = nullptr;
   if (r > 0) {
     t = scratch(CallerBuffer::LowRank, m * r);
@@ -284,7 +277,7 @@ void prefill(const QuantMatmulParams& p) {
   }
   const QuantRows rows(p.weight);
   lora_forward_packed<T>(as_lora_forward(p), DequantizedWeightAndGatedB{rows, gated_b, p.weight.k, r},
-                         widen_bias(p.dtype, p.bias, n));
+                         bias_as_float(p.bias, p.bias_f32, p.dtype, n, CallerBuffer::Bias));
 }
 
 // ---- backward ------------------------------------------------------------------------------------

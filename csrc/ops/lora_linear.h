@@ -3,7 +3,8 @@
 // Plain params struct passed by value to the CPU kernel and the CUDA launcher alike (compiled by
 // g++ and nvcc). Strides are in elements and explicit so that views with padded rows work; the
 // innermost dimension of every operand is contiguous. All floating operands share `dtype`
-// (float32, float16 or bfloat16); accumulation is float32.
+// (float32, float16 or bfloat16), except a float32 bias with 16-bit activations (bias_f32, added
+// to the float32 sum before the single rounding); accumulation is float32.
 //
 // Napkin math (M=512, K=N=4096, r=16): base GEMM 2·M·N·K = 17.2 GFLOP; the low-rank path adds
 // 2·M·r·(K+N) = 0.13 GFLOP (0.8%), so a fused kernel should cost within ~1% of the base GEMM.

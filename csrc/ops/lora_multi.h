@@ -21,7 +21,7 @@
 namespace lk {
 
 struct LoraMultiParams {
-  DType dtype = DType::Float32;  // x, weight, bias, a, b, y
+  DType dtype = DType::Float32;  // x, weight, a, b, y, and bias unless bias_f32
   int64_t m = 0;                 // rows of x (leading dimensions flattened)
   int64_t k = 0;                 // input features
   int64_t n = 0;                 // output features

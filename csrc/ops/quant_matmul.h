@@ -7,7 +7,8 @@
 // g = grad_output, s = scale, G = gate (broadcast per column):
 //   gradInput = g·deq(W) + ((G ⊙ g)·B)·s·A      gradA = s·((G ⊙ g)·B)ᵀ·x      gradB = s·(G ⊙ g)ᵀ·T
 //   gradGate  = Σ_i g[i, ·] ⊙ s·(T·Bᵀ)[i, ·]   (summed over every column too for a scalar gate)
-// Accumulation in float32; x, bias, a, b, y and the gradients share `dtype`.
+// Accumulation in float32; x, bias, a, b, y and the gradients share `dtype` (the bias may be float32
+// with 16-bit activations: bias_f32).
 #pragma once
 #include <cstdint>
 

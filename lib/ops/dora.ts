@@ -24,7 +24,10 @@ export interface DoraForwardArgs {
   x: Tensor;
   /** Frozen base weight [N, K], same dtype and device as x. */
   weight: Tensor;
-  /** Optional bias [N] (added after the magnitude scaling). */
+  /**
+   * Optional bias [N] (added after the magnitude scaling): x's dtype, or float32 with float16/bfloat16 x
+   * (added before the single rounding).
+   */
   bias?: Tensor;
   /** lora_A.weight [r, K] (r ≥ 1). */
   a: Tensor;
@@ -118,7 +121,7 @@ function prepareForward(op: string, input: DoraForwardArgs): Prepared<NativeDora
   const o = operands(args);
   const bias = args.optionalTensor('bias');
   if (bias) {
-    args.expectLike('bias', bias, o.x, 'x');
+    args.expectBias(bias, o.x);
     args.expectShape('bias', bias, [o.n]);
   }
   const outShape = [...o.x.shape.slice(0, -1), o.n];

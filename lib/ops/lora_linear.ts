@@ -19,7 +19,7 @@ export interface LoraForwardArgs {
   x: Tensor;
   /** Frozen base weight [N, K] (nn.Linear layout), same dtype and device as x. */
   weight: Tensor;
-  /** Optional bias [N]. */
+  /** Optional bias [N]: x's dtype, or float32 with float16/bfloat16 x (added before the single rounding). */
   bias?: Tensor;
   /** lora_A.weight [r, K]; omit a and b together for the base layer alone. */
   a?: Tensor;
@@ -61,7 +61,7 @@ function prepareForward(op: string, input: LoraForwardArgs): Prepared<NativeLora
   const { x, weight, k, n } = inputAndWeight(args);
   const bias = args.optionalTensor('bias');
   if (bias) {
-    args.expectLike('bias', bias, x, 'x');
+    args.expectBias(bias, x);
     args.expectShape('bias', bias, [n]);
   }
   const a = args.optionalTensor('a');

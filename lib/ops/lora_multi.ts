@@ -19,7 +19,7 @@ export interface LoraForwardMultiArgs {
   x: Tensor;
   /** Frozen base weight [N, K], same dtype and device as x. */
   weight: Tensor;
-  /** Optional bias [N]. */
+  /** Optional bias [N]: x's dtype, or float32 with float16/bfloat16 x (added before the single rounding). */
   bias?: Tensor;
   /** Stacked lora_A weights [L, rMax, K] (adapter l uses rows 0…ranks[l]-1). */
   a: Tensor;
@@ -56,7 +56,7 @@ function prepareForwardMulti(op: string, input: LoraForwardMultiArgs): Prepared<
   const n = weight.shape[0]!;
   const bias = args.optionalTensor('bias');
   if (bias) {
-    args.expectLike('bias', bias, x, 'x');
+    args.expectBias(bias, x);
     args.expectShape('bias', bias, [n]);
   }
   const a = args.tensor('a');

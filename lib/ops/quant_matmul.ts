@@ -22,7 +22,7 @@ export interface QuantMatmulArgs {
   x: Tensor;
   /** The frozen quantized weight [N, K] (quant.nf4.quantize, quant.ternary.quantize, bnb.loadNf4), on the device of x. */
   weight: QuantizedTensor;
-  /** Optional bias [N] in the dtype of x. */
+  /** Optional bias [N]: x's dtype, or float32 with float16/bfloat16 x (added before the single rounding). */
   bias?: Tensor;
   /** The correction's lora_A [r, K]; omit a and b together for the quantized layer alone. */
   a?: Tensor;
@@ -86,7 +86,7 @@ function prepareMatmul(op: string, input: QuantMatmulArgs): Prepared<NativeQuant
   }
   const bias = args.optionalTensor('bias');
   if (bias) {
-    args.expectLike('bias', bias, x, 'x');
+    args.expectBias(bias, x);
     args.expectShape('bias', bias, [n]);
   }
   const a = args.optionalTensor('a');
