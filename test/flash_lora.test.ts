@@ -1,8 +1,9 @@
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { attention, type Device, type DType, type FlashLoraArgs, reference, Tensor } from '../lib/index.js';
 import type { RefTensor } from '../lib/reference/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
+import { deviceCopiesDuring } from './helpers/copies.js';
 import { expectError } from './helpers/errors.js';
 
 interface AttnCase {
@@ -177,23 +178,12 @@ describe.each(testDevices())('attention.flashLora / flashLoraBackward on $device
     const inputs = makeInputs(c, device, 17);
     const ids = [1, 0];
     const gradOut = Tensor.randn([2, 3, 2, 32], { device, seed: 3 });
-    // The copies, seen through Tensor.prototype.to (memoryStats would also see other tests' tensors
-    // that the garbage collector finalizes meanwhile).
-    const copies: Tensor[] = [];
-    const to = Tensor.prototype.to;
-    const spy = vi.spyOn(Tensor.prototype, 'to').mockImplementation(function (this: Tensor, target: Device) {
-      const t = to.call(this, target);
-      copies.push(t);
-      return t;
-    });
-    try {
+    const copies = await deviceCopiesDuring(async () => {
       const result = attention.flashLora({ ...inputs, adapterIds: ids });
       await attention.flashLoraAsync({ ...inputs, adapterIds: Int32Array.from(ids) });
       attention.flashLoraBackward({ ...inputs, adapterIds: ids, ...result, gradOut });
       await attention.flashLoraBackwardAsync({ ...inputs, adapterIds: ids, ...result, gradOut });
-    } finally {
-      spy.mockRestore();
-    }
+    });
     expect(copies.length).toBe(device === 'cpu' ? 0 : 4);
     expect(copies.filter((t) => !t.disposed)).toEqual([]);
   });

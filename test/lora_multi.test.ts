@@ -1,8 +1,9 @@
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { type DType, LoraKernelsError, lora, reference, Tensor, type Device } from '../lib/index.js';
 import { poisoned, testDevices } from './helpers/devices.js';
 import { BIAS_C, cancellingBias, column0, withColumn0 } from './helpers/bias.js';
+import { deviceCopiesDuring } from './helpers/copies.js';
 import { expectError } from './helpers/errors.js';
 
 type Popularity = 'uniform' | 'zipf' | 'base-only' | 'fixed';
@@ -231,22 +232,11 @@ describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated
       ranks: Array.from(inputs.ranks!.toArray()), scales: Float32Array.from(inputs.scales.toArray()),
       adapterIds: Int32Array.from(inputs.adapterIds.toArray()),
     };
-    // The copies, seen through Tensor.prototype.to (memoryStats would also see other tests' tensors
-    // that the garbage collector finalizes meanwhile).
-    const copies: Tensor[] = [];
-    const to = Tensor.prototype.to;
-    const spy = vi.spyOn(Tensor.prototype, 'to').mockImplementation(function (this: Tensor, target: Device) {
-      const t = to.call(this, target);
-      copies.push(t);
-      return t;
-    });
-    try {
+    const copies = await deviceCopiesDuring(async () => {
       lora.forwardMulti({ ...inputs, ...host });
       await lora.forwardMultiAsync({ ...inputs, ...host });
       expectError(() => lora.forwardMulti({ ...inputs, ...host, out: inputs.x }), 'ERR_SHAPE', /out\.shape/);
-    } finally {
-      spy.mockRestore();
-    }
+    });
     expect(copies.length).toBe(device === 'cpu' ? 0 : 6);
     expect(copies.filter((t) => !t.disposed)).toEqual([]);
   });
