@@ -1,9 +1,11 @@
 // Multi-adapter LoRA forward on CUDA (the math: csrc/ops/lora_multi.h), on the GEMM engine (or,
 // for m ≤ 16 rows, the decode GEMV's BGMV).
 //
-// 0. Host: the ids and ranks (4·(m + L) bytes) are copied back and checked before anything reads A
-//    or B through them (lk::group_rows_by_adapter), so a bad id is ERR_ARGUMENT, never an
-//    out-of-bounds read. The same pass groups the rows by adapter (a stable counting sort): the
+// 0. Host: the ids and ranks (4·(m + L) bytes) are checked before anything reads A or B through
+//    them (lk::group_rows_by_adapter), so a bad id is ERR_ARGUMENT, never an out-of-bounds read.
+//    Given as numbers (p.small_args_on_host) they are already here and go up with the scales in one
+//    asynchronous copy; as device tensors they are copied back, a wait for the work queued before
+//    this op. The same pass groups the rows by adapter (a stable counting sort): the
 //    engine then works on the grouped order, x rows gathered through `order`, y rows scattered
 //    back through it, so that a 128-row tile holds few adapters.
 // 1. Shrink: T = scale_id·x·A[id]ᵀ in grouped order, [m, rMax] in the dtype. Each 128-row tile
@@ -17,6 +19,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,19 +31,38 @@
 
 namespace lk::cuda_ops {
 
-void lora_forward_multi(const LoraMultiParams& p, int device) {
-  if (p.m == 0) return;
+void lora_forward_multi(const LoraMultiParams& given, int device) {
+  if (given.m == 0) return;
   const cudaStream_t st = begin_op(device, "lora.forwardMulti");
-  check_engine_sizes("lora.forwardMulti", p.m, p.k, p.n, p.r_max);
+  check_engine_sizes("lora.forwardMulti", given.m, given.k, given.n, given.r_max);
 
-  // 0. The host reads the ids (and ranks): a wait for the work queued before this op.
-  std::vector<int32_t> ids(static_cast<size_t>(p.m)), ranks;
-  LK_CUDA_CHECK(cudaMemcpyAsync(ids.data(), p.adapter_ids, ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
-  if (p.ranks) {
-    ranks.resize(static_cast<size_t>(p.num_adapters));
-    LK_CUDA_CHECK(cudaMemcpyAsync(ranks.data(), p.ranks, ranks.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+  // 0. The ids and ranks on the host, and p's small arguments on the device.
+  LoraMultiParams p = given;
+  std::vector<int32_t> ids, ranks;  // host copies: read back, or the caller's numbers
+  std::optional<DeviceScratch> small_args;
+  if (given.small_args_on_host) {
+    ids.assign(given.adapter_ids, given.adapter_ids + given.m);
+    if (given.ranks) ranks.assign(given.ranks, given.ranks + given.num_adapters);
+    // [ids (m) | ranks (L) | scales (L)], 4-byte words; pageable, so staged before the call returns.
+    std::vector<int32_t> up(ids);
+    up.resize(static_cast<size_t>(given.m + 2 * given.num_adapters));
+    std::copy(ranks.begin(), ranks.end(), up.begin() + given.m);
+    std::memcpy(up.data() + given.m + given.num_adapters, given.scales, static_cast<size_t>(given.num_adapters) * sizeof(float));
+    small_args.emplace(device, up.size() * sizeof(int32_t));
+    int32_t* dev = small_args->as<int32_t>();
+    LK_CUDA_CHECK(cudaMemcpyAsync(dev, up.data(), up.size() * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+    p.adapter_ids = dev;
+    p.ranks = given.ranks ? dev + given.m : nullptr;
+    p.scales = reinterpret_cast<const float*>(dev + given.m + given.num_adapters);
+  } else {
+    ids.resize(static_cast<size_t>(p.m));
+    LK_CUDA_CHECK(cudaMemcpyAsync(ids.data(), p.adapter_ids, ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    if (p.ranks) {
+      ranks.resize(static_cast<size_t>(p.num_adapters));
+      LK_CUDA_CHECK(cudaMemcpyAsync(ranks.data(), p.ranks, ranks.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    }
+    LK_CUDA_CHECK(cudaStreamSynchronize(st));
   }
-  LK_CUDA_CHECK(cudaStreamSynchronize(st));
   const AdapterSegments groups = group_rows_by_adapter(ids.data(), p.m, p.ranks ? ranks.data() : nullptr, p.num_adapters,
                                                        p.r_max, "lora.forwardMulti");
   if (p.m <= kGemvMaxRows) return lora_forward_multi_decode(p, device, st);

@@ -42,15 +42,21 @@ export class HostVector {
     this.#device = device;
   }
 
+  /** Numbers were given, not a Tensor. */
+  get isNumbers(): boolean {
+    return this.tensor === undefined;
+  }
+
   /**
-   * The descriptor's tensor: the caller's, or the numbers as a tensor on the op's device, added to
-   * `temporaries` (which defineOp disposes after the call; on CUDA a copy of 4 bytes a value).
+   * The descriptor's tensor: the caller's, or the numbers as a tensor on the op's device (or left
+   * on the host with `onHost`, for an op that reads them there), added to `temporaries` (which
+   * defineOp disposes after the call; on CUDA a copy of 4 bytes a value).
    */
-  native(op: string, name: string, temporaries: Tensor[]): NativeTensor {
+  native(op: string, name: string, temporaries: Tensor[], onHost = false): NativeTensor {
     if (this.tensor) return Tensor.native(this.tensor, op, name);
     const values = this.#values!;
     const host = Tensor.from(values, [values.length]);
-    const t = this.#device === 'cpu' ? host : host.to(this.#device);
+    const t = this.#device === 'cpu' || onHost ? host : host.to(this.#device);
     temporaries.push(t);
     return Tensor.native(t, op, name);
   }

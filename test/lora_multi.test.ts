@@ -189,14 +189,17 @@ describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated
       ...[0, 17, -1].map((bad): [Tensor, Tensor, RegExp] => [inputs.adapterIds, withValue(inputs.ranks!, 2, bad),
         new RegExp(`ranks\\[2\\] must be in \\[1, 16\\] \\(rMax\\), got ${bad}`)]),
     ];
-    for (const [adapterIds, ranks, message] of variants) {
+    // On CUDA also from host memory (numbers the TS layer kept there: no read-back, the same checks).
+    const onHost = device === 'cpu' ? [] : variants.map(([ids, ranks, message]): [Tensor, Tensor, RegExp, Tensor] =>
+      [ids.to('cpu'), ranks.to('cpu'), message, inputs.scales.to('cpu')]);
+    for (const [adapterIds, ranks, message, scales] of [...variants.map(([i, r, m]): [Tensor, Tensor, RegExp, Tensor] => [i, r, m, inputs.scales]), ...onHost]) {
       const nat = (t: Tensor, name: string) => Tensor.native(t, 'test', name);
       let caught: unknown;
       try {
         // Past the TypeScript checks: the native op must refuse on its own.
         native().loraForwardMulti({
           x: nat(inputs.x, 'x'), weight: nat(inputs.weight, 'weight'), a: nat(inputs.a, 'a'), b: nat(inputs.b, 'b'),
-          ranks: nat(ranks, 'ranks'), scales: nat(inputs.scales, 'scales'), adapterIds: nat(adapterIds, 'adapterIds'),
+          ranks: nat(ranks, 'ranks'), scales: nat(scales, 'scales'), adapterIds: nat(adapterIds, 'adapterIds'),
           out: nat(Tensor.empty([...c.lead, c.n], { dtype: c.dtype, device }), 'out'),
         });
       } catch (error) {
@@ -207,25 +210,29 @@ describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated
     }
   });
 
-  it('ranks, scales and adapterIds as typed arrays or numbers: the Tensor form\'s result, sync and async', async () => {
-    const c = multiCases()[0]!;  // L = 5, ranks given
+  // M = 37 runs the CUDA GEMM path, M = 16 the decode BGMV; all three as numbers stay on the host
+  // (a CUDA op uploads them itself), with a device Tensor among them the numbers are copied up.
+  it.each([0, 4])('ranks, scales and adapterIds as typed arrays or numbers: the Tensor form\'s result, sync and async (case %i)', async (index) => {
+    const c = multiCases()[index]!;  // L = 5, ranks given
     const inputs = makeInputs(c, device, 31);
     const expected = Array.from(lora.forwardMulti(inputs).toArray());
     const ranks = Array.from(inputs.ranks!.toArray()), scales = Array.from(inputs.scales.toArray()), ids = Array.from(inputs.adapterIds.toArray());
     const typed = { ranks: Int32Array.from(ranks), scales: Float32Array.from(scales), adapterIds: Int32Array.from(ids) };
     const mixed = { ranks: inputs.ranks, scales, adapterIds: Int32Array.from(ids) };
-    for (const host of [typed, { ranks, scales, adapterIds: ids }, mixed]) {
-      expect(Array.from(lora.forwardMulti({ ...inputs, ...host }).toArray())).toEqual(expected);
-      expect(Array.from((await lora.forwardMultiAsync({ ...inputs, ...host })).toArray())).toEqual(expected);
+    for (const host of [typed, { ranks, scales, adapterIds: ids }, { scales, adapterIds: ids }, mixed]) {
+      const rankless = !('ranks' in host);
+      const want = rankless ? Array.from(lora.forwardMulti({ ...inputs, ranks: undefined }).toArray()) : expected;
+      expect(Array.from(lora.forwardMulti({ ...inputs, ranks: undefined, ...host }).toArray())).toEqual(want);
+      expect(Array.from((await lora.forwardMultiAsync({ ...inputs, ranks: undefined, ...host })).toArray())).toEqual(want);
     }
     // The values are taken at the call: changing the array before the async op runs changes nothing.
     const changing = ids.slice();
-    const pending = lora.forwardMultiAsync({ ...inputs, adapterIds: changing });
+    const pending = lora.forwardMultiAsync({ ...inputs, ranks, scales, adapterIds: changing });
     changing.fill(-1);
     expect(Array.from((await pending).toArray())).toEqual(expected);
   });
 
-  it('host values are copied to a CUDA device for the call and freed after it (none copied after an argument error)', async () => {
+  it('numbers stay on the host (no device copy); beside a device Tensor they are copied for the call and freed after it', async () => {
     const c = multiCases()[0]!;
     const inputs = makeInputs(c, device, 32);
     const host = {
@@ -237,8 +244,13 @@ describe.each(testDevices())('lora.forwardMulti on $device', ({ device, emulated
       await lora.forwardMultiAsync({ ...inputs, ...host });
       expectError(() => lora.forwardMulti({ ...inputs, ...host, out: inputs.x }), 'ERR_SHAPE', /out\.shape/);
     });
-    expect(copies.length).toBe(device === 'cpu' ? 0 : 6);
-    expect(copies.filter((t) => !t.disposed)).toEqual([]);
+    expect(copies).toEqual([]);
+    const mixedCopies = await deviceCopiesDuring(async () => {
+      lora.forwardMulti({ ...inputs, ...host, ranks: inputs.ranks });
+      await lora.forwardMultiAsync({ ...inputs, ...host, ranks: inputs.ranks });
+    });
+    expect(mixedCopies.length).toBe(device === 'cpu' ? 0 : 4);
+    expect(mixedCopies.filter((t) => !t.disposed)).toEqual([]);
   });
 
   it('zero rows give an empty result', () => {

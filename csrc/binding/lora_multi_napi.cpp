@@ -19,8 +19,12 @@ Napi::Value forward_multi_entry(const Napi::CallbackInfo& info, bool async) {
   args.expect(w.dim(1) == k && a.dim(2) == k, ErrorCode::Shape, "weight and a must have K = x.shape[-1] columns");
   args.expect(b.dim(0) == l && b.dim(1) == n && b.dim(2) == r_max, ErrorCode::Shape, "b must be [L, N, rMax]");
   args.expect_placed({&w, &a, &b, &y}, x.dtype, x);
-  args.expect_placed({&ids, &ranks}, DType::Int32, x);
-  args.expect_placed({&scales}, DType::Float32, x);
+  // The small arguments live on x's device, or all three on the host (numbers the TS layer kept
+  // there for a CUDA x: the op then needs no read-back).
+  const bool small_args_on_host = x.device.is_cuda() && ids.device.is_cpu();
+  const TensorArg& small_place = small_args_on_host ? ids : x;
+  args.expect_placed({&ids, &ranks}, DType::Int32, small_place);
+  args.expect_placed({&scales}, DType::Float32, small_place);
   const bool bias_f32 = args.expect_bias(bias, x);
   args.expect(y.numel() == m * n, ErrorCode::Shape, "out must hold M·N elements");
   args.expect(ids.numel() == m, ErrorCode::Shape, "adapterIds must hold one id per row of x");
@@ -39,6 +43,7 @@ Napi::Value forward_multi_entry(const Napi::CallbackInfo& info, bool async) {
   p.ranks = static_cast<const int32_t*>(ranks.data);
   p.scales = static_cast<const float*>(scales.data);
   p.adapter_ids = static_cast<const int32_t*>(ids.data);
+  p.small_args_on_host = small_args_on_host;
   p.y = y.data; p.y_stride = n;
   const Device device = x.device;
   return args.run(device, [p, device] { lora_forward_multi(p, device); });

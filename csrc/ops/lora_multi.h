@@ -39,6 +39,10 @@ struct LoraMultiParams {
   const int32_t* ranks = nullptr;       // [L], each in [1, r_max]; null: every adapter has r_max
   const float* scales = nullptr;        // [L]
   const int32_t* adapter_ids = nullptr; // [m], each in [-1, L)
+  // CUDA: ranks, scales and adapter_ids are host memory (the caller gave numbers). The op groups
+  // the rows from them without reading ids back from the device — no wait for the work queued
+  // before it — and uploads the 4·(m + 2L) bytes with one asynchronous copy. (CPU: always host.)
+  bool small_args_on_host = false;
 
   void* y = nullptr;             // [m, n], row stride y_stride
   int64_t y_stride = 0;

@@ -27,7 +27,9 @@ export interface LoraForwardMultiArgs {
   b: Tensor;
   /**
    * int32 [L], each in 1…rMax; default: every adapter has rank rMax. Like scales and adapterIds: a
-   * Tensor on x's device, or host values (a typed array or numbers), copied there for the call.
+   * Tensor on x's device, or host values (a typed array or numbers). On CUDA, when all three are
+   * host values the op reads them on the host and uploads them itself, so it never waits for the
+   * GPU; beside a device Tensor they are copied there for the call.
    */
   ranks?: Tensor | Int32Array | readonly number[];
   /** float32 [L]: each adapter's multiplier (PEFT: lora_alpha / r). */
@@ -88,17 +90,21 @@ function prepareForwardMulti(op: string, input: LoraForwardMultiArgs): Prepared<
   }
   const out = given ?? Tensor.empty(outShape, { dtype: x.dtype, device: x.device });
   const temporaries: Tensor[] = [];
+  // All three given as numbers: on CUDA they stay on the host, where the op groups the rows by
+  // adapter without reading the ids back from the device (a wait for every queued kernel), and it
+  // uploads them with one asynchronous copy. A device Tensor among them: the others go up too.
+  const onHost = [ranks, scales, adapterIds].every((v) => !v || v.isNumbers);
   const desc: NativeLoraForwardMulti = {
     x: Tensor.native(x, op, 'x'),
     weight: Tensor.native(weight, op, 'weight'),
     a: Tensor.native(a, op, 'a'),
     b: Tensor.native(b, op, 'b'),
-    scales: scales.native(op, 'scales', temporaries),
-    adapterIds: adapterIds.native(op, 'adapterIds', temporaries),
+    scales: scales.native(op, 'scales', temporaries, onHost),
+    adapterIds: adapterIds.native(op, 'adapterIds', temporaries, onHost),
     out: Tensor.native(out, op, 'out'),
   };
   if (bias) desc.bias = Tensor.native(bias, op, 'bias');
-  if (ranks) desc.ranks = ranks.native(op, 'ranks', temporaries);
+  if (ranks) desc.ranks = ranks.native(op, 'ranks', temporaries, onHost);
   return { desc, result: out, temporaries };
 }
 
