@@ -8,7 +8,9 @@
 // Before the suites, build-emu/ptx_golden (test/simt/ptx_golden.cu, built with the addon) replays
 // the H200 recordings in test/fixtures/gpu-golden/ through the emulated ptx:: wrappers
 // (csrc/simt/simt_ptx.h: mma.sync, ldmatrix, cp.async) and checks the emulator's cp.async and
-// trap semantics; any mismatch fails the run.
+// trap semantics; then build-emu/hopper_golden (test/simt/hopper_golden.cu) replays the wgmma and
+// TMA recordings of both files through csrc/simt/simt_hopper.h (mbarrier, TMA, wgmma) with its
+// negative tests; any mismatch fails the run.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -27,23 +29,28 @@ if (!process.argv.includes('--no-build')) {
 }
 if (process.argv.includes('--build-only')) process.exit(0);
 
-{
-  const golden = join(root, 'build-emu', 'ptx_golden');
-  const recordings = join(root, 'test', 'fixtures', 'gpu-golden', 'ptx_golden.jsonl');
-  console.log('\n== emulated ptx:: wrappers against the H200 recordings (test/simt/ptx_golden.cu)');
+const goldens = [
+  // [program, recordings, what]
+  ['ptx_golden', ['ptx_golden.jsonl'], 'emulated ptx:: wrappers against the H200 recordings (test/simt/ptx_golden.cu)'],
+  ['hopper_golden', ['ptx_golden.jsonl', 'ptx_golden_tma.jsonl'], 'emulated sm_90 mbarrier / TMA / wgmma against the H200 recordings (test/simt/hopper_golden.cu)'],
+];
+for (const [program, files, what] of goldens) {
+  const golden = join(root, 'build-emu', program);
+  const recordings = files.map((f) => join(root, 'test', 'fixtures', 'gpu-golden', f));
+  console.log(`\n== ${what}`);
   if (!existsSync(golden)) {
     console.error(`${golden} is missing: build the emulated addon again (npm run build:emulated)`);
     process.exit(1);
   }
-  const res = spawnSync(golden, [recordings], { cwd: root, encoding: 'utf8', env: { ...process.env, SIMT_EMU_WORKERS: '1' } });
+  const res = spawnSync(golden, recordings, { cwd: root, encoding: 'utf8', env: { ...process.env, SIMT_EMU_WORKERS: '1' } });
   const lines = `${res.stdout ?? ''}${res.stderr ?? ''}`.trimEnd().split('\n');
   if (res.status !== 0) {
     console.error(lines.join('\n'));
-    console.error(`ptx_golden failed (${res.error ?? (res.signal ? `signal ${res.signal}` : `exit ${res.status}`)})`);
+    console.error(`${program} failed (${res.error ?? (res.signal ? `signal ${res.signal}` : `exit ${res.status}`)})`);
     process.exit(res.status || 1);
   }
   const ok = lines.filter((l) => l.startsWith('ok ')).length;
-  console.log(`${ok} checks ok; ${lines.find((l) => l.startsWith('ptx_golden: ') && l.includes('recorded cases')) ?? ''}`);
+  console.log(`${ok} checks ok; ${lines.find((l) => l.startsWith(`${program}: `) && l.includes('recorded cases')) ?? ''}`);
 }
 const vitest = join(dirname(require.resolve('vitest/package.json')), 'vitest.mjs');
 const emulated = { LORA_KERNELS_ADDON: join(root, 'build-emu/Release/lora_kernels.node'), LK_TEST_DEVICES: 'cuda', SIMT_EMU_WORKERS: '2' };

@@ -40,9 +40,11 @@
 // Cannot be emulated: timing, occupancy, register/shared-memory limits, memory-model subtleties
 // beyond "barriers order everything" (a warp is not lock-step here — code relying on implicit warp
 // synchrony is a bug anyway), inter-block communication (spin waits deadlock), grid sync, dynamic
-// parallelism, TMA / wgmma / clusters, exact floating-point rounding of GPU intrinsics (FMA
+// parallelism, clusters, exact floating-point rounding of GPU intrinsics (FMA
 // contraction, fast-math functions, tensor-core accumulation order), the timing of cp.async (here a
 // copy lands exactly at its wait, the latest moment a GPU may make it visible).
+// (mbarrier / TMA / wgmma: simt_hopper.h, emulator only: a TMA tile lands at the mbarrier wait, a
+// wgmma's accumulators at its wgmma.wait_group; threads blocked on an mbarrier are state kAtMbarrier.)
 #pragma once
 #if defined(__CUDACC__)
 #error "simt_emu.h is for host compilers; nvcc uses the real CUDA headers (include simt.h)"
@@ -173,7 +175,7 @@ struct TrapExit {};
 // ---- per-launch / per-block state
 struct WarpState;
 using WarpOp = void (*)(WarpState&, uint32_t lanes);
-enum ThreadState : uint8_t { kRunnable, kAtBarrier, kAtWarpOp, kExited };
+enum ThreadState : uint8_t { kRunnable, kAtBarrier, kAtWarpOp, kAtMbarrier, kExited };
 
 // One cp.async (simt_ptx.h) issued by a CUDA thread and not yet written to shared memory.
 struct AsyncCopy {
@@ -182,15 +184,58 @@ struct AsyncCopy {
   unsigned char bytes[16];   // the source as read at issue, zero-filled from src_bytes on
 };
 
+// One wgmma.mma_async (simt_hopper.h) issued by a CUDA thread and not yet retired by a
+// wgmma.wait_group: its accumulator registers d are NaN-poisoned until then.
+struct WgmmaPending {
+  uint32_t group;    // its wgmma-group: the number of commit_groups its thread did before it
+  float* d;          // the thread's accumulator registers
+  int nregs;         // N / 2
+  bool chain;        // d was already the accumulator of an older pending op: C = that op's result
+  bool scale_d;      // false: D = A·B (C ignored)
+  uint8_t kind;      // simt_hopper.h WgKind
+  bool trans_a, trans_b;
+  int8_t scale_a, scale_b;
+  uint64_t desc_a, desc_b;
+  float c[128];      // C as it was at issue (when !chain)
+};
+
+// One cp.async.bulk[.tensor] (simt_hopper.h) issued by a thread of the block and not yet landed.
+struct BulkCopy {
+  uint64_t* bar;                     // its mbarrier: complete_tx(bytes.size()) when it lands
+  unsigned char* dst;                // shared memory
+  std::vector<unsigned char> bytes;  // the destination image, built at issue (swizzle and zero fill applied)
+};
+
 struct Thread {
   uint3 tid;
   int lane = 0, warp = 0;
   ThreadState state = kRunnable;
   std::vector<AsyncCopy> async_copies;  // pending cp.async copies, in issue (= group) order
   uint32_t async_commits = 0;           // cp.async.commit_group count; copies of group == this are uncommitted
+  // sm_90 state (simt_hopper.h)
+  const void* mbar_wait = nullptr;      // the mbarrier this thread blocks on (state kAtMbarrier)
+  uint32_t mbar_spins = 0;              // consecutive failed mbarrier.test_wait probes
+  std::vector<WgmmaPending> wgmma;      // issued, not yet retired by wgmma.wait_group
+  uint32_t wgmma_commits = 0;
+  bool wgmma_fenced = false;            // a wgmma.fence since the last wgmma.wait_group
   void reset_async() {
     async_copies.clear();
     async_commits = 0;
+    mbar_wait = nullptr;
+    mbar_spins = 0;
+    wgmma.clear();
+    wgmma_commits = 0;
+    wgmma_fenced = false;
+  }
+  // A thread must not end with wgmma ops in flight (their accumulators would never be written).
+  void check_wgmma_retired() const {
+    if (wgmma.empty()) return;
+    std::fprintf(stderr,
+                 "simt_emu: wgmma: the thread ended with %zu wgmma.mma_async not retired by a wgmma.wait_group "
+                 "(missing wgmma.commit_group / wait_group)\n",
+                 wgmma.size());
+    std::fflush(stderr);
+    std::abort();
   }
   // Writes every pending copy of a group < groups to shared memory (in issue order).
   void land_async(uint32_t groups) {
@@ -289,6 +334,7 @@ struct Block {
   std::vector<WarpState> warps;
   std::vector<unsigned char> dsmem_storage;
   unsigned char* dsmem = nullptr;
+  std::vector<BulkCopy> bulk;  // pending TMA / bulk copies (simt_hopper.h); dropped with the block
   std::vector<unsigned> order;
   unsigned live = 0, barrier_arrived = 0;
   const char* barrier_file = nullptr;
@@ -305,9 +351,11 @@ struct Block {
   std::vector<std::unique_ptr<Barrier>> warp_barriers;
 #endif
   void size_dynamic_smem(size_t bytes) {
-    if (dsmem_storage.size() < bytes + 128) dsmem_storage.assign(bytes + 128, 0);
+    if (dsmem_storage.size() < bytes + 1024) dsmem_storage.assign(bytes + 1024, 0);
     uintptr_t p = reinterpret_cast<uintptr_t>(dsmem_storage.data());
-    dsmem = dsmem_storage.data() + ((128 - p % 128) % 128);  // 128-byte aligned like the GPU's
+    // 1024-byte aligned: the start of the emulated shared window (address 0 for wgmma descriptors
+    // and the swizzle patterns of simt_hopper.h, whose period is up to 1024 bytes)
+    dsmem = dsmem_storage.data() + ((1024 - p % 1024) % 1024);
   }
 };
 
@@ -352,6 +400,7 @@ inline void on_thread_exit() {
   const uint32_t bit = 1u << t.lane;
   t.state = kExited;
   t.land_async(UINT32_MAX);  // cp.async copies still pending land when their thread exits
+  t.check_wgmma_retired();
   --B.live;
   W.live &= ~bit;
   W.expect &= ~bit;
@@ -376,6 +425,7 @@ inline void run_block(Block& B) {
   B.live = L.nthreads;
   B.barrier_arrived = 0;
   B.barrier_file = nullptr;
+  B.bulk.clear();
   if (L.smem) std::memset(B.dsmem, 0xff, L.smem);  // poison: reads before writes give NaN / -1
   for (unsigned w = 0; w < L.nwarps; ++w) {
     WarpState& W = B.warps[w];
@@ -412,16 +462,17 @@ inline void run_block(Block& B) {
         progressed = true;
       }
     if (!progressed) {
-      unsigned at_barrier = 0, at_warp = 0;
+      unsigned at_barrier = 0, at_warp = 0, at_mbar = 0;
       for (auto& t : B.threads) {
         at_barrier += t.state == kAtBarrier;
         at_warp += t.state == kAtWarpOp;
+        at_mbar += t.state == kAtMbarrier;
       }
       std::fprintf(stderr,
                    "simt_emu: DEADLOCK in block (%u,%u,%u): %u threads wait in __syncthreads() (%s:%d), %u in warp "
-                   "collectives, %u exited\n",
+                   "collectives, %u on an mbarrier phase that never completes, %u exited\n",
                    blockIdx.x, blockIdx.y, blockIdx.z, at_barrier, B.barrier_file ? B.barrier_file : "?",
-                   B.barrier_line, at_warp, L.nthreads - B.live);
+                   B.barrier_line, at_warp, at_mbar, L.nthreads - B.live);
       std::fflush(stderr);
       std::abort();
     }
@@ -562,12 +613,16 @@ inline void execute(const Launch& L) {
       gridDim = L.grid;
       for (unsigned b = 0; b < nblocks; ++b) {
         blockIdx = unflatten(b, L.grid);
-        if (i == 0 && L.smem) std::memset(B.dsmem, 0xff, L.smem);
+        if (i == 0) {
+          if (L.smem) std::memset(B.dsmem, 0xff, L.smem);
+          B.bulk.clear();
+        }
         block_done.arrive_and_wait();
         t.reset_async();
         try {
           L.body(L.args);
           t.land_async(UINT32_MAX);  // cp.async copies still pending land when their thread exits
+          t.check_wgmma_retired();
         } catch (const TrapExit&) {
           t.reset_async();
         }

@@ -285,3 +285,6 @@ SIMT_PTX_FN uint32_t cvt_rna_tf32(float x) {
 
 }  // namespace ptx
 #undef SIMT_PTX_FN
+
+// sm_90: mbarrier, TMA, wgmma (emulator only so far; see the header)
+#include "simt_hopper.h"
