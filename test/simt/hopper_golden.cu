@@ -15,7 +15,8 @@
 // spec      not recorded: a 3-D TMA with 64B swizzle and out-of-bounds boxes against a host model;
 //           TMA 128B tiles consumed by chained wgmma (4 k-steps, start + 32 bytes) for bf16 N = 256
 //           and f16 N = 24 against a host GEMM; an mbarrier with 2 arrivals and tx bytes completing
-//           only when all three reach zero, and its state-token wait.
+//           only when all three reach zero, and its state-token wait;
+// emulator  two wgmma groups: wait_group 1 retires the older (= the recording), the newer stays NaN.
 // Emulator only (the nvcc wrappers of simt_hopper.h are not written yet). Exit status 0 when all pass.
 #include <cmath>
 #include <cstdint>
@@ -71,6 +72,33 @@ __global__ void wgmma_kernel(const uint16_t* a, const uint16_t* b, WgCase c, flo
   for (int i = 0; i < 32; ++i) early[32 * t + i] = d[i];
   ptx::wgmma_wait_group<0>();
   for (int i = 0; i < 32; ++i) out[32 * t + i] = d[i];
+}
+
+// Two wgmma groups on two accumulator sets (the recorded setup of case c): after wait_group<1>
+// the older group is written and the newer one still NaN (mid0 = d0, mid1 = d1 then); after
+// wait_group<0> both (out0, out1). 32 registers per thread each.
+__global__ void wgmma_groups_kernel(const uint16_t* a, const uint16_t* b, WgCase c, float* mid0, float* mid1, float* out0, float* out1) {
+  SIMT_DYNAMIC_SHARED(unsigned char, sm);
+  const int t = threadIdx.x;
+  uint16_t* sa = reinterpret_cast<uint16_t*>(sm);
+  uint16_t* sb = reinterpret_cast<uint16_t*>(sm + kTileBytes);
+  for (int e = t; e < kTileBytes / 2; e += 128) {
+    sa[e] = a[e];
+    sb[e] = b[e];
+  }
+  __syncthreads();
+  const uint64_t da = ptx::make_wgmma_desc(sm + c.offA, c.lbo, c.sbo, c.mode);
+  const uint64_t db = ptx::make_wgmma_desc(sm + kTileBytes + c.offB, c.lbo, c.sbo, c.mode);
+  float d0[32], d1[32];
+  ptx::wgmma_fence();
+  ptx::wgmma_m64k16_f32_bf16<64>(d0, da, db, false);
+  ptx::wgmma_commit_group();
+  ptx::wgmma_m64k16_f32_bf16<64>(d1, da, db, false);
+  ptx::wgmma_commit_group();
+  ptx::wgmma_wait_group<1>();
+  for (int i = 0; i < 32; ++i) mid0[32 * t + i] = d0[i], mid1[32 * t + i] = d1[i];
+  ptx::wgmma_wait_group<0>();
+  for (int i = 0; i < 32; ++i) out0[32 * t + i] = d0[i], out1[32 * t + i] = d1[i];
 }
 
 // 2-D TMA of the recordings: thread 0 inits the barrier, arrives with expect_tx of the box bytes
@@ -365,6 +393,7 @@ int main(int argc, char** argv) {
   }
   std::printf("hopper_golden: the emulated sm_90 wrappers (simt_hopper.h) against the H200 recordings\n");
   int n_wgmma = 0, n_tma = 0, n_other = 0, n_swz_neg = 0;
+  bool groups_checked = false;
   for (int fi = 1; fi < argc; ++fi) {
     FILE* f = std::fopen(argv[fi], "rb");
     if (!f) {
@@ -404,6 +433,21 @@ int main(int argc, char** argv) {
         std::string first;
         const int bad = diff_regs(d, rows, &first);
         report("recorded", desc, bad == 0, bad ? std::to_string(bad) + " of 4096 registers differ; " + first : "");
+        if (!ta && !tb && c.mode == 0 && !groups_checked) {  // once: wait_group<1> / <0> on two groups
+          groups_checked = true;
+          static const std::vector<uint16_t> a = gen_bf16(3), b = gen_bf16(4);
+          DevBuf<uint16_t> da(a.size(), a.data()), db(b.size(), b.data());
+          DevBuf<float> m0(4096), m1(4096), o0(4096), o1(4096);
+          simt_launch(wgmma_groups_kernel, dim3(1), dim3(128), kWgSmem, 0, da.p, db.p, c, m0.p, m1.p, o0.p, o1.p);
+          const bool ran = synced("wgmma groups launch");
+          int nan1 = 0;
+          for (float v : m1.get()) nan1 += std::isnan(v);
+          const int b0 = diff_regs(m0.get(), rows, nullptr), b1 = diff_regs(o0.get(), rows, nullptr), b2 = diff_regs(o1.get(), rows, nullptr);
+          report("emulator", std::string(desc) + ": two groups: wait_group 1 writes the older (= recording), the newer stays NaN; wait_group 0 both",
+                 ran && b0 == 0 && nan1 == 4096 && b1 == 0 && b2 == 0,
+                 "older " + std::to_string(b0) + " differ, newer " + std::to_string(nan1) + " of 4096 NaN, after wait 0: " + std::to_string(b1) + " / " +
+                     std::to_string(b2) + " differ");
+        }
         int not_nan = 0;
         for (float v : early) not_nan += !std::isnan(v);
         report("negative", std::string(desc) + ": accumulators read before wait_group are NaN", not_nan == 0,
