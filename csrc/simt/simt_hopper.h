@@ -129,11 +129,13 @@ inline void wake(const uint64_t* bar) {
   (void)bar;
   cv().notify_all();
 #else
-  for (auto& t : simt::blk->threads)
+  for (unsigned i = 0; i < simt::blk->L->nthreads; ++i) {
+    simt::Thread& t = simt::blk->threads[i];
     if (t.state == simt::kAtMbarrier && t.mbar_wait == bar) {
       t.state = simt::kRunnable;
       t.mbar_wait = nullptr;
     }
+  }
 #endif
 }
 // Stores m; completes the phase when arrivals and tx-count are both zero.
