@@ -1,11 +1,15 @@
-// simt_hopper.h — the sm_90 asynchronous data path under the emulator: mbarrier, TMA
-// (cp.async.bulk.tensor 1-5-D and cp.async.bulk global → shared with mbarrier::complete_tx),
-// fence.proxy.async and wgmma.mma_async (m64nNk16, bf16 / f16 → f32, both operands from shared
-// memory descriptors). Included at the end of simt_ptx.h.
+// simt_hopper.h — the sm_90 asynchronous data path: mbarrier, TMA (cp.async.bulk.tensor 1-5-D and
+// cp.async.bulk global → shared with mbarrier::complete_tx), fence.proxy.async and
+// wgmma.mma_async (m64nNk16, bf16 / f16 → f32, both operands from shared-memory descriptors), one
+// wrapper per instruction with its emulated twin, like simt_ptx.h (which includes this at its end).
 //
-// EMULATOR ONLY for now: the nvcc twins (inline PTX, which the subset only allows in simt_ptx.h)
-// are not written yet, so under nvcc this header declares nothing and kernels cannot use these
-// wrappers in the shipped build. The emulator also still reports SIMT_CUDA_ARCH 800.
+//   nvcc device pass    → inline PTX: mbarrier / TMA on sm_90+, wgmma only with sm_90a (where
+//                         __CUDA_ARCH_FEAT_SM90_ALL is defined); elsewhere the body traps.
+//                         tensor_map_encode_tiled is host code: cuTensorMapEncodeTiled through the
+//                         runtime's driver entry point. The wgmma wrappers for N = 8 … 256 are
+//                         generated (scripts/gen-wgmma.mjs: every accumulator is an asm operand).
+//   emulator (SIMT_EMU) → the semantics below. (It still reports SIMT_CUDA_ARCH 800: no kernel
+//                         picks a Hopper path yet.)
 //
 // Semantics (each checked by test/simt/hopper_golden.cu, the layouts bit for bit against the H200
 // recordings in test/fixtures/gpu-golden/):
@@ -40,6 +44,40 @@
 // aligned, address 0 at its start). wgmma descriptors and TMA destinations must lie in it
 // (static __shared__ arrays cannot be addressed by a 14-bit descriptor here): dies otherwise.
 #pragma once
+#include <cstdint>
+
+#if defined(SIMT_EMU)
+#define SIMT_HOPPER_HD inline
+#else
+#define SIMT_HOPPER_HD __host__ __device__ __forceinline__
+#endif
+
+namespace ptx {
+// ------------------------------------------------------------------------------ both builds
+// TMA swizzle and out-of-bounds fill: CUtensorMapSwizzle's and CUtensorMapFloatOOBfill's values.
+enum TmaSwizzle : uint32_t { kTmaSwizzleNone = 0, kTmaSwizzle32B = 1, kTmaSwizzle64B = 2, kTmaSwizzle128B = 3 };
+enum TmaOobFill : uint32_t { kTmaOobFillZero = 0, kTmaOobFillNanRequestZeroFma = 1 };
+
+// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format"): bits 0-13 start address
+// >> 4, 16-29 leading-dimension byte offset >> 4, 32-45 stride-dimension byte offset >> 4, 49-51
+// base offset, 62-63 swizzle mode (0 none, 1 128B, 2 64B, 3 32B).
+struct WgmmaDesc {
+  uint32_t start, lbo, sbo, base;
+  int mode;
+};
+SIMT_HOPPER_HD WgmmaDesc decode_wgmma_desc(uint64_t d) {
+  return {static_cast<uint32_t>(d & 0x3fff) << 4, static_cast<uint32_t>(d >> 16 & 0x3fff) << 4,
+          static_cast<uint32_t>(d >> 32 & 0x3fff) << 4, static_cast<uint32_t>(d >> 49 & 7), static_cast<int>(d >> 62)};
+}
+SIMT_HOPPER_HD uint64_t encode_wgmma_desc(uint32_t start_addr, uint32_t lbo_bytes, uint32_t sbo_bytes, int swizzle_mode, uint32_t base_offset = 0) {
+  return (uint64_t(start_addr >> 4) & 0x3fff) | (uint64_t(lbo_bytes >> 4) & 0x3fff) << 16 | (uint64_t(sbo_bytes >> 4) & 0x3fff) << 32 |
+         uint64_t(base_offset & 7) << 49 | uint64_t(swizzle_mode & 3) << 62;
+}
+SIMT_HOPPER_HD int wgmma_row_bytes(int mode) { return mode == 1 ? 128 : mode == 2 ? 64 : mode == 3 ? 32 : 0; }
+
+enum WgKind : uint8_t { kWgBf16, kWgF16 };
+}  // namespace ptx
+
 #if defined(SIMT_EMU)
 #include <chrono>
 #include <condition_variable>
@@ -297,8 +335,6 @@ inline void mbarrier_wait_parity(uint64_t* bar, uint32_t parity) {
 // What cuTensorMapEncodeTiled encodes (interleave none, element strides 1, L2 promotion and
 // cache hints ignored). 128 bytes, 64-byte aligned, like CUtensorMap; pass it to the kernel as a
 // (__grid_constant__) parameter or keep it in global memory.
-enum TmaSwizzle : uint32_t { kTmaSwizzleNone = 0, kTmaSwizzle32B = 1, kTmaSwizzle64B = 2, kTmaSwizzle128B = 3 };
-enum TmaOobFill : uint32_t { kTmaOobFillZero = 0, kTmaOobFillNanRequestZeroFma = 1 };
 struct alignas(64) TensorMap {
   uint64_t gaddr;
   uint64_t dims[5];     // elements, innermost first
@@ -427,26 +463,10 @@ inline void cp_async_bulk_g2s(void* smem_dst, const void* gmem_src, uint32_t byt
 }
 
 // ------------------------------------------------------------------------------ wgmma
-// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format"): bits 0-13 start address
-// >> 4, 16-29 leading-dimension byte offset >> 4, 32-45 stride-dimension byte offset >> 4, 49-51
-// base offset, 62-63 swizzle mode (0 none, 1 128B, 2 64B, 3 32B).
-struct WgmmaDesc {
-  uint32_t start, lbo, sbo, base;
-  int mode;
-};
-inline WgmmaDesc decode_wgmma_desc(uint64_t d) {
-  return {static_cast<uint32_t>(d & 0x3fff) << 4, static_cast<uint32_t>(d >> 16 & 0x3fff) << 4,
-          static_cast<uint32_t>(d >> 32 & 0x3fff) << 4, static_cast<uint32_t>(d >> 49 & 7), static_cast<int>(d >> 62)};
-}
-inline uint64_t encode_wgmma_desc(uint32_t start_addr, uint32_t lbo_bytes, uint32_t sbo_bytes, int swizzle_mode, uint32_t base_offset = 0) {
-  return (uint64_t(start_addr >> 4) & 0x3fff) | (uint64_t(lbo_bytes >> 4) & 0x3fff) << 16 | (uint64_t(sbo_bytes >> 4) & 0x3fff) << 32 |
-         uint64_t(base_offset & 7) << 49 | uint64_t(swizzle_mode & 3) << 62;
-}
 // A descriptor for a tile at smem (in dynamic shared memory; its shared-window address).
 inline uint64_t make_wgmma_desc(const void* smem, uint32_t lbo_bytes, uint32_t sbo_bytes, int swizzle_mode) {
   return encode_wgmma_desc(hopper::window_addr(smem, 16, "ptx::make_wgmma_desc"), lbo_bytes, sbo_bytes, swizzle_mode);
 }
-inline int wgmma_row_bytes(int mode) { return mode == 1 ? 128 : mode == 2 ? 64 : mode == 3 ? 32 : 0; }
 // Shared address of element (mn, k) of an operand (mn: M for A, N for B), README of the recordings:
 //   K-major (trans 0): none: start + (mn/8)·SBO + (k/8)·LBO + (mn%8)·16 + 2·(k%8)
 //                      swizzled (row R bytes): start + (mn/8)·SBO + (mn%8)·R + 2k, then the XOR
@@ -463,8 +483,6 @@ inline uint32_t wgmma_elem_addr(const WgmmaDesc& D, int mn, int k, bool trans) {
                            : D.start + (mn / 8) * D.sbo + (mn % 8) * R + 2 * k;
   return hopper::swizzle_addr(a, R);
 }
-
-enum WgKind : uint8_t { kWgBf16, kWgF16 };
 
 namespace hopper {
 inline double wg_elem(const WgmmaDesc& D, int mn, int k, bool trans, uint8_t kind) {
@@ -556,14 +574,597 @@ inline void wgmma_wait_group() {
 // wgmma.mma_async.sync.aligned.m64nNk16.f32.{bf16,f16}.{bf16,f16} {d}, descA, descB, scale-d,
 // imm-scale-a, imm-scale-b, tnspA, tnspB. d: the thread's N/2 accumulator registers (D fragment:
 // register i holds D[16·(warp%4) + g + 8·((i>>1)&1)][8·(i>>2) + 2q + (i&1)], g = lane/4, q = lane%4).
-template <int N, bool TransA = false, bool TransB = false>
-inline void wgmma_m64k16_f32_bf16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool scale_d, int scale_a = 1, int scale_b = 1) {
-  hopper::wg_issue<N>(d, desc_a, desc_b, scale_d, TransA, TransB, scale_a, scale_b, kWgBf16);
+// ScaleA / ScaleB: 1 or -1 (immediates in the instruction).
+template <int N, bool TransA = false, bool TransB = false, int ScaleA = 1, int ScaleB = 1>
+inline void wgmma_m64k16_f32_bf16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool scale_d) {
+  hopper::wg_issue<N>(d, desc_a, desc_b, scale_d, TransA, TransB, ScaleA, ScaleB, kWgBf16);
 }
-template <int N, bool TransA = false, bool TransB = false>
-inline void wgmma_m64k16_f32_f16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool scale_d, int scale_a = 1, int scale_b = 1) {
-  hopper::wg_issue<N>(d, desc_a, desc_b, scale_d, TransA, TransB, scale_a, scale_b, kWgF16);
+template <int N, bool TransA = false, bool TransB = false, int ScaleA = 1, int ScaleB = 1>
+inline void wgmma_m64k16_f32_f16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool scale_d) {
+  hopper::wg_issue<N>(d, desc_a, desc_b, scale_d, TransA, TransB, ScaleA, ScaleB, kWgF16);
+}
+// Keeps the compiler from moving reads or writes of accumulators across an in-flight wgmma (nvcc:
+// an empty asm on each register; here the registers are NaN until the wait, which catches it).
+template <int R>
+inline void wgmma_fence_operand(float (&)[R]) {}
+
+}  // namespace ptx
+
+#else
+// ------------------------------------------------------------------------------ nvcc
+// Inline PTX (mbarrier, TMA: sm_90; wgmma: sm_90a, compiled only where __CUDA_ARCH_FEAT_SM90_ALL
+// is defined). Elsewhere (another arch, the host pass) a body traps: the launchers pick the Hopper
+// kernels only on compute capability 9.0 with an sm_90a binary.
+#include <cuda.h>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled: the driver entry point (no libcuda link)
+#include <cuda_runtime_api.h>
+
+#if SIMT_CUDA_ARCH >= 900
+#define SIMT_SM90 1
+#else
+#define SIMT_SM90 0
+#endif
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SIMT_SM90A 1
+#else
+#define SIMT_SM90A 0
+#endif
+#define SIMT_HOPPER_FN __device__ __forceinline__
+
+namespace ptx {
+
+// ---- mbarrier
+SIMT_HOPPER_FN void mbarrier_init(uint64_t* bar, uint32_t count) {
+#if SIMT_SM90
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+#else
+  simt_trap();
+#endif
+}
+SIMT_HOPPER_FN void mbarrier_inval(uint64_t* bar) {
+#if SIMT_SM90
+  asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+#else
+  simt_trap();
+#endif
+}
+SIMT_HOPPER_FN void fence_mbarrier_init() {
+#if SIMT_SM90
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#else
+  simt_trap();
+#endif
+}
+SIMT_HOPPER_FN void fence_proxy_async() {
+#if SIMT_SM90
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#else
+  simt_trap();
+#endif
+}
+SIMT_HOPPER_FN void mbarrier_expect_tx(uint64_t* bar, uint32_t tx_bytes) {
+#if SIMT_SM90
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(tx_bytes) : "memory");
+#else
+  simt_trap();
+#endif
+}
+SIMT_HOPPER_FN void mbarrier_complete_tx(uint64_t* bar, uint32_t tx_bytes) {
+#if SIMT_SM90
+  asm volatile("mbarrier.complete_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(tx_bytes) : "memory");
+#else
+  simt_trap();
+#endif
+}
+SIMT_HOPPER_FN uint64_t mbarrier_arrive(uint64_t* bar, uint32_t count = 1) {
+#if SIMT_SM90
+  uint64_t state;
+  asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 %0, [%1], %2;\n" : "=l"(state) : "r"(smem_addr(bar)), "r"(count) : "memory");
+  return state;
+#else
+  simt_trap();
+  return 0;
+#endif
+}
+SIMT_HOPPER_FN uint64_t mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t tx_bytes) {
+#if SIMT_SM90
+  uint64_t state;
+  asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 %0, [%1], %2;\n"
+               : "=l"(state) : "r"(smem_addr(bar)), "r"(tx_bytes) : "memory");
+  return state;
+#else
+  simt_trap();
+  return 0;
+#endif
+}
+#if SIMT_SM90
+#define SIMT_MBAR_WAIT(instr, arg_constraint, arg)                                                          \
+  uint32_t done;                                                                                            \
+  asm volatile("{\n.reg .pred p;\n" instr " p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"                         \
+               : "=r"(done) : "r"(smem_addr(bar)), arg_constraint(arg) : "memory");                          \
+  return done != 0
+#else
+#define SIMT_MBAR_WAIT(instr, arg_constraint, arg) \
+  simt_trap();                                     \
+  return false
+#endif
+SIMT_HOPPER_FN bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t parity) {
+  SIMT_MBAR_WAIT("mbarrier.try_wait.parity.shared::cta.b64", "r", parity);
+}
+SIMT_HOPPER_FN bool mbarrier_test_wait_parity(uint64_t* bar, uint32_t parity) {
+  SIMT_MBAR_WAIT("mbarrier.test_wait.parity.shared::cta.b64", "r", parity);
+}
+SIMT_HOPPER_FN bool mbarrier_try_wait(uint64_t* bar, uint64_t state) {
+  SIMT_MBAR_WAIT("mbarrier.try_wait.shared::cta.b64", "l", state);
+}
+SIMT_HOPPER_FN bool mbarrier_test_wait(uint64_t* bar, uint64_t state) {
+  SIMT_MBAR_WAIT("mbarrier.test_wait.shared::cta.b64", "l", state);
+}
+#undef SIMT_MBAR_WAIT
+SIMT_HOPPER_FN void mbarrier_wait_parity(uint64_t* bar, uint32_t parity) {
+  while (!mbarrier_try_wait_parity(bar, parity)) {
+  }
+}
+
+// ---- TMA
+// CUtensorMap itself: 128 opaque bytes, 64-byte aligned; a kernel takes it as a __grid_constant__
+// parameter (or from global memory).
+struct alignas(64) TensorMap {
+  uint64_t opaque[16];
+};
+static_assert(sizeof(TensorMap) == sizeof(CUtensorMap), "TensorMap must be a CUtensorMap");
+
+// Host: cuTensorMapEncodeTiled through the runtime's driver entry point (resolved once), with the
+// element size as an unsigned integer type (a copy never converts), no interleave, element strides
+// 1 and L2 promotion of 128 B. Returns 0, or 1 with the reason in *why.
+inline int tensor_map_encode_tiled(TensorMap* map, uint32_t elem_bytes, uint32_t rank, const void* global_address,
+                                   const uint64_t* global_dims, const uint64_t* global_strides, const uint32_t* box_dims,
+                                   TmaSwizzle swizzle, TmaOobFill oob_fill = kTmaOobFillZero, const char** why = nullptr) {
+  auto bad = [&](const char* w) {
+    if (why) *why = w;
+    return 1;
+  };
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    const bool ok = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) == cudaSuccess &&
+                    found == cudaDriverEntryPointSuccess;
+    return ok ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn) : nullptr;
+  }();
+  if (!encode) return bad("the CUDA driver has no cuTensorMapEncodeTiled (a CUDA 12 driver or newer is needed)");
+  CUtensorMapDataType type;
+  switch (elem_bytes) {
+    case 1: type = CU_TENSOR_MAP_DATA_TYPE_UINT8; break;
+    case 2: type = CU_TENSOR_MAP_DATA_TYPE_UINT16; break;
+    case 4: type = CU_TENSOR_MAP_DATA_TYPE_UINT32; break;
+    case 8: type = CU_TENSOR_MAP_DATA_TYPE_UINT64; break;
+    default: return bad("element size must be 1, 2, 4 or 8 bytes");
+  }
+  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
+  const CUresult r = encode(reinterpret_cast<CUtensorMap*>(map), type, rank, const_cast<void*>(global_address),
+                            reinterpret_cast<const cuuint64_t*>(global_dims), reinterpret_cast<const cuuint64_t*>(global_strides),
+                            reinterpret_cast<const cuuint32_t*>(box_dims), element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            static_cast<CUtensorMapSwizzle>(swizzle), CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                            static_cast<CUtensorMapFloatOOBfill>(oob_fill));
+  return r == CUDA_SUCCESS ? 0 : bad("cuTensorMapEncodeTiled refused the map (alignment, strides, box or swizzle)");
+}
+
+#if SIMT_SM90
+#define SIMT_TMA_BODY(dims, coords, ...)                                                                         \
+  asm volatile("cp.async.bulk.tensor." dims ".shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {" \
+               coords "}], [%2];\n" ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), __VA_ARGS__         \
+               : "memory")
+#else
+#define SIMT_TMA_BODY(dims, coords, ...) simt_trap()
+#endif
+SIMT_HOPPER_FN void cp_async_bulk_tensor_1d_g2s(void* dst, const TensorMap* map, int32_t c0, uint64_t* bar) {
+  SIMT_TMA_BODY("1d", "%3", "r"(c0));
+}
+SIMT_HOPPER_FN void cp_async_bulk_tensor_2d_g2s(void* dst, const TensorMap* map, int32_t c0, int32_t c1, uint64_t* bar) {
+  SIMT_TMA_BODY("2d", "%3, %4", "r"(c0), "r"(c1));
+}
+SIMT_HOPPER_FN void cp_async_bulk_tensor_3d_g2s(void* dst, const TensorMap* map, int32_t c0, int32_t c1, int32_t c2, uint64_t* bar) {
+  SIMT_TMA_BODY("3d", "%3, %4, %5", "r"(c0), "r"(c1), "r"(c2));
+}
+SIMT_HOPPER_FN void cp_async_bulk_tensor_4d_g2s(void* dst, const TensorMap* map, int32_t c0, int32_t c1, int32_t c2, int32_t c3,
+                                                uint64_t* bar) {
+  SIMT_TMA_BODY("4d", "%3, %4, %5, %6", "r"(c0), "r"(c1), "r"(c2), "r"(c3));
+}
+SIMT_HOPPER_FN void cp_async_bulk_tensor_5d_g2s(void* dst, const TensorMap* map, int32_t c0, int32_t c1, int32_t c2, int32_t c3,
+                                                int32_t c4, uint64_t* bar) {
+  SIMT_TMA_BODY("5d", "%3, %4, %5, %6, %7", "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4));
+}
+#undef SIMT_TMA_BODY
+SIMT_HOPPER_FN void cp_async_bulk_g2s(void* smem_dst, const void* gmem_src, uint32_t bytes, uint64_t* bar) {
+#if SIMT_SM90
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(smem_addr(smem_dst)),
+               "l"(gmem_src), "r"(bytes), "r"(smem_addr(bar))
+               : "memory");
+#else
+  simt_trap();
+#endif
+}
+
+// ---- wgmma
+SIMT_HOPPER_FN uint64_t make_wgmma_desc(const void* smem, uint32_t lbo_bytes, uint32_t sbo_bytes, int swizzle_mode) {
+#if SIMT_SM90
+  return encode_wgmma_desc(smem_addr(smem), lbo_bytes, sbo_bytes, swizzle_mode);
+#else
+  simt_trap();
+  return 0;
+#endif
+}
+SIMT_HOPPER_FN void wgmma_fence() {
+#if SIMT_SM90A
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  simt_trap();
+#endif
+}
+SIMT_HOPPER_FN void wgmma_commit_group() {
+#if SIMT_SM90A
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#else
+  simt_trap();
+#endif
+}
+template <int N>
+SIMT_HOPPER_FN void wgmma_wait_group() {
+  static_assert(N >= 0, "wgmma.wait_group N needs N >= 0");
+#if SIMT_SM90A
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#else
+  simt_trap();
+#endif
+}
+template <int R>
+SIMT_HOPPER_FN void wgmma_fence_operand(float (&d)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+namespace hopper {
+template <int N>
+struct Wgmma;  // m64nNk16 for the N below (scripts/gen-wgmma.mjs)
+#if SIMT_SM90A
+// ---- begin: generated by scripts/gen-wgmma.mjs (do not edit by hand)
+#define SIMT_WGMMA_N8(KIND)                                                                         \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %6, 0;\n"                                                                     \
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32." KIND "." KIND " {"                               \
+      "%0, %1, %2, %3"                                                                              \
+      "}, %4, %5, p, %7, %8, %9, %10;\n}\n"                                                         \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                              \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<8> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[4], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N8("f16");
+    else SIMT_WGMMA_N8("bf16");
+  }
+};
+#undef SIMT_WGMMA_N8
+#define SIMT_WGMMA_N16(KIND)                                                                        \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %10, 0;\n"                                                                    \
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32." KIND "." KIND " {"                              \
+      "%0, %1, %2, %3, %4, %5, %6, %7"                                                              \
+      "}, %8, %9, p, %11, %12, %13, %14;\n}\n"                                                      \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])                                              \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<16> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[8], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N16("f16");
+    else SIMT_WGMMA_N16("bf16");
+  }
+};
+#undef SIMT_WGMMA_N16
+#define SIMT_WGMMA_N24(KIND)                                                                        \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %14, 0;\n"                                                                    \
+      "wgmma.mma_async.sync.aligned.m64n24k16.f32." KIND "." KIND " {"                              \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                            \
+      "%8, %9, %10, %11"                                                                            \
+      "}, %12, %13, p, %15, %16, %17, %18;\n}\n"                                                    \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                             \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])                                            \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<24> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[12], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N24("f16");
+    else SIMT_WGMMA_N24("bf16");
+  }
+};
+#undef SIMT_WGMMA_N24
+#define SIMT_WGMMA_N32(KIND)                                                                        \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %18, 0;\n"                                                                    \
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32." KIND "." KIND " {"                              \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                            \
+      "%8, %9, %10, %11, %12, %13, %14, %15"                                                        \
+      "}, %16, %17, p, %19, %20, %21, %22;\n}\n"                                                    \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                             \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),                                           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])                                          \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<32> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[16], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N32("f16");
+    else SIMT_WGMMA_N32("bf16");
+  }
+};
+#undef SIMT_WGMMA_N32
+#define SIMT_WGMMA_N48(KIND)                                                                        \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %26, 0;\n"                                                                    \
+      "wgmma.mma_async.sync.aligned.m64n48k16.f32." KIND "." KIND " {"                              \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                            \
+      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                      \
+      "%16, %17, %18, %19, %20, %21, %22, %23"                                                      \
+      "}, %24, %25, p, %27, %28, %29, %30;\n}\n"                                                    \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                             \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),                                           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),                                         \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),                                         \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])                                          \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<48> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[24], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N48("f16");
+    else SIMT_WGMMA_N48("bf16");
+  }
+};
+#undef SIMT_WGMMA_N48
+#define SIMT_WGMMA_N64(KIND)                                                                        \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %34, 0;\n"                                                                    \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." KIND "." KIND " {"                              \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                            \
+      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                      \
+      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                    \
+      "%24, %25, %26, %27, %28, %29, %30, %31"                                                      \
+      "}, %32, %33, p, %35, %36, %37, %38;\n}\n"                                                    \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                             \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),                                           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),                                         \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),                                         \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),                                         \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),                                         \
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                                          \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<64> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[32], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N64("f16");
+    else SIMT_WGMMA_N64("bf16");
+  }
+};
+#undef SIMT_WGMMA_N64
+#define SIMT_WGMMA_N96(KIND)                                                                        \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %50, 0;\n"                                                                    \
+      "wgmma.mma_async.sync.aligned.m64n96k16.f32." KIND "." KIND " {"                              \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                            \
+      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                      \
+      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                    \
+      "%24, %25, %26, %27, %28, %29, %30, %31, "                                                    \
+      "%32, %33, %34, %35, %36, %37, %38, %39, "                                                    \
+      "%40, %41, %42, %43, %44, %45, %46, %47"                                                      \
+      "}, %48, %49, p, %51, %52, %53, %54;\n}\n"                                                    \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                             \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),                                           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),                                         \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),                                         \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),                                         \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),                                         \
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),                                         \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),                                         \
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),                                         \
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),                                         \
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])                                          \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<96> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[48], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N96("f16");
+    else SIMT_WGMMA_N96("bf16");
+  }
+};
+#undef SIMT_WGMMA_N96
+#define SIMT_WGMMA_N128(KIND)                                                                       \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %66, 0;\n"                                                                    \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." KIND "." KIND " {"                             \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                            \
+      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                      \
+      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                    \
+      "%24, %25, %26, %27, %28, %29, %30, %31, "                                                    \
+      "%32, %33, %34, %35, %36, %37, %38, %39, "                                                    \
+      "%40, %41, %42, %43, %44, %45, %46, %47, "                                                    \
+      "%48, %49, %50, %51, %52, %53, %54, %55, "                                                    \
+      "%56, %57, %58, %59, %60, %61, %62, %63"                                                      \
+      "}, %64, %65, p, %67, %68, %69, %70;\n}\n"                                                    \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                             \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),                                           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),                                         \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),                                         \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),                                         \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),                                         \
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),                                         \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),                                         \
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),                                         \
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),                                         \
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),                                         \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),                                         \
+        "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),                                         \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),                                         \
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                                          \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<128> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[64], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N128("f16");
+    else SIMT_WGMMA_N128("bf16");
+  }
+};
+#undef SIMT_WGMMA_N128
+#define SIMT_WGMMA_N192(KIND)                                                                       \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %98, 0;\n"                                                                    \
+      "wgmma.mma_async.sync.aligned.m64n192k16.f32." KIND "." KIND " {"                             \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                            \
+      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                      \
+      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                    \
+      "%24, %25, %26, %27, %28, %29, %30, %31, "                                                    \
+      "%32, %33, %34, %35, %36, %37, %38, %39, "                                                    \
+      "%40, %41, %42, %43, %44, %45, %46, %47, "                                                    \
+      "%48, %49, %50, %51, %52, %53, %54, %55, "                                                    \
+      "%56, %57, %58, %59, %60, %61, %62, %63, "                                                    \
+      "%64, %65, %66, %67, %68, %69, %70, %71, "                                                    \
+      "%72, %73, %74, %75, %76, %77, %78, %79, "                                                    \
+      "%80, %81, %82, %83, %84, %85, %86, %87, "                                                    \
+      "%88, %89, %90, %91, %92, %93, %94, %95"                                                      \
+      "}, %96, %97, p, %99, %100, %101, %102;\n}\n"                                                 \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                             \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),                                           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),                                         \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),                                         \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),                                         \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),                                         \
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),                                         \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),                                         \
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),                                         \
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),                                         \
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),                                         \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),                                         \
+        "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),                                         \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),                                         \
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),                                         \
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]),                                         \
+        "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),                                         \
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]),                                         \
+        "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),                                         \
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),                                         \
+        "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),                                         \
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]),                                         \
+        "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])                                          \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<192> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[96], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N192("f16");
+    else SIMT_WGMMA_N192("bf16");
+  }
+};
+#undef SIMT_WGMMA_N192
+#define SIMT_WGMMA_N256(KIND)                                                                       \
+  asm volatile(                                                                                     \
+      "{\n.reg .pred p;\n"                                                                          \
+      "setp.ne.b32 p, %130, 0;\n"                                                                   \
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32." KIND "." KIND " {"                             \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                            \
+      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                      \
+      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                    \
+      "%24, %25, %26, %27, %28, %29, %30, %31, "                                                    \
+      "%32, %33, %34, %35, %36, %37, %38, %39, "                                                    \
+      "%40, %41, %42, %43, %44, %45, %46, %47, "                                                    \
+      "%48, %49, %50, %51, %52, %53, %54, %55, "                                                    \
+      "%56, %57, %58, %59, %60, %61, %62, %63, "                                                    \
+      "%64, %65, %66, %67, %68, %69, %70, %71, "                                                    \
+      "%72, %73, %74, %75, %76, %77, %78, %79, "                                                    \
+      "%80, %81, %82, %83, %84, %85, %86, %87, "                                                    \
+      "%88, %89, %90, %91, %92, %93, %94, %95, "                                                    \
+      "%96, %97, %98, %99, %100, %101, %102, %103, "                                                \
+      "%104, %105, %106, %107, %108, %109, %110, %111, "                                            \
+      "%112, %113, %114, %115, %116, %117, %118, %119, "                                            \
+      "%120, %121, %122, %123, %124, %125, %126, %127"                                              \
+      "}, %128, %129, p, %131, %132, %133, %134;\n}\n"                                              \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),                                             \
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                                             \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),                                           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),                                         \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),                                         \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),                                         \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),                                         \
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),                                         \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),                                         \
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),                                         \
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),                                         \
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),                                         \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),                                         \
+        "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),                                         \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),                                         \
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),                                         \
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]),                                         \
+        "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),                                         \
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]),                                         \
+        "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),                                         \
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),                                         \
+        "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),                                         \
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]),                                         \
+        "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),                                         \
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]),                                         \
+        "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),                                     \
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]),                                     \
+        "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),                                     \
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),                                     \
+        "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),                                     \
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]),                                     \
+        "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])                                      \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(ScaleA), "n"(ScaleB), "n"(TransA), "n"(TransB))
+template <> struct Wgmma<256> {
+  template <bool F16, int ScaleA, int ScaleB, int TransA, int TransB>
+  static __device__ __forceinline__ void run(float (&d)[128], uint64_t desc_a, uint64_t desc_b, uint32_t scale_d) {
+    if constexpr (F16) SIMT_WGMMA_N256("f16");
+    else SIMT_WGMMA_N256("bf16");
+  }
+};
+#undef SIMT_WGMMA_N256
+// ---- end: generated by scripts/gen-wgmma.mjs
+#endif
+}  // namespace hopper
+
+template <int N, bool TransA = false, bool TransB = false, int ScaleA = 1, int ScaleB = 1>
+SIMT_HOPPER_FN void wgmma_m64k16_f32_bf16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool scale_d) {
+#if SIMT_SM90A
+  hopper::Wgmma<N>::template run<false, ScaleA, ScaleB, TransA, TransB>(d, desc_a, desc_b, scale_d ? 1u : 0u);
+#else
+  simt_trap();
+#endif
+}
+template <int N, bool TransA = false, bool TransB = false, int ScaleA = 1, int ScaleB = 1>
+SIMT_HOPPER_FN void wgmma_m64k16_f32_f16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool scale_d) {
+#if SIMT_SM90A
+  hopper::Wgmma<N>::template run<true, ScaleA, ScaleB, TransA, TransB>(d, desc_a, desc_b, scale_d ? 1u : 0u);
+#else
+  simt_trap();
+#endif
 }
 
 }  // namespace ptx
+#undef SIMT_HOPPER_FN
+#undef SIMT_SM90
+#undef SIMT_SM90A
 #endif  // SIMT_EMU
+#undef SIMT_HOPPER_HD

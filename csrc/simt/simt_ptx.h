@@ -1,7 +1,7 @@
 // simt_ptx.h — the tensor-core data path instructions (cp.async, ldmatrix, mma.sync) as one
 // wrapper per instruction, with an emulated twin. Included by simt.h in both builds; kernels call
-// ptx::… and never write asm() themselves. This is the one file the subset lets hold inline PTX
-// (scripts/lint-cuda.mjs).
+// ptx::… and never write asm() themselves. This file and simt_hopper.h (the sm_90 instructions,
+// included at the end) are the only ones the subset lets hold inline PTX (scripts/lint-cuda.mjs).
 //
 //   nvcc device pass   → inline PTX (cp.async / mma.sync / cvt.rna.tf32: sm_80+, ldmatrix: sm_75+;
 //                        on an older arch the wrapper traps: the launcher must never run it there)
@@ -286,5 +286,5 @@ SIMT_PTX_FN uint32_t cvt_rna_tf32(float x) {
 }  // namespace ptx
 #undef SIMT_PTX_FN
 
-// sm_90: mbarrier, TMA, wgmma (emulator only so far; see the header)
+// sm_90: mbarrier, TMA, wgmma
 #include "simt_hopper.h"
