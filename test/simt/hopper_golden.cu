@@ -30,6 +30,7 @@
 
 #include "core/half.h"
 #include "simt/simt.h"
+#include "golden_io.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"  // "the ABI for passing 64-byte aligned parameters changed in GCC 4.6" (TensorMap by value)
@@ -257,72 +258,12 @@ void report(const char* label, const std::string& name, bool ok, const std::stri
   if (ok) ++g_ok;
   else ++g_failures;
 }
-int gen(uint32_t i, uint32_t salt) {
-  const uint32_t x = ((i * 2654435761u) ^ (salt * 40503u)) >> 9;
-  return static_cast<int>(x % 9) - 4;
-}
-bool synced(const char* what) {
-  cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess) e = cudaDeviceSynchronize();
-  if (e != cudaSuccess) std::printf("FAIL %s: %s\n", what, cudaGetErrorString(e));
-  return e == cudaSuccess;
-}
-template <class T>
-struct DevBuf {
-  T* p = nullptr;
-  size_t n;
-  explicit DevBuf(size_t count, const T* init = nullptr) : n(count) {
-    if (cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(T)) != cudaSuccess) std::exit(1);
-    if (init) cudaMemcpy(p, init, n * sizeof(T), cudaMemcpyHostToDevice);
-    else cudaMemset(p, 0, n * sizeof(T));
-  }
-  ~DevBuf() { cudaFree(p); }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-};
-
-std::string string_field(const std::string& line, const char* key) {
-  const std::string k = std::string("\"") + key + "\":\"";
-  const size_t p = line.find(k);
-  if (p == std::string::npos) return "";
-  const size_t e = line.find('"', p + k.size());
-  return line.substr(p + k.size(), e - p - k.size());
-}
-double num(const std::string& line, const char* key, double fallback) {
-  const std::string k = std::string("\"") + key + "\":";
-  const size_t p = line.find(k);
-  return p == std::string::npos ? fallback : std::strtod(line.c_str() + p + k.size(), nullptr);
-}
-bool parse_rows(const std::string& line, const char* key, std::vector<std::vector<double>>& rows) {
-  size_t p = line.find(std::string("\"") + key + "\":");
-  if (p == std::string::npos) return false;
-  p = line.find('[', p);
-  const char* s = line.c_str() + p + 1;
-  for (;;) {
-    while (*s == ' ' || *s == ',') ++s;
-    if (*s == ']') return true;
-    if (*s != '[') return false;
-    ++s;
-    std::vector<double> row;
-    for (;;) {
-      while (*s == ' ' || *s == ',') ++s;
-      if (*s == ']') {
-        ++s;
-        break;
-      }
-      char* end;
-      const double v = std::strtod(s, &end);
-      if (end == s) return false;
-      row.push_back(v);
-      s = end;
-    }
-    rows.push_back(std::move(row));
-  }
-}
-
+using golden::DevBuf;
+using golden::gen;
+using golden::number_field;
+using golden::parse_rows;
+using golden::string_field;
+using golden::synced;
 // ---- wgmma
 std::vector<uint16_t> gen_bf16(uint32_t salt) {
   std::vector<uint16_t> v(kTileBytes / 2);
@@ -421,9 +362,9 @@ int main(int argc, char** argv) {
       std::snprintf(tag, sizeof tag, "%s:%d ", base, idx);
       if (name == "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") {
         ++n_wgmma;
-        const WgCase c{static_cast<int>(num(l, "offA", 0)), static_cast<int>(num(l, "offB", 0)), static_cast<int>(num(l, "lbo", 0)),
-                       static_cast<int>(num(l, "sbo", 0)), static_cast<int>(num(l, "swizzle_mode", 0))};
-        const bool ta = num(l, "trans_a", 0) != 0, tb = num(l, "trans_b", 0) != 0;
+        const WgCase c{static_cast<int>(number_field(l, "offA", 0)), static_cast<int>(number_field(l, "offB", 0)), static_cast<int>(number_field(l, "lbo", 0)),
+                       static_cast<int>(number_field(l, "sbo", 0)), static_cast<int>(number_field(l, "swizzle_mode", 0))};
+        const bool ta = number_field(l, "trans_a", 0) != 0, tb = number_field(l, "trans_b", 0) != 0;
         char desc[320];
         std::snprintf(desc, sizeof desc, "%swgmma m64n64k16 bf16 trans_a %d trans_b %d offA %d offB %d lbo %d sbo %d swizzle %d", tag, ta,
                       tb, c.offA, c.offB, c.lbo, c.sbo, c.mode);
@@ -468,9 +409,9 @@ int main(int argc, char** argv) {
         }
       } else if (name == "cp.async.bulk.tensor.2d bf16") {
         ++n_tma;
-        const int GX = static_cast<int>(num(l, "GX", 0)), GY = static_cast<int>(num(l, "GY", 0));
-        const int BX = static_cast<int>(num(l, "BX", 0)), BY = static_cast<int>(num(l, "BY", 0));
-        const int x0 = static_cast<int>(num(l, "x0", 0)), y0 = static_cast<int>(num(l, "y0", 0));
+        const int GX = static_cast<int>(number_field(l, "GX", 0)), GY = static_cast<int>(number_field(l, "GY", 0));
+        const int BX = static_cast<int>(number_field(l, "BX", 0)), BY = static_cast<int>(number_field(l, "BY", 0));
+        const int x0 = static_cast<int>(number_field(l, "x0", 0)), y0 = static_cast<int>(number_field(l, "y0", 0));
         bool swz_ok;
         const ptx::TmaSwizzle sw = swizzle_of(string_field(l, "swizzle"), swz_ok);
         char desc[320];

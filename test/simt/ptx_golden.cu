@@ -36,6 +36,7 @@
 
 #include "core/half.h"
 #include "simt/simt.h"
+#include "golden_io.h"
 
 // ------------------------------------------------------------------------------ kernels
 enum MmaOp { kMmaBf16, kMmaF16, kMmaTf32 };
@@ -210,41 +211,12 @@ const DeathCase kDeath[] = {
 // ------------------------------------------------------------------------------ host
 namespace {
 
-// gen(i, salt) of the recordings: an integer in -4..4.
-int gen(uint32_t i, uint32_t salt) {
-  const uint32_t x = ((i * 2654435761u) ^ (salt * 40503u)) >> 9;
-  return static_cast<int>(x % 9) - 4;
-}
+using golden::check;
+using golden::DevBuf;
+using golden::gen;
+using golden::string_field;
+using golden::synced;
 uint32_t fbits(float f) { return lk::float_to_bits(f); }
-
-bool check(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return true;
-  std::printf("FAIL %s: %s\n", what, cudaGetErrorString(e));
-  return false;
-}
-
-template <class T>
-struct DevBuf {
-  T* p = nullptr;
-  size_t n;
-  explicit DevBuf(size_t count, const T* init = nullptr) : n(count) {
-    if (!check(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(T)), "cudaMalloc")) std::exit(1);
-    if (init) cudaMemcpy(p, init, n * sizeof(T), cudaMemcpyHostToDevice);
-    else cudaMemset(p, 0, n * sizeof(T));
-  }
-  ~DevBuf() { cudaFree(p); }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-};
-
-bool synced(const char* what) {
-  cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess) e = cudaDeviceSynchronize();
-  return check(e, what);
-}
 
 // Registers of 32 lanes, 4 slots each (unused slots ignored), as raw bits.
 using Regs = std::vector<uint32_t>;
@@ -289,48 +261,6 @@ struct Golden {
   std::string line;
   std::vector<std::vector<double>> lanes;
 };
-
-std::string string_field(const std::string& line, const char* key) {
-  const std::string k = std::string("\"") + key + "\":\"";
-  const size_t p = line.find(k);
-  if (p == std::string::npos) return "";
-  const size_t e = line.find('"', p + k.size());
-  return line.substr(p + k.size(), e - p - k.size());
-}
-bool number_field(const std::string& line, const char* key, double& v) {
-  const std::string k = std::string("\"") + key + "\":";
-  const size_t p = line.find(k);
-  if (p == std::string::npos) return false;
-  v = std::strtod(line.c_str() + p + k.size(), nullptr);
-  return true;
-}
-bool parse_lanes(const std::string& line, std::vector<std::vector<double>>& lanes) {
-  size_t p = line.find("\"lanes\":");
-  if (p == std::string::npos) return false;
-  p = line.find('[', p);
-  if (p == std::string::npos) return false;
-  const char* s = line.c_str() + p + 1;
-  for (;;) {
-    while (*s == ' ' || *s == ',') ++s;
-    if (*s == ']') return true;
-    if (*s != '[') return false;
-    ++s;
-    std::vector<double> row;
-    for (;;) {
-      while (*s == ' ' || *s == ',') ++s;
-      if (*s == ']') {
-        ++s;
-        break;
-      }
-      char* end;
-      const double v = std::strtod(s, &end);
-      if (end == s) return false;
-      row.push_back(v);
-      s = end;
-    }
-    lanes.push_back(std::move(row));
-  }
-}
 
 int g_failures = 0;
 
@@ -553,7 +483,7 @@ int main(int argc, char** argv) {
       ++skipped;
       continue;
     }
-    if (g.name.empty() || !parse_lanes(g.line, g.lanes)) {
+    if (g.name.empty() || !golden::parse_rows(g.line, "lanes", g.lanes)) {
       report("recorded", g.name.empty() ? std::string("(a line without \"case\")") : g.name, false, "cannot parse the line");
       continue;
     }
@@ -570,8 +500,8 @@ int main(int argc, char** argv) {
       compare("recorded", g.name, run_mma(mma, 1), g.lanes, true);
     } else if (ld >= 0) {
       seen_ld[ld] = true;
-      double stride = 32;
-      if (number_field(g.line, "rowstride", stride) && stride != 32) {
+      const double stride = golden::number_field(g.line, "rowstride", 32);
+      if (stride != 32) {
         report("recorded", g.name, false, "rowstride " + std::to_string(stride) + " (this replay sets up 32)");
         continue;
       }
