@@ -12,12 +12,13 @@ type NativeOp = { [K in keyof NativeModule & string]: `${K}Async` extends keyof 
 type DescOf<K extends NativeOp> = Parameters<NativeModule[K]>[0];
 
 /**
- * What prepare hands the call: the descriptor; the result, or (when it is read back after the op
- * has run, like a scale computed on the device) `finish`, which makes it; and the temporaries:
- * tensors made for this call alone (host numbers copied to the device), disposed once the op has
- * run or been enqueued (CUDA frees in stream order), also when it throws.
+ * What prepare hands the call: the descriptor (undefined: nothing to compute, e.g. an empty batch,
+ * and the addon is not called); the result, or (when it is read back after the op has run, like a
+ * scale computed on the device) `finish`, which makes it; and the temporaries: tensors made for
+ * this call alone (host numbers copied to the device), disposed once the op has run or been
+ * enqueued (CUDA frees in stream order), also when it throws.
  */
-export type Prepared<D, R> = { desc: D; temporaries?: readonly Tensor[] } & ({ result: R } | { finish: () => R });
+export type Prepared<D, R> = { desc: D | undefined; temporaries?: readonly Tensor[] } & ({ result: R } | { finish: () => R });
 
 export interface Op<A extends unknown[], R> {
   sync(...args: A): R;
@@ -45,8 +46,9 @@ export function defineOp<K extends NativeOp, A extends unknown[], R>(
   return {
     sync(...args: A): R {
       const prepared = prepare(name, ...args);
+      const desc = prepared.desc;
       try {
-        callNative((m) => (m[native] as Call)(prepared.desc));
+        if (desc !== undefined) callNative((m) => (m[native] as Call)(desc));
       } finally {
         disposeAll(prepared.temporaries);
       }
@@ -54,8 +56,9 @@ export function defineOp<K extends NativeOp, A extends unknown[], R>(
     },
     async async(...args: A): Promise<R> {
       const prepared = prepare(`${name}Async`, ...args);
+      const desc = prepared.desc;
       try {
-        await callNativeAsync((m) => (m[`${native}Async`] as AsyncCall)(prepared.desc));
+        if (desc !== undefined) await callNativeAsync((m) => (m[`${native}Async`] as AsyncCall)(desc));
       } finally {
         disposeAll(prepared.temporaries);
       }

@@ -18,9 +18,10 @@
  */
 import { numbersToStorage, storageToFloat32 } from '../dtype.js';
 import { argumentError, describeValue, LoraKernelsError } from '../errors.js';
-import { callNative, callNativeAsync, type NativeLinalgQr, type NativeLinalgSvd } from '../native.js';
+import { callNative, type NativeLinalgQr, type NativeLinalgSvd } from '../native.js';
 import { type Device, Tensor } from '../tensor.js';
 import { Args, shapeText } from '../validate.js';
+import { defineOp } from './define.js';
 import { backward, forward } from './lora_linear.js';
 import type { QuantDType } from './quant.js';
 
@@ -304,6 +305,13 @@ function svdResult(call: SvdCall, sweeps: Int32Array): SvdResult | SvdValues {
   return call.u ? { u: call.u.tensor, s: call.s, vh: call.vh!.tensor, sweeps } : { s: call.s, sweeps };
 }
 
+// An empty batch calls nothing; the sweep counts are read back after the call (ERR_CONVERGENCE frees
+// the outputs this call allocated).
+const svdOp = defineOp('linalg.svd', 'linalgSvd', (op: string, a: Tensor, opts: SvdOptions | undefined) => {
+  const { call, fresh } = prepareSvd(op, a, opts);
+  return { desc: call.batch > 0 ? svdDescriptor(op, call) : undefined, finish: () => svdResult(call, finishSvd(op, call, fresh)) };
+});
+
 /**
  * The singular value decomposition of each matrix of a [..., m, n] (float32, CPU or CUDA; batch
  * dims flattened): a = u·diag(s)·vh with s descending. computeUV false: s and sweeps only.
@@ -312,9 +320,7 @@ export function svd(a: Tensor, opts: SvdOptions & { computeUV: false }): SvdValu
 export function svd(a: Tensor, opts?: SvdOptions & { computeUV?: true }): SvdResult;
 export function svd(a: Tensor, opts?: SvdOptions): SvdResult | SvdValues;
 export function svd(a: Tensor, opts?: SvdOptions): SvdResult | SvdValues {
-  const op = 'linalg.svd';
-  const { call, fresh } = prepareSvd(op, a, opts);
-  return svdResult(call, runSvd(op, call, fresh));
+  return svdOp.sync(a, opts);
 }
 
 /** svd() off the JS thread. */
@@ -322,13 +328,7 @@ export async function svdAsync(a: Tensor, opts: SvdOptions & { computeUV: false 
 export async function svdAsync(a: Tensor, opts?: SvdOptions & { computeUV?: true }): Promise<SvdResult>;
 export async function svdAsync(a: Tensor, opts?: SvdOptions): Promise<SvdResult | SvdValues>;
 export async function svdAsync(a: Tensor, opts?: SvdOptions): Promise<SvdResult | SvdValues> {
-  const op = 'linalg.svdAsync';
-  const { call, fresh } = prepareSvd(op, a, opts);
-  if (call.batch > 0) {
-    const desc = svdDescriptor(op, call);
-    await callNativeAsync((m) => m.linalgSvdAsync(desc));
-  }
-  return svdResult(call, finishSvd(op, call, fresh));
+  return svdOp.async(a, opts);
 }
 
 function prepareQr(op: string, a: Tensor, opts: QrOptions | undefined): QrCall {
@@ -339,21 +339,19 @@ function prepareQr(op: string, a: Tensor, opts: QrOptions | undefined): QrCall {
   return { batch, m, n, a: rowMajor(t, m, n), q: rowMajor(out.q!, m, k), r: rowMajor(out.r!, k, n) };
 }
 
+const qrOp = defineOp('linalg.qr', 'linalgQr', (op: string, a: Tensor, opts: QrOptions | undefined) => {
+  const call = prepareQr(op, a, opts);
+  return { desc: call.batch > 0 ? qrDescriptor(op, call) : undefined, result: { q: call.q.tensor, r: call.r!.tensor } };
+});
+
 /** The reduced QR decomposition of each matrix of a [..., m, n] (float32): a = q·r, diag(r) ≥ 0. */
 export function qr(a: Tensor, opts?: QrOptions): QrResult {
-  const call = prepareQr('linalg.qr', a, opts);
-  runQr('linalg.qr', call);
-  return { q: call.q.tensor, r: call.r!.tensor };
+  return qrOp.sync(a, opts);
 }
 
 /** qr() off the JS thread. */
 export async function qrAsync(a: Tensor, opts?: QrOptions): Promise<QrResult> {
-  const call = prepareQr('linalg.qrAsync', a, opts);
-  if (call.batch > 0) {
-    const desc = qrDescriptor('linalg.qrAsync', call);
-    await callNativeAsync((m) => m.linalgQrAsync(desc));
-  }
-  return { q: call.q.tensor, r: call.r!.tensor };
+  return qrOp.async(a, opts);
 }
 
 /**
