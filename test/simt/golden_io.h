@@ -97,4 +97,25 @@ inline bool parse_rows(const std::string& line, const char* key, std::vector<std
   }
 }
 
+// A misuse that must end the process with a message, run as the program's child mode
+// (`<program> --die <index>`): the expected text is looked for in the child's output.
+struct DeathCase {
+  const char* name;
+  const char* expect;
+};
+
+// Runs `self --die index`: true when the child failed and printed c.expect; else *detail says what it did.
+inline bool dies_as_expected(const char* self, size_t index, const DeathCase& c, std::string* detail) {
+  const std::string cmd = std::string("'") + self + "' --die " + std::to_string(index) + " 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (f && std::fgets(buf, sizeof buf, f)) out += buf;
+  const int status = f ? pclose(f) : -1;
+  if (status != 0 && out.find(c.expect) != std::string::npos) return true;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  *detail = "status " + std::to_string(status) + ", output: " + out;
+  return false;
+}
+
 }  // namespace golden

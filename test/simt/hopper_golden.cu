@@ -51,19 +51,24 @@ struct WgCase {
   int offA, offB, lbo, sbo, mode;
 };
 
+// A and B (kTileBytes each) into shared memory at sm and sm + kTileBytes, by the block's 128 threads.
+__device__ void stage_tiles(unsigned char* sm, const uint16_t* a, const uint16_t* b) {
+  uint16_t* sa = reinterpret_cast<uint16_t*>(sm);
+  uint16_t* sb = reinterpret_cast<uint16_t*>(sm + kTileBytes);
+  for (int e = threadIdx.x; e < kTileBytes / 2; e += 128) {
+    sa[e] = a[e];
+    sb[e] = b[e];
+  }
+  __syncthreads();
+}
+
 // One warpgroup: A, B = gen(e, 3), gen(e, 4) in two 16 KiB buffers; D (scale-d 0) to out[32·t + i];
 // early[32·t + i] = the accumulators read right after the issue (before wait_group).
 template <bool TA, bool TB>
 __global__ void wgmma_kernel(const uint16_t* a, const uint16_t* b, WgCase c, float* out, float* early) {
   SIMT_DYNAMIC_SHARED(unsigned char, sm);
   const int t = threadIdx.x;
-  uint16_t* sa = reinterpret_cast<uint16_t*>(sm);
-  uint16_t* sb = reinterpret_cast<uint16_t*>(sm + kTileBytes);
-  for (int e = t; e < kTileBytes / 2; e += 128) {
-    sa[e] = a[e];
-    sb[e] = b[e];
-  }
-  __syncthreads();
+  stage_tiles(sm, a, b);
   ptx::fence_proxy_async();
   const uint64_t da = ptx::make_wgmma_desc(sm + c.offA, c.lbo, c.sbo, c.mode);
   const uint64_t db = ptx::make_wgmma_desc(sm + kTileBytes + c.offB, c.lbo, c.sbo, c.mode);
@@ -83,13 +88,7 @@ __global__ void wgmma_kernel(const uint16_t* a, const uint16_t* b, WgCase c, flo
 __global__ void wgmma_groups_kernel(const uint16_t* a, const uint16_t* b, WgCase c, float* mid0, float* mid1, float* out0, float* out1) {
   SIMT_DYNAMIC_SHARED(unsigned char, sm);
   const int t = threadIdx.x;
-  uint16_t* sa = reinterpret_cast<uint16_t*>(sm);
-  uint16_t* sb = reinterpret_cast<uint16_t*>(sm + kTileBytes);
-  for (int e = t; e < kTileBytes / 2; e += 128) {
-    sa[e] = a[e];
-    sb[e] = b[e];
-  }
-  __syncthreads();
+  stage_tiles(sm, a, b);
   const uint64_t da = ptx::make_wgmma_desc(sm + c.offA, c.lbo, c.sbo, c.mode);
   const uint64_t db = ptx::make_wgmma_desc(sm + kTileBytes + c.offB, c.lbo, c.sbo, c.mode);
   float d0[32], d1[32];
@@ -238,10 +237,7 @@ __global__ void die_kernel(int which, __grid_constant__ const ptx::TensorMap map
   ptx::mbarrier_wait_parity(bar, 0);
   if (which == 0) ptx::mbarrier_wait_parity(bar, 1);  // the next phase: nobody arrives
 }
-struct DeathCase {
-  const char* name;
-  const char* expect;
-};
+using golden::DeathCase;
 const DeathCase kDeath[] = {
     {"mbarrier wait on parity 1 after phase 0 completed, no arrivals follow", "mbarrier phase that never completes"},
     {"mbarrier expect_tx of twice the TMA box bytes", "mbarrier phase that never completes"},
@@ -553,15 +549,9 @@ int main(int argc, char** argv) {
 
   // ---- death tests (child processes)
   for (size_t i = 0; i < sizeof kDeath / sizeof kDeath[0]; ++i) {
-    const std::string cmd = std::string("'") + argv[0] + "' --die " + std::to_string(i) + " 2>&1";
-    FILE* f = popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[512];
-    while (f && std::fgets(buf, sizeof buf, f)) out += buf;
-    const int status = f ? pclose(f) : -1;
-    const bool ok = status != 0 && out.find(kDeath[i].expect) != std::string::npos;
-    while (!out.empty() && out.back() == '\n') out.pop_back();
-    report("negative", std::string("dies: ") + kDeath[i].name, ok, ok ? "" : "status " + std::to_string(status) + ", output: " + out);
+    std::string detail;
+    const bool ok = golden::dies_as_expected(argv[0], i, kDeath[i], &detail);
+    report("negative", std::string("dies: ") + kDeath[i].name, ok, detail);
   }
 
   std::printf("hopper_golden: %d wgmma and %d TMA recorded cases replayed (%d other cases left to ptx_golden), %d wrong-swizzle replays; "

@@ -195,10 +195,7 @@ __global__ void die_kernel(int which, const unsigned char* g) {
     }
   }
 }
-struct DeathCase {
-  const char* name;
-  const char* expect;  // in the child's output
-};
+using golden::DeathCase;
 const DeathCase kDeath[] = {
     {"cp.async misaligned shared destination", "destination is not 16-byte aligned"},
     {"cp.async misaligned global source", "global source is not 16-byte aligned"},
@@ -417,15 +414,9 @@ void emulator_only(const char* self) {
     simt::sticky_error = cudaSuccess;  // this process goes on testing
   }
   for (size_t i = 0; i < sizeof kDeath / sizeof kDeath[0]; ++i) {
-    const std::string cmd = std::string("'") + self + "' --die " + std::to_string(i) + " 2>&1";
-    FILE* f = popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[512];
-    while (f && std::fgets(buf, sizeof buf, f)) out += buf;
-    const int status = f ? pclose(f) : -1;
-    const bool ok = status != 0 && out.find(kDeath[i].expect) != std::string::npos;
-    while (!out.empty() && out.back() == '\n') out.pop_back();
-    report("emulator", std::string("dies: ") + kDeath[i].name, ok, ok ? "" : "status " + std::to_string(status) + ", output: " + out);
+    std::string detail;
+    const bool ok = golden::dies_as_expected(self, i, kDeath[i], &detail);
+    report("emulator", std::string("dies: ") + kDeath[i].name, ok, detail);
   }
 }
 
