@@ -36,35 +36,40 @@ void lora_forward_multi(const LoraMultiParams& given, int device) {
   const cudaStream_t st = begin_op(device, "lora.forwardMulti");
   check_engine_sizes("lora.forwardMulti", given.m, given.k, given.n, given.r_max);
 
-  // 0. The ids and ranks on the host, and p's small arguments on the device.
+  // 0. The ids and ranks on the host (the caller's numbers, or read back: a wait for the work
+  //    queued before this op), checked and grouped before anything reads A or B through them.
+  const int32_t* ids = given.adapter_ids;
+  const int32_t* ranks = given.ranks;
+  std::vector<int32_t> read_back;  // [ids (m) | ranks (L)]
+  if (!given.small_args_on_host) {
+    read_back.resize(static_cast<size_t>(given.m + (given.ranks ? given.num_adapters : 0)));
+    LK_CUDA_CHECK(cudaMemcpyAsync(read_back.data(), ids, static_cast<size_t>(given.m) * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    if (ranks)
+      LK_CUDA_CHECK(cudaMemcpyAsync(read_back.data() + given.m, ranks, static_cast<size_t>(given.num_adapters) * sizeof(int32_t),
+                                    cudaMemcpyDeviceToHost, st));
+    LK_CUDA_CHECK(cudaStreamSynchronize(st));
+    ids = read_back.data();
+    ranks = ranks ? read_back.data() + given.m : nullptr;
+  }
+  const AdapterSegments groups = group_rows_by_adapter(ids, given.m, ranks, given.num_adapters, given.r_max, "lora.forwardMulti");
+
+  // Host numbers go up in one copy, [ids (m) | ranks (L) | scales (L)] as 4-byte words (pageable:
+  // staged before the call returns), and p points the kernels at it.
   LoraMultiParams p = given;
-  std::vector<int32_t> ids, ranks;  // host copies: read back, or the caller's numbers
   std::optional<DeviceScratch> small_args;
   if (given.small_args_on_host) {
-    ids.assign(given.adapter_ids, given.adapter_ids + given.m);
-    if (given.ranks) ranks.assign(given.ranks, given.ranks + given.num_adapters);
-    // [ids (m) | ranks (L) | scales (L)], 4-byte words; pageable, so staged before the call returns.
-    std::vector<int32_t> up(ids);
-    up.resize(static_cast<size_t>(given.m + 2 * given.num_adapters));
-    std::copy(ranks.begin(), ranks.end(), up.begin() + given.m);
-    std::memcpy(up.data() + given.m + given.num_adapters, given.scales, static_cast<size_t>(given.num_adapters) * sizeof(float));
+    const size_t m = static_cast<size_t>(given.m), l = static_cast<size_t>(given.num_adapters);
+    std::vector<int32_t> up(m + 2 * l);
+    std::copy(ids, ids + m, up.begin());
+    if (ranks) std::copy(ranks, ranks + l, up.begin() + m);
+    std::memcpy(up.data() + m + l, given.scales, l * sizeof(float));
     small_args.emplace(device, up.size() * sizeof(int32_t));
     int32_t* dev = small_args->as<int32_t>();
     LK_CUDA_CHECK(cudaMemcpyAsync(dev, up.data(), up.size() * sizeof(int32_t), cudaMemcpyHostToDevice, st));
     p.adapter_ids = dev;
-    p.ranks = given.ranks ? dev + given.m : nullptr;
-    p.scales = reinterpret_cast<const float*>(dev + given.m + given.num_adapters);
-  } else {
-    ids.resize(static_cast<size_t>(p.m));
-    LK_CUDA_CHECK(cudaMemcpyAsync(ids.data(), p.adapter_ids, ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
-    if (p.ranks) {
-      ranks.resize(static_cast<size_t>(p.num_adapters));
-      LK_CUDA_CHECK(cudaMemcpyAsync(ranks.data(), p.ranks, ranks.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
-    }
-    LK_CUDA_CHECK(cudaStreamSynchronize(st));
+    p.ranks = ranks ? dev + m : nullptr;
+    p.scales = reinterpret_cast<const float*>(dev + m + l);
   }
-  const AdapterSegments groups = group_rows_by_adapter(ids.data(), p.m, p.ranks ? ranks.data() : nullptr, p.num_adapters,
-                                                       p.r_max, "lora.forwardMulti");
   if (p.m <= kGemvMaxRows) return lora_forward_multi_decode(p, device, st);
 
   const int m = static_cast<int>(p.m), k = static_cast<int>(p.k), n = static_cast<int>(p.n), r_max = static_cast<int>(p.r_max);
@@ -88,7 +93,7 @@ void lora_forward_multi(const LoraMultiParams& given, int device) {
       const int s_lo = static_cast<int>(std::max<int64_t>(groups.begin[s], lo));
       const int s_hi = static_cast<int>(std::min<int64_t>(groups.begin[s + 1], hi));
       if (l < 0 || s_lo >= s_hi) continue;
-      const int rank = static_cast<int>(p.ranks ? ranks[l] : p.r_max);
+      const int rank = static_cast<int>(ranks ? ranks[l] : p.r_max);
       shrink_segments.push_back({p.x, static_cast<const unsigned char*>(p.a) + p.a_offset(l) * es, p.x_stride, p.k, k, s_lo, s_hi,
                                  rank, true});
       main_segments.push_back({nullptr /* T, set below */, static_cast<const unsigned char*>(p.b) + p.b_offset(l) * es, t_stride,
