@@ -41,7 +41,7 @@ function withSpectrum(m: number, n: number, sigma: number[], seed: number): Floa
   return out;
 }
 
-type Kind = 'random' | 'zero' | 'rank3' | 'graded';
+type Kind = 'random' | 'zero' | 'rank3' | 'graded' | 'cluster';
 
 interface Case {
   name: string;
@@ -60,6 +60,13 @@ const CASES: Case[] = [
   { name: 'batch [3, 2, 7, 5]', shape: [3, 2, 7, 5], kind: 'random' },
   { name: '32×32 batch 5', shape: [5, 32, 32], kind: 'random' },
   { name: '130×129 (QR, then blocked Jacobi: > 128 columns)', shape: [130, 129], kind: 'random' },
+  // The blocked Jacobi starts from the eigenvectors of AᵀA: inputs where those are degenerate
+  // (rank deficient, zero), badly scaled (graded) or clustered (the inverse iteration's
+  // Gram–Schmidt).
+  { name: 'rank 3 of 150×140 (blocked)', shape: [150, 140], kind: 'rank3' },
+  { name: 'zero 131×131 (blocked)', shape: [131, 131], kind: 'zero' },
+  { name: 'graded σ = 10^(−6i/n), 141×141 (blocked)', shape: [141, 141], kind: 'graded' },
+  { name: 'clustered σ = 1 + 10^−4·i/n, 137×137 (blocked)', shape: [137, 137], kind: 'cluster' },
   { name: '1×40', shape: [1, 40], kind: 'random' },
   { name: 'zero 6×4', shape: [6, 4], kind: 'zero' },
   { name: 'rank 3 of 20×20', shape: [20, 20], kind: 'rank3' },
@@ -77,6 +84,10 @@ function input(c: Case, seed: number): Float32Array {
     case 'graded': {
       const k = Math.min(m, n);
       return withSpectrum(m, n, Array.from({ length: k }, (_, i) => 10 ** ((-6 * i) / k)), seed);
+    }
+    case 'cluster': {
+      const k = Math.min(m, n);
+      return withSpectrum(m, n, Array.from({ length: k }, (_, i) => 1 + (1e-4 * (k - i)) / k), seed);
     }
   }
 }

@@ -5,9 +5,9 @@
 //   G ≈ Q·Λ·Qᵀ                        (two sweeps of two-sided Jacobi on G)
 //   [w_I w_J] ← [w_I w_J]·Q, [v_I v_J] ← [v_I v_J]·Q   (two GEMMs, only the columns Q moved)
 // which orthogonalizes all 2b columns against each other at once. The pairs are visited in
-// row-cyclic order, run in parallel by anti-diagonals (see jacobi_blocked below). Everything is
-// templated on the element type T: float64, or float32 for the first sweeps of
-// jacobi_blocked_mixed (at the end), where Gram, eigensolve and updates all run in float32.
+// row-cyclic order, run in parallel by anti-diagonals (see jacobi_blocked below). With U and V
+// the sweeps start from the eigenvectors of AᵀA (jacobi_blocked_preconditioned, at the end), which
+// leaves them little to do.
 //
 // Napkin math per sweep (m rows, n columns, nb = n/b blocks, nb²/2 pairs):
 //   Gram    cross block 2·m·b² per pair → m·n² per sweep
@@ -42,203 +42,15 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
-#include <type_traits>
 #include <vector>
 
 #include "core/parallel.h"
-#include "cpu/vec.h"  // DVec, kDLanes and the intrinsics headers
+#include "cpu/column_kernels.h"
+#include "cpu/sym_eigen.h"
 
 namespace lk::cpu::LK_SIMD_NS {
 namespace jacobi_detail {
-
-// ---- the register tiles of the two GEMM micro-kernels (on vec.h's float64 DVec) -------------
-// Update tile: kUpdRowVecs vectors of rows × kUpdCols columns of the output, per reduction step
-// kUpdRowVecs loads and kUpdCols broadcasts. Gram tile: kDotX × kDotY dot products of columns,
-// per step kDotX + kDotY loads (summed across lanes at the end). Accumulators + operands fit:
-//   AVX-512 update 3×8 = 24 zmm + 3 + 1, Gram 4×5 = 20 zmm + 4 + 1 (Zen4: one zmm FMA a cycle)
-//   AVX2    update 2×6 = 12 ymm + 2 + 1, Gram 3×3 =  9 ymm + 3 + 1
-//   NEON    update 3×6 = 18 q   + 3 + 1, Gram 4×5 = 20 q   + 4 + 1
-//   scalar  a 4-double struct the compiler keeps in registers where it can
-#if defined(LK_SIMD_AVX512)
-constexpr int kUpdRowVecs = 3, kUpdCols = 8, kDotX = 4, kDotY = 5;
-#elif defined(LK_SIMD_AVX2)
-constexpr int kUpdRowVecs = 2, kUpdCols = 6, kDotX = 3, kDotY = 3;
-#elif defined(LK_SIMD_NEON)
-constexpr int kUpdRowVecs = 3, kUpdCols = 6, kDotX = 4, kDotY = 5;
-#else
-constexpr int kUpdRowVecs = 2, kUpdCols = 4, kDotX = 2, kDotY = 2;
-#endif
-
-// The element type T of the columns (double, or float in the first sweeps of the mixed-precision
-// driver below) picks its vector type: the same register tiles, twice the lanes for float.
-template <class T>
-struct Simd;
-template <>
-struct Simd<double> {
-  using V = DVec;
-  static constexpr int kLanes = kDLanes;
-  static V zero() { return dzero(); }
-  static V set1(double x) { return dset1(x); }
-  static V load(const double* p) { return dload(p); }
-  static void store(double* p, V v) { dstore(p, v); }
-  static V fma(V a, V b, V acc) { return dfma(a, b, acc); }
-  static double sum(V v) { return dsum(v); }
-};
-template <>
-struct Simd<float> {
-  using V = Vec;
-  static constexpr int kLanes = ::lk::cpu::LK_SIMD_NS::kLanes;
-  static V zero() { return vzero(); }
-  static V set1(float x) { return vset1(x); }
-  static V load(const float* p) { return vload(p); }
-  static void store(float* p, V v) { vstore(p, v); }
-  static V fma(V a, V b, V acc) { return vfma(a, b, acc); }
-  static float sum(V v) { return vsum(v); }
-};
-template <class T>
-constexpr int kUpdRows = kUpdRowVecs * Simd<T>::kLanes;
-
-constexpr int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
-
-// The columns of a block pair live in two separate runs of the matrix: the kernels address them
-// through a table of column pointers.
-template <class T>
-struct Panel {
-  T* const* col;  // col[c] = first row of column c
-  int k;          // columns
-  int64_t rows;
-};
-
-// Scratch of one pair's work (thread_local: each pool thread keeps its own, grown once).
-template <class T>
-struct PairScratch {
-  std::vector<T*> cols, out;
-  std::vector<T> qpack, y;
-  std::vector<int> slot_of, touched, sorted;
-};
-
-// ---- Gram: c[i + j·ldc] = x_iᵀ·y_j, columns through pointer tables --------------------------
-// Dot products straight from the column-major columns (no packing: transposing the rows into a
-// row-major panel for an outer-product kernel cost more than the kernel itself). A kDotX × kDotY
-// tile streams its columns once, kDotX + kDotY vector loads per kDotX·kDotY FMAs; a ragged edge
-// tile repeats its last column (a few wasted FMAs, no tail code).
-// Accumulated in T (float: relative error ~ε_float32·sqrt(rows), 1e-6 at 1024 rows, far below the
-// 1e-4 off-diagonal at which the float sweeps stop).
-template <class T, class C>
-inline void dot_tile(const T* const* x, const T* const* y, int64_t rows, C* c, int64_t ldc, int nx, int ny) {
-  using S = Simd<T>;
-  const T* xs[kDotX];
-  const T* ys[kDotY];
-  for (int i = 0; i < kDotX; ++i) xs[i] = x[std::min(i, nx - 1)];
-  for (int j = 0; j < kDotY; ++j) ys[j] = y[std::min(j, ny - 1)];
-  typename S::V acc[kDotX][kDotY];
-  for (int i = 0; i < kDotX; ++i)
-    for (int j = 0; j < kDotY; ++j) acc[i][j] = S::zero();
-  int64_t r = 0;
-  for (; r + S::kLanes <= rows; r += S::kLanes) {
-    typename S::V xv[kDotX];
-    for (int i = 0; i < kDotX; ++i) xv[i] = S::load(xs[i] + r);
-    for (int j = 0; j < kDotY; ++j) {
-      const typename S::V yv = S::load(ys[j] + r);
-      for (int i = 0; i < kDotX; ++i) acc[i][j] = S::fma(xv[i], yv, acc[i][j]);
-    }
-  }
-  for (int i = 0; i < nx; ++i)
-    for (int j = 0; j < ny; ++j) {
-      T sum = S::sum(acc[i][j]);
-      for (int64_t t = r; t < rows; ++t) sum += xs[i][t] * ys[j][t];
-      c[i + j * ldc] = sum;
-    }
-}
-
-template <class T, class C>
-inline void cross_gram(const T* const* x, int nx, const T* const* y, int ny, int64_t rows, C* c, int64_t ldc) {
-  for (int j = 0; j < ny; j += kDotY)
-    for (int i = 0; i < nx; i += kDotX)
-      dot_tile(x + i, y + j, rows, c + i + j * ldc, ldc, std::min(kDotX, nx - i), std::min(kDotY, ny - j));
-}
-
-// ---- update: Y ← X·Q (X rows × k through its column table, Q k × nout, Y nout columns) ----------
-// Rows are independent (output row r needs only input row r), so each tile of kUpdRows rows is
-// computed for all columns into y and then copied out: Y may be X itself (in place, with
-// kUpdRows·nout elements of scratch). Q is packed (as T) into kUpdCols-wide
-// panels (row kk of a panel contiguous, zero-padded); the row tile's X (kUpdRows·k·8 bytes, 9 KB at
-// k = 48 in float64) and the packed Q (k² · 8 bytes, 18 KB) stay in L1 while the micro-tile,
-// kUpdRows rows × kUpdCols columns, runs over the panels: per reduction step kUpdRowVecs vector
-// loads + kUpdCols broadcasts feed kUpdRowVecs·kUpdCols FMAs.
-template <int RV, class T>
-inline void update_tile(const Panel<T>& x, int64_t r, const T* qp, T* y, int64_t ldy, int ncols) {
-  using S = Simd<T>;
-  typename S::V acc[RV][kUpdCols];
-  for (int v = 0; v < RV; ++v)
-    for (int c = 0; c < kUpdCols; ++c) acc[v][c] = S::zero();
-  for (int kk = 0; kk < x.k; ++kk) {
-    const T* src = x.col[kk] + r;
-    typename S::V xv[RV];
-    for (int v = 0; v < RV; ++v) xv[v] = S::load(src + v * S::kLanes);
-    const T* qk = qp + kk * kUpdCols;
-    for (int c = 0; c < kUpdCols; ++c) {
-      const typename S::V b = S::set1(qk[c]);
-      for (int v = 0; v < RV; ++v) acc[v][c] = S::fma(xv[v], b, acc[v][c]);
-    }
-  }
-  for (int c = 0; c < ncols; ++c)
-    for (int v = 0; v < RV; ++v) S::store(y + c * ldy + v * S::kLanes, acc[v][c]);
-}
-
-// Q's rows qrow[0..k) and columns qcol[0..nout) of the matrix q (ld ldq) form the k × nout factor;
-// out[0..nout) are Y's columns.
-template <class T, class Q>
-inline void update(const Panel<T>& x, const Q* q, int64_t ldq, const int* qrow, const int* qcol, int nout,
-                   T* const* out, PairScratch<T>& s) {
-  using S = Simd<T>;
-  constexpr int kRows = kUpdRows<T>;
-  const int k = x.k;
-  const int panels = (nout + kUpdCols - 1) / kUpdCols;
-  // qpack[p][kk][c] = Q[qrow[kk]][qcol[p·NC + c]].
-  s.qpack.assign(static_cast<size_t>(panels) * k * kUpdCols, T(0));
-  for (int p = 0; p < panels; ++p)
-    for (int c = 0; c < kUpdCols && p * kUpdCols + c < nout; ++c) {
-      const Q* qc = q + qcol[p * kUpdCols + c] * ldq;
-      for (int kk = 0; kk < k; ++kk) s.qpack[(static_cast<size_t>(p) * k + kk) * kUpdCols + c] = static_cast<T>(qc[qrow[kk]]);
-    }
-  s.y.resize(static_cast<size_t>(panels) * kUpdCols * kRows);
-  T* y = s.y.data();  // column c of the row tile at y + c·kRows
-  auto copy_back = [&](int64_t r, int64_t rt) {  // vector moves: a memmove call per column cost 7%
-    for (int c = 0; c < nout; ++c) {
-      // The pointer in a local: a store through out[c] could alias the table, so the compiler
-      // reloaded it every vector (the copy-back was 14% of the run).
-      T* const dst = out[c] + r;
-      const T* const src = y + c * kRows;
-      int64_t t = 0;
-      for (; t + S::kLanes <= rt; t += S::kLanes) S::store(dst + t, S::load(src + t));
-      for (; t < rt; ++t) dst[t] = src[t];
-    }
-  };
-  auto tiles = [&](int64_t r, auto rv) {
-    for (int p = 0; p < panels; ++p)
-      update_tile<decltype(rv)::value>(x, r, s.qpack.data() + static_cast<size_t>(p) * k * kUpdCols,
-                                       y + p * kUpdCols * kRows, kRows, std::min(kUpdCols, nout - p * kUpdCols));
-  };
-  int64_t r = 0;
-  for (; r + kRows <= x.rows; r += kRows) {
-    tiles(r, std::integral_constant<int, kUpdRowVecs>{});
-    copy_back(r, kRows);
-  }
-  for (; r + S::kLanes <= x.rows; r += S::kLanes) {
-    tiles(r, std::integral_constant<int, 1>{});
-    copy_back(r, S::kLanes);
-  }
-  for (; r < x.rows; ++r) {
-    for (int c = 0; c < nout; ++c) {
-      const T* qp = s.qpack.data() + static_cast<size_t>(c / kUpdCols) * k * kUpdCols + c % kUpdCols;
-      T sum = 0;
-      for (int kk = 0; kk < k; ++kk) sum += x.col[kk][r] * qp[kk * kUpdCols];
-      y[c * kRows] = sum;
-    }
-    copy_back(r, 1);
-  }
-}
+using namespace column_kernels;
 
 // ---- the small eigensolve: two-sided Jacobi on G (K × K, K even, element type E) in a parallel
 // ordering ----------------------------------------------------------------------------------------
@@ -315,7 +127,7 @@ inline void rotate_columns(E* __restrict x, E* __restrict z, E c, E s, int K) {
 // slot order, e.slot the panel column each slot holds, and slot t's eigenvector is column
 // e.qcol[t] of e.q (K × K).
 template <class E>
-inline bool eigen_jacobi(EigenScratch<E>& e, int K, E tol, E floor, int max_sweeps) {
+inline bool eigen_jacobi(EigenScratch<E>& e, int K, E tol, int max_sweeps) {
   const int h = K / 2;
   const size_t kk = static_cast<size_t>(K) * K;
   e.g2.resize(kk);
@@ -332,7 +144,7 @@ inline bool eigen_jacobi(EigenScratch<E>& e, int K, E tol, E floor, int max_swee
   const int* pos = e.pos.data();
   E* c = e.c.data();
   E* sn = e.s.data();
-  // ζ² would overflow past this (1e154 in float64, 1e19 in float32).
+  // ζ² would overflow past this (1e154 in float64).
   const E kHuge = E(0.5) * std::sqrt(std::numeric_limits<E>::max());
   bool any = false;
   for (int sweep = 0; sweep < max_sweeps; ++sweep) {
@@ -347,7 +159,7 @@ inline bool eigen_jacobi(EigenScratch<E>& e, int K, E tol, E floor, int max_swee
         c[i] = 1;
         sn[i] = 0;
         // Written as !(≤) so a NaN counts as not orthogonal: such a matrix never converges.
-        if (std::fabs(apq) <= tol * std::sqrt(app) * std::sqrt(aqq) || app <= floor || aqq <= floor) continue;
+        if (std::fabs(apq) <= tol * std::sqrt(app) * std::sqrt(aqq) || app <= 0 || aqq <= 0) continue;
         rotated = true;
         const E zeta = (aqq - app) / (2 * apq);
         // tan of the angle that zeroes g_pq, the smaller root; 1/(2ζ) once ζ² would overflow.
@@ -391,14 +203,14 @@ inline bool eigen_jacobi(EigenScratch<E>& e, int K, E tol, E floor, int max_swee
 }
 
 // Does G (k × k, ld ldg) have an off-diagonal entry above tol relative to its diagonal, between
-// two columns whose squared norms exceed floor (NaN: yes)?
+// two nonzero columns (NaN: yes)?
 template <class E>
-inline bool exceeds(const E* g, int k, int64_t ldg, E tol, E floor) {
+inline bool exceeds(const E* g, int k, int64_t ldg, E tol) {
   for (int j = 1; j < k; ++j) {
     const E gjj = g[j + j * ldg], dj = std::sqrt(gjj);
-    if (gjj <= floor) continue;
+    if (gjj <= 0) continue;
     for (int i = 0; i < j; ++i)
-      if (!(std::fabs(g[i + j * ldg]) <= tol * std::sqrt(g[i + i * ldg]) * dj || g[i + i * ldg] <= floor)) return true;
+      if (!(std::fabs(g[i + j * ldg]) <= tol * std::sqrt(g[i + i * ldg]) * dj || g[i + i * ldg] <= 0)) return true;
   }
   return false;
 }
@@ -415,10 +227,6 @@ struct Problem {
   T* v;  // null: w only
   int64_t n, ldv;
   double tol;
-  int inner_sweeps;  // of the small eigensolve
-  // Columns with a squared norm ≤ floor count as orthogonal to everything, like zero columns (the
-  // float32 sweeps: columns at the level of float32 rounding, whose directions are noise).
-  double floor;
   std::vector<int64_t> start;             // block b is columns [start[b], start[b + 1])
   std::vector<std::vector<T>> gram;  // block b's Gram, width² column-major
   // Rows past which block b's columns of w (of v) are all exactly zero. The usual input is a
@@ -482,11 +290,12 @@ inline bool rotate_pair(Problem<T>& pr, int64_t bi, int64_t bj) {
     for (int c = 0; c < bw; ++c)
       std::copy_n(pr.gram[blk].data() + static_cast<size_t>(c) * bw, bw, e.g.data() + c0 + static_cast<size_t>(c0 + c) * K);
   });
-  if (!exceeds(e.g.data(), k, K, static_cast<T>(pr.tol), static_cast<T>(pr.floor))) return false;
+  if (!exceeds(e.g.data(), k, K, static_cast<T>(pr.tol))) return false;
 
-  // inner_sweeps at a tighter tolerance than the outer test (measured in float64: one sweep took 9
-  // outer sweeps at n = 1024, two 6, to convergence 6 but at 1.4× the time).
-  eigen_jacobi(e, K, static_cast<T>(pr.tol * 1e-3), static_cast<T>(pr.floor), pr.inner_sweeps);
+  // Two inner sweeps at a tighter tolerance than the outer test (measured: one sweep took 9 outer
+  // sweeps at n = 1024, two 6, to convergence 6 but at 1.4× the time).
+  constexpr int kInnerSweeps = 2;
+  eigen_jacobi(e, K, static_cast<T>(pr.tol * 1e-3), kInnerSweeps);
 
   // Panel columns some rotation touched: only they change. Each keeps its place unless touched;
   // the touched ones get the eigenvectors of their slots sorted by descending eigenvalue, so the
@@ -535,16 +344,15 @@ inline bool rotate_pair(Problem<T>& pr, int64_t bi, int64_t bj) {
 // everything). Returns the sweeps run, the last being the one that found every block pair
 // orthogonal (1 for an input that already is, and for cols < 2), or −1 if that did not happen
 // within max_sweeps (a NaN never converges). The columns come out in no particular order (larger
-// ones tend to the front); sorting is the caller's. inner_sweeps: of each pair's eigensolve.
+// ones tend to the front); sorting is the caller's.
 template <class T>
-int jacobi_blocked(T* w, int64_t rows, int64_t cols, int64_t ldw, T* v, int64_t ldv, int max_sweeps, double tol,
-                   int inner_sweeps = 2, double floor = 0) {
+int jacobi_blocked(T* w, int64_t rows, int64_t cols, int64_t ldw, T* v, int64_t ldv, int max_sweeps, double tol) {
   using namespace jacobi_detail;
   if (cols < 2) return 1;
   // Blocks of width ~kBlock, as even as the split allows.
   constexpr int64_t kBlock = 24;
   const int64_t nb = std::max<int64_t>(2, (cols + kBlock - 1) / kBlock);
-  Problem<T> pr{w, rows, ldw, v, cols, ldv, tol, inner_sweeps, floor, std::vector<int64_t>(static_cast<size_t>(nb + 1)),
+  Problem<T> pr{w, rows, ldw, v, cols, ldv, tol, std::vector<int64_t>(static_cast<size_t>(nb + 1)),
              std::vector<std::vector<T>>(static_cast<size_t>(nb)), std::vector<int64_t>(static_cast<size_t>(nb)),
              std::vector<int64_t>(static_cast<size_t>(nb))};
   for (int64_t i = 0; i <= nb; ++i) pr.start[i] = i * cols / nb;
@@ -576,123 +384,40 @@ int jacobi_blocked(T* w, int64_t rows, int64_t cols, int64_t ldw, T* v, int64_t 
   return -1;
 }
 
-namespace jacobi_detail {
-// out[:, j] = x·q[:, j] for the columns j of the blocks of kOutBlock (one task each): x has k
-// columns x_col(kk) of `rows` rows, q is k × cols (ld ldq), out's column j at out + j·ldo.
-inline void multiply(const double* x, int64_t ldx, int64_t rows, int k, const double* q, int64_t ldq, int cols,
-                     double* out, int64_t ldo) {
-  constexpr int kOutBlock = 48;
-  parallel_for((cols + kOutBlock - 1) / kOutBlock, [&](int64_t task, int) {
-    thread_local PairScratch<double> s;
-    thread_local std::vector<int> qrow, qcol;
-    const int j0 = static_cast<int>(task) * kOutBlock, nout = std::min(kOutBlock, cols - j0);
-    s.cols.clear();
-    for (int kk = 0; kk < k; ++kk) s.cols.push_back(const_cast<double*>(x) + kk * ldx);
-    s.out.clear();
-    for (int j = 0; j < nout; ++j) s.out.push_back(out + (j0 + j) * ldo);
-    qrow.resize(static_cast<size_t>(k));
-    std::iota(qrow.begin(), qrow.end(), 0);
-    qcol.resize(static_cast<size_t>(nout));
-    std::iota(qcol.begin(), qcol.end(), j0);
-    update(Panel<double>{s.cols.data(), k, rows}, q, ldq, qrow.data(), qcol.data(), nout, s.out.data(), s);
-  });
-}
-}  // namespace jacobi_detail
 
-// The SVD's Jacobi in mixed precision: w·vᵀ = a on return (rows × cols, column-major, ld ld;
-// v cols × cols, ld ld), with the columns of w orthogonal to tol and v orthonormal, as from
-// jacobi_blocked(a copy of a, identity) but most of the sweeps in float32:
-//   1. float32 sweeps on w32 = a·2^e (scaled so that no dot product over- or underflows) with
-//      v32 = I, to kSwitchTol: GEMMs, Gram dots and the eigensolves (L2-bound) run twice the
-//      lanes on half the bytes, the eigensolves with kInnerSweeps32 inner sweeps;
-//   2. v = v32 polished by one Newton–Schulz step, v ← v·(3I − vᵀv)/2: v32 is orthonormal to
-//      ~1e-6 (float32 rounding of the rotations); the step squares that error (1e-12), and
-//      unlike a QR it leaves v's columns in place (it is the nearest orthonormal matrix's first
-//      order approximation), so the orthogonality reached in step 1 survives. Then w = a·v from
-//      the float64 input, so w·vᵀ = a holds to float64 rounding again;
-//   3. float64 sweeps to tol from an off-diagonal of ~kSwitchTol: quadratic convergence leaves one
-//      or two rotating sweeps and the check.
-// Napkin math at n = 1024: step 2 is a Gram (n³ flops, one triangle) and two GEMMs (2n³ each),
-// 5.4 GFLOP, about half of one float64 sweep (9.7). w32, v32: rows × ld and cols × ld floats of
-// scratch, c: cols² doubles. Returns the sweeps of both phases together, or −1 as jacobi_blocked.
-//   Measured at 1024² (one thread, 2 shared cores at load ~3, CPU time): 9 float32 sweeps 0.96 s
-// (107 ms each; a float64 sweep ~260–300 ms), step 2 0.13 s, 2 float64 sweeps (one rotating, one
-// check) 0.32 s: 1.45 s against 2.09 s all in float64. Accuracy is that of the float64 path
-// (‖a − w·vᵀ‖/‖a‖ ~ 5e-8, ‖vᵀv − I‖ ~ 1e-8 after float32 output rounding): the float64 sweeps see
-// only a's float64 product with an orthonormal v.
-inline int jacobi_blocked_mixed(const double* a, int64_t rows, int64_t cols, int64_t ld, double* w, double* v,
-                                float* w32, float* v32, double* c, int max_sweeps, double tol) {
+// The SVD's Jacobi, preconditioned: w·vᵀ = a on return (rows × cols, column-major, ld ld; v cols ×
+// cols, ld ld), with the columns of w orthogonal to tol and v orthonormal, as from
+// jacobi_blocked(a copy of a, identity) but in a fraction of the sweeps:
+//   1. g = aᵀa (float64: the products of float32 inputs are exact, the sums carry ε·rows);
+//   2. v = g's eigenvectors (sym_eigen.h), descending: then w = a·v has orthogonal columns up to
+//      g's rounding, |w_iᵀw_j| ~ ε·rows·‖a‖² against σ_i·σ_j, and its columns come sorted, large
+//      ones first, as the row-cyclic order likes them;
+//   3. float64 sweeps from there: quadratic convergence leaves the check sweep, and rotations only
+//      among the columns whose σ is below ~sqrt(ε)·σ₁, where g's rounding hid their directions.
+// g: cols² doubles of scratch. Returns the sweeps (at least 1, the check), or −1 as jacobi_blocked.
+//   If the eigensolver fails (it does not converge, or an inverse iteration overflows: no input
+// seen so far does either), v starts from the identity and the sweeps do all the work.
+inline int jacobi_blocked_preconditioned(const double* a, int64_t rows, int64_t cols, int64_t ld, double* w, double* v,
+                                         double* g, int max_sweeps, double tol) {
   using namespace jacobi_detail;
-  // Measured at 1024² (one thread, CPU time): switching at 1e-3 left 3 float64 sweeps, at 1e-4 and
-  // 1e-5 two (one rotating, one check), and 1e-5 is within a few ε_float32·sqrt(rows) of what
-  // float32 dots can resolve at all. One inner sweep per pair: 9 float32 sweeps instead of 6 but
-  // 10% less time; in the float64 sweeps two stayed better (graded and rank-deficient inputs).
-  constexpr double kSwitchTol = 1e-4;
-  constexpr int kInnerSweeps32 = 1;
-  // Usually 8–9 float32 sweeps: a cap, after which v32 (orthonormal to float32 rounding whatever
-  // happened) goes on to the float64 sweeps all the same.
-  constexpr int kMaxSweeps32 = 15;
-  thread_local std::vector<double> col_norm2;
-  col_norm2.assign(static_cast<size_t>(cols), 0.0);
-  double amax = 0, norm2 = 0;
-  for (int64_t j = 0; j < cols; ++j) {
-    for (int64_t i = 0; i < rows; ++i) {
-      amax = std::max(amax, std::fabs(a[j * ld + i]));
-      col_norm2[j] += a[j * ld + i] * a[j * ld + i];
-    }
-    norm2 += col_norm2[j];
-  }
-  // Columns of norm ≤ 2^-13·‖a‖_F (~1.2e-4) are left to the float64 sweeps: a float32 rotation
-  // with a column of norm ~σ₁ leaves ε_float32·σ₁ of rounding in a small column, so below
-  // ~ε_float32/kSwitchTol·σ₁ it cannot converge to kSwitchTol in float32 (and columns at the level
-  // of float32 rounding are pure noise: a rank-4 256 × 256 took 11 float32 sweeps, then 9 float64
-  // ones, without this floor). ‖a‖_F over-estimates σ₁ by up to sqrt(cols); floors of 16, 2^10 and
-  // 10^4 times ε_float32·‖a‖_F measured graded 1024² 1.34, 1.30, 1.37 s, random 1024² 1.46,
-  // 1.46, 1.83 s (the last defers too many of a random matrix's small columns).
-  const double floor = norm2 * std::ldexp(1.0, -26);
-  // More than a quarter of a's own columns under that floor (graded columns, σ 1 … 1e-6: about
-  // half): the float64 sweeps would redo most of the work, and did (1024², 1.34 s mixed against
-  // 1.21 s all in float64), so they do all of it.
-  if (4 * std::count_if(col_norm2.begin(), col_norm2.end(), [&](double x) { return x <= floor; }) > cols) {
-    parallel_for(cols, [&](int64_t j, int) {
-      std::copy_n(a + j * ld, rows, w + j * ld);
-      for (int64_t i = 0; i < cols; ++i) v[j * ld + i] = i == j;
-    });
-    return jacobi_blocked(w, rows, cols, ld, v, ld, max_sweeps, tol);
-  }
-  // Largest entry in [1, 2): dots ≤ 4·rows, far from float32's range limits either way.
-  const double scale = amax > 0 ? std::ldexp(1.0, -std::ilogb(amax)) : 1.0;
-  parallel_for(cols, [&](int64_t j, int) {
-    for (int64_t i = 0; i < rows; ++i) w32[j * ld + i] = static_cast<float>(a[j * ld + i] * scale);
-    for (int64_t i = 0; i < cols; ++i) v32[j * ld + i] = i == j ? 1.0f : 0.0f;
-  });
-  const int budget32 = std::min(kMaxSweeps32, max_sweeps - 1);
-  int first = 0;
-  if (budget32 > 0) {
-    first = jacobi_blocked(w32, rows, cols, ld, v32, ld, budget32, kSwitchTol, kInnerSweeps32, floor * scale * scale);
-    if (first < 0) first = budget32;
-  }
-  parallel_for(cols, [&](int64_t j, int) {
-    for (int64_t i = 0; i < cols; ++i) w[j * ld + i] = v32[j * ld + i];
-  });
-  // c = wᵀw, the upper triangle by column blocks, mirrored; then c ← (3I − c)/2.
+  // g's upper triangle by column blocks (rows [0, j1) of columns [j0, j1)), then mirrored into the
+  // lower one, which the eigensolver reads.
   constexpr int64_t kGramBlock = 48;
   parallel_for((cols + kGramBlock - 1) / kGramBlock, [&](int64_t task, int) {
     thread_local std::vector<double*> x;
     const int64_t j0 = task * kGramBlock, j1 = std::min(cols, j0 + kGramBlock);
     x.clear();
-    for (int64_t j = 0; j < j1; ++j) x.push_back(w + j * ld);
-    cross_gram(x.data(), static_cast<int>(j1), x.data() + j0, static_cast<int>(j1 - j0), cols, c + j0 * cols, cols);
+    for (int64_t j = 0; j < j1; ++j) x.push_back(const_cast<double*>(a) + j * ld);
+    cross_gram(x.data(), static_cast<int>(j1), x.data() + j0, static_cast<int>(j1 - j0), rows, g + j0 * cols, cols);
   });
   for (int64_t j = 0; j < cols; ++j)
-    for (int64_t i = 0; i <= j; ++i) {
-      const double m = (i == j ? 3.0 : 0.0) - c[i + j * cols];
-      c[i + j * cols] = c[j + i * cols] = 0.5 * m;
-    }
-  multiply(w, ld, cols, static_cast<int>(cols), c, cols, static_cast<int>(cols), v, ld);
+    for (int64_t i = 0; i < j; ++i) g[j + i * cols] = g[i + j * cols];
+  if (!symmetric_eigenvectors(g, cols, cols, v, ld))
+    parallel_for(cols, [&](int64_t j, int) {
+      for (int64_t i = 0; i < cols; ++i) v[j * ld + i] = i == j;
+    });
   multiply(a, ld, rows, static_cast<int>(cols), v, ld, static_cast<int>(cols), w, ld);
-  const int second = jacobi_blocked(w, rows, cols, ld, v, ld, max_sweeps - first, tol);
-  return second < 0 ? -1 : first + second;
+  return jacobi_blocked(w, rows, cols, ld, v, ld, max_sweeps, tol);
 }
 
 }  // namespace lk::cpu::LK_SIMD_NS

@@ -95,10 +95,15 @@ function tallSvd(cols: Float64Array[], m: number, n: number): { sigma: number[];
   return { sigma, u, v: order.map((j) => v[j]!) };
 }
 
-/** A unit vector of length m orthogonal to `basis` (orthonormal, fewer than m vectors): the best unit vector, twice Gram-Schmidt. */
+/**
+ * A unit vector of length m orthogonal to `basis` (orthonormal, fewer than m vectors): e_k, e_k+1, …
+ * (k = |basis|, cyclically) twice Gram-Schmidt, the first that keeps more than half its length,
+ * else the longest. Starting at k, a zero matrix's completions succeed at the first try.
+ */
 function completion(basis: Float64Array[], m: number): Float64Array {
   let best = new Float64Array(m), bestNorm = -1;
-  for (let e = 0; e < m; e++) {
+  for (let t = 0; t < m && bestNorm <= 0.5; t++) {
+    const e = (basis.length + t) % m;
     const x = new Float64Array(m);
     x[e] = 1;
     for (let pass = 0; pass < 2; pass++) {
