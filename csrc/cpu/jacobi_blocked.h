@@ -224,31 +224,12 @@ template <class T>
 struct Problem {
   T* w;
   int64_t rows, ldw;
-  T* v;  // null: w only
+  T* v;
   int64_t n, ldv;
   double tol;
-  std::vector<int64_t> start;             // block b is columns [start[b], start[b + 1])
+  std::vector<int64_t> start;        // block b is columns [start[b], start[b + 1])
   std::vector<std::vector<T>> gram;  // block b's Gram, width² column-major
-  // Rows past which block b's columns of w (of v) are all exactly zero. The usual input is a
-  // triangular R with v = I: in the first sweep pair (i, j) then needs only rows < start[j + 1]
-  // of both, ~2/3 of that sweep's work; a rotation gives both blocks the larger bound.
-  std::vector<int64_t> w_rows, v_rows;
 };
-
-// The number of leading rows of columns [c0, c1) that hold every nonzero (a scan, m·b reads).
-template <class T>
-inline int64_t nonzero_rows(const T* base, int64_t ld, int64_t rows, int64_t c0, int64_t c1) {
-  int64_t bound = 0;
-  for (int64_t c = c0; c < c1; ++c) {
-    const T* col = base + c * ld;
-    for (int64_t r = rows; r > bound; --r)
-      if (col[r - 1] != 0) {
-        bound = r;
-        break;
-      }
-  }
-  return bound;
-}
 
 template <class T>
 inline void fill_cols(std::vector<T*>& cols, T* base, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
@@ -265,7 +246,7 @@ inline void block_gram(Problem<T>& pr, int64_t blk) {
   const int bw = static_cast<int>(c1 - c0);
   fill_cols(s.cols, pr.w, pr.ldw, c0, c1, c1, c1);
   pr.gram[blk].resize(static_cast<size_t>(bw) * bw);
-  cross_gram(s.cols.data(), bw, s.cols.data(), bw, pr.w_rows[blk], pr.gram[blk].data(), bw);
+  cross_gram(s.cols.data(), bw, s.cols.data(), bw, pr.rows, pr.gram[blk].data(), bw);
 }
 
 // One block pair (I < J): returns whether its Gram matrix was off-diagonal beyond tol (then rotated).
@@ -276,10 +257,9 @@ inline bool rotate_pair(Problem<T>& pr, int64_t bi, int64_t bj) {
   const int64_t i0 = pr.start[bi], i1 = pr.start[bi + 1], j0 = pr.start[bj], j1 = pr.start[bj + 1];
   const int wi = static_cast<int>(i1 - i0), k = wi + static_cast<int>(j1 - j0);
   const int K = k + (k & 1);  // the parallel ordering pairs an even count: a zero row/column pads
-  const int64_t w_rows = std::max(pr.w_rows[bi], pr.w_rows[bj]);
   fill_cols(s.cols, pr.w, pr.ldw, i0, i1, j0, j1);
   e.g.assign(static_cast<size_t>(K) * K, T(0));
-  cross_gram(s.cols.data() + wi, k - wi, s.cols.data(), wi, w_rows, e.g.data() + wi, K);  // w_Jᵀ·w_I
+  cross_gram(s.cols.data() + wi, k - wi, s.cols.data(), wi, pr.rows, e.g.data() + wi, K);  // w_Jᵀ·w_I
   for (int j = 0; j < wi; ++j)
     for (int i = wi; i < k; ++i) e.g[j + static_cast<size_t>(i) * K] = e.g[i + static_cast<size_t>(j) * K];
   auto blocks = [&](auto&& fn) {  // fn(block, first panel column, width)
@@ -325,23 +305,17 @@ inline bool rotate_pair(Problem<T>& pr, int64_t bi, int64_t bj) {
     for (int c : s.touched) s.cols.push_back(base + (c < wi ? i0 + c : j0 + c - wi) * ld);
     update(Panel<T>{s.cols.data(), nt, rows}, e.q.data(), K, s.touched.data(), s.sorted.data(), nt, s.cols.data(), s);
   };
-  rotate(pr.w, pr.ldw, w_rows);
-  pr.w_rows[bi] = pr.w_rows[bj] = w_rows;
-  if (pr.v) {
-    const int64_t v_rows = std::max(pr.v_rows[bi], pr.v_rows[bj]);
-    rotate(pr.v, pr.ldv, v_rows);
-    pr.v_rows[bi] = pr.v_rows[bj] = v_rows;
-  }
+  rotate(pr.w, pr.ldw, pr.rows);
+  rotate(pr.v, pr.ldv, pr.n);
   return true;
 }
 
 }  // namespace jacobi_detail
 
 // Rotates the columns of w (rows × cols, column-major, leading dimension ldw) and of v (cols ×
-// cols, column-major, ld ldv; right-multiplied by the same rotations; null: w only, e.g. for
-// values-only SVDs, which halves the update work) by blocked one-sided Jacobi until every column
-// pair is orthogonal to tol (|w_iᵀw_j| ≤ tol·‖w_i‖·‖w_j‖; zero columns count as orthogonal to
-// everything). Returns the sweeps run, the last being the one that found every block pair
+// cols, column-major, ld ldv; right-multiplied by the same rotations) by blocked one-sided
+// Jacobi until every column pair is orthogonal to tol (|w_iᵀw_j| ≤ tol·‖w_i‖·‖w_j‖; zero columns
+// count as orthogonal to everything). Returns the sweeps run, the last being the one that found every block pair
 // orthogonal (1 for an input that already is, and for cols < 2), or −1 if that did not happen
 // within max_sweeps (a NaN never converges). The columns come out in no particular order (larger
 // ones tend to the front); sorting is the caller's.
@@ -353,13 +327,8 @@ int jacobi_blocked(T* w, int64_t rows, int64_t cols, int64_t ldw, T* v, int64_t 
   constexpr int64_t kBlock = 24;
   const int64_t nb = std::max<int64_t>(2, (cols + kBlock - 1) / kBlock);
   Problem<T> pr{w, rows, ldw, v, cols, ldv, tol, std::vector<int64_t>(static_cast<size_t>(nb + 1)),
-             std::vector<std::vector<T>>(static_cast<size_t>(nb)), std::vector<int64_t>(static_cast<size_t>(nb)),
-             std::vector<int64_t>(static_cast<size_t>(nb))};
+                std::vector<std::vector<T>>(static_cast<size_t>(nb))};
   for (int64_t i = 0; i <= nb; ++i) pr.start[i] = i * cols / nb;
-  parallel_for(nb, [&](int64_t blk, int) {
-    pr.w_rows[blk] = nonzero_rows(w, ldw, rows, pr.start[blk], pr.start[blk + 1]);
-    pr.v_rows[blk] = v ? nonzero_rows(v, ldv, cols, pr.start[blk], pr.start[blk + 1]) : 0;
-  });
   // Row-cyclic block order, (0, 1), (0, 2) … (0, nb − 1), (1, 2) …: with the eigenvalues sorted
   // into the lower block it collects the dominant subspace front to back, and took 6 sweeps at
   // n = 1024 where a round-robin tournament order took 13. It runs in parallel all the same: pair
