@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { attention, type Device, type DType, type FlashLoraArgs, reference, Tensor } from '../lib/index.js';
 import type { RefTensor } from '../lib/reference/index.js';
-import { poisoned, testDevices } from './helpers/devices.js';
+import { focusedRun, poisoned, testDevices } from './helpers/devices.js';
 import { deviceCopiesDuring } from './helpers/copies.js';
 import { expectError } from './helpers/errors.js';
 
@@ -94,14 +94,13 @@ function makeInputs(c: AttnCase, device: Device, seed: number): Inputs {
   return inputs;
 }
 
-// LK_TEST_FOCUSED (the ThreadSanitizer run, one OS thread per emulated CUDA thread): a few small
-// cases that still cross tiles, masks, GQA and the split-KV path.
-const focused = process.env['LK_TEST_FOCUSED'] === '1';
+// focusedRun (the ThreadSanitizer run): a few small cases that still cross tiles, masks, GQA and
+// the split-KV path.
 const FOCUSED_WORK = 200_000;
 const work = (c: AttnCase) => c.batch * c.sq * c.sk * c.hq * c.d;
 
 describe.each(testDevices())('attention.flashLora / flashLoraBackward on $device', ({ device, emulated }) => {
-  const keep = (c: AttnCase) => !(emulated && c.large) && !(focused && work(c) > FOCUSED_WORK);
+  const keep = (c: AttnCase) => !(emulated && c.large) && !(focusedRun && work(c) > FOCUSED_WORK);
   const fwd = forwardCases().filter(keep);
   it.each(fwd.map((c, i) => [c.name, c, i] as const))('forward %s', (_name, c, seed) => {
     const inputs = makeInputs(c, device, seed + 1);

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 
 import { type Device, linalg, reference, type SvdResult, type SvdValues, Tensor } from '../lib/index.js';
-import { poisoned, testDevices } from './helpers/devices.js';
+import { focusedRun, poisoned, testDevices } from './helpers/devices.js';
 import { expectError } from './helpers/errors.js';
 import { Random } from './helpers/random.js';
 
@@ -215,12 +215,9 @@ function expectOrthonormalFactors(f: { u: Tensor; vh: Tensor }): void {
 
 // ---- the suites ------------------------------------------------------------------------------------
 
-// LK_TEST_FOCUSED (the ThreadSanitizer run, one OS thread per emulated CUDA thread): the CPU only.
-// The emulated SVD kernels run 512–1024 threads per block with a barrier per Jacobi round; the
-// fiber schedules and ASan cover them.
-const focused = process.env['LK_TEST_FOCUSED'] === '1';
-
-describe.each(testDevices().filter((d) => !(focused && d.emulated)))('linalg on $device', ({ device, emulated }) => {
+// focusedRun (the ThreadSanitizer run): the CPU only. The emulated SVD kernels run 512–1024
+// threads per block with a barrier per Jacobi round; the fiber schedules and ASan cover them.
+describe.each(testDevices().filter((d) => !(focusedRun && d.emulated)))('linalg on $device', ({ device, emulated }) => {
   describe('svd', () => {
     it.each(CASES)('$name: σ, A = UΣVh, orthonormal U and Vh (into poisoned out)', (c) => {
       const a = input(c, 7 + c.shape.length * 31 + c.shape[c.shape.length - 1]!);

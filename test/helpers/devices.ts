@@ -5,6 +5,12 @@
  */
 import { backends, type Device, Tensor, type DType } from '../../lib/index.js';
 
+/**
+ * LK_TEST_FOCUSED=1: the ThreadSanitizer run (one OS thread per emulated CUDA thread, ~50× the
+ * time of a fiber run). Suites shrink their largest cases and repeat counts, never a kind of case.
+ */
+export const focusedRun = process.env['LK_TEST_FOCUSED'] === '1';
+
 export interface TestDevice {
   device: Device;
   /** Kernels run on the CPU through the SIMT emulator: keep shapes small. */
