@@ -5,9 +5,9 @@
 //   G ≈ Q·Λ·Qᵀ                        (two sweeps of two-sided Jacobi on G)
 //   [w_I w_J] ← [w_I w_J]·Q, [v_I v_J] ← [v_I v_J]·Q   (two GEMMs, only the columns Q moved)
 // which orthogonalizes all 2b columns against each other at once. The pairs are visited in
-// row-cyclic order, run in parallel by anti-diagonals (see jacobi_blocked below). With U and V
-// the sweeps start from the eigenvectors of AᵀA (jacobi_blocked_preconditioned, at the end), which
-// leaves them little to do.
+// row-cyclic order, run in parallel by anti-diagonals (see jacobi_blocked below). The SVD starts
+// the sweeps from the eigenvectors of AᵀA (jacobi_blocked_preconditioned, at the end), which
+// leaves them little to do; the sweep counts measured below are from the identity.
 //
 // Napkin math per sweep (m rows, n columns, nb = n/b blocks, nb²/2 pairs):
 //   Gram    cross block 2·m·b² per pair → m·n² per sweep
@@ -369,18 +369,16 @@ int jacobi_blocked(T* w, int64_t rows, int64_t cols, int64_t ldw, T* v, int64_t 
 inline int jacobi_blocked_preconditioned(const double* a, int64_t rows, int64_t cols, int64_t ld, double* w, double* v,
                                          double* g, int max_sweeps, double tol) {
   using namespace jacobi_detail;
-  // g's upper triangle by column blocks (rows [0, j1) of columns [j0, j1)), then mirrored into the
-  // lower one, which the eigensolver reads.
+  // g's lower triangle, the part the eigensolver reads, by column blocks: rows [j0, cols) of
+  // columns [j0, j1).
   constexpr int64_t kGramBlock = 48;
   parallel_for((cols + kGramBlock - 1) / kGramBlock, [&](int64_t task, int) {
     thread_local std::vector<double*> x;
     const int64_t j0 = task * kGramBlock, j1 = std::min(cols, j0 + kGramBlock);
     x.clear();
-    for (int64_t j = 0; j < j1; ++j) x.push_back(const_cast<double*>(a) + j * ld);
-    cross_gram(x.data(), static_cast<int>(j1), x.data() + j0, static_cast<int>(j1 - j0), rows, g + j0 * cols, cols);
+    for (int64_t j = j0; j < cols; ++j) x.push_back(const_cast<double*>(a) + j * ld);
+    cross_gram(x.data(), static_cast<int>(cols - j0), x.data(), static_cast<int>(j1 - j0), rows, g + j0 + j0 * cols, cols);
   });
-  for (int64_t j = 0; j < cols; ++j)
-    for (int64_t i = 0; i < j; ++i) g[j + i * cols] = g[i + j * cols];
   if (!symmetric_eigenvectors(g, cols, cols, v, ld))
     parallel_for(cols, [&](int64_t j, int) {
       for (int64_t i = 0; i < cols; ++i) v[j * ld + i] = i == j;

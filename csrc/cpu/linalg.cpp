@@ -3,8 +3,8 @@
 //
 // Everything is computed in float64 from the float32 input and rounded once on the way out: a
 // float32 one-sided Jacobi could not reach the 2^-23 relative orthogonality the output asks for.
-// (The blocked Jacobi with U, V starts from the eigenvectors of JᵀJ, so that its sweeps find
-// little left to do: jacobi_blocked_preconditioned in cpu/jacobi_blocked.h.)
+// (The blocked Jacobi starts from the eigenvectors of JᵀJ, so that its sweeps find little left
+// to do: jacobi_blocked_preconditioned in cpu/jacobi_blocked.h.)
 //
 // SVD of one matrix, oriented so that rows ≥ cols (a wide matrix is factored as its transpose: the
 // strides swap the roles of u and vh, nothing is copied twice):
@@ -40,7 +40,7 @@
 // 256 × 64 × 64 139 ms, 64 × 128 × 128 324 ms; AVX2 the same as AVX-512 on this Zen 4, scalar
 // 161 ms. Two threads (wall, load ~2.9): 30.7 ms (values only 21 ms), 68.7 ms, 160 ms, against
 // torch.linalg.svd's 102 / 132 / 163 ms on these 2 cores. More than kUnblockedMaxCols columns go
-// to the blocked Jacobi: 512² 258 ms, 1024² 1.38 s (7 sweeps each) from the identity; with U, V
+// to the blocked Jacobi: 512² 258 ms, 1024² 1.38 s (7 sweeps each) from the identity;
 // preconditioned by the eigenvectors of JᵀJ 512² 39 ms, 1024² 266 ms (1 sweep: the check).
 //
 // Tolerance (tol = 0 → kDefaultTol = 2^-23 = ε_float32): after convergence every pair of columns of
