@@ -82,12 +82,11 @@ struct Panel {
   int64_t rows;
 };
 
-// Scratch of one pair's work (thread_local: each pool thread keeps its own, grown once).
+// update's scratch: the packed Q and one row tile of the output (thread_local at the callers:
+// each pool thread keeps its own, grown once).
 template <class T>
-struct PairScratch {
-  std::vector<T*> cols, out;
+struct UpdateScratch {
   std::vector<T> qpack, y;
-  std::vector<int> slot_of, touched, sorted;
 };
 
 // ---- Gram: c[i + j·ldc] = x_iᵀ·y_j, columns through pointer tables --------------------------
@@ -162,7 +161,7 @@ inline void update_tile(const Panel<T>& x, int64_t r, const T* qp, T* y, int64_t
 // accumulate: Y += X·Q instead.
 template <class T, class Q>
 inline void update(const Panel<T>& x, const Q* q, int64_t ldq, const int* qrow, const int* qcol, int nout,
-                   T* const* out, PairScratch<T>& s, bool accumulate = false) {
+                   T* const* out, UpdateScratch<T>& s, bool accumulate = false) {
   using S = Simd<T>;
   constexpr int kRows = kUpdRows<T>;
   const int k = x.k;
@@ -222,18 +221,19 @@ inline void multiply(const double* x, int64_t ldx, int64_t rows, int k, const do
                      double* out, int64_t ldo) {
   constexpr int kOutBlock = 48;
   parallel_for((cols + kOutBlock - 1) / kOutBlock, [&](int64_t task, int) {
-    thread_local PairScratch<double> s;
+    thread_local UpdateScratch<double> s;
+    thread_local std::vector<double*> in_cols, out_cols;
     thread_local std::vector<int> qrow, qcol;
     const int j0 = static_cast<int>(task) * kOutBlock, nout = std::min(kOutBlock, cols - j0);
-    s.cols.clear();
-    for (int kk = 0; kk < k; ++kk) s.cols.push_back(const_cast<double*>(x) + kk * ldx);
-    s.out.clear();
-    for (int j = 0; j < nout; ++j) s.out.push_back(out + (j0 + j) * ldo);
+    in_cols.clear();
+    for (int kk = 0; kk < k; ++kk) in_cols.push_back(const_cast<double*>(x) + kk * ldx);
+    out_cols.clear();
+    for (int j = 0; j < nout; ++j) out_cols.push_back(out + (j0 + j) * ldo);
     qrow.resize(static_cast<size_t>(k));
     std::iota(qrow.begin(), qrow.end(), 0);
     qcol.resize(static_cast<size_t>(nout));
     std::iota(qcol.begin(), qcol.end(), j0);
-    update(Panel<double>{s.cols.data(), k, rows}, q, ldq, qrow.data(), qcol.data(), nout, s.out.data(), s);
+    update(Panel<double>{in_cols.data(), k, rows}, q, ldq, qrow.data(), qcol.data(), nout, out_cols.data(), s);
   });
 }
 

@@ -52,6 +52,14 @@ namespace lk::cpu::LK_SIMD_NS {
 namespace jacobi_detail {
 using namespace column_kernels;
 
+// Scratch of one pair's work (thread_local: each pool thread keeps its own, grown once).
+template <class T>
+struct PairScratch {
+  std::vector<T*> cols;
+  std::vector<int> slot_of, touched, sorted;
+  UpdateScratch<T> update;
+};
+
 // ---- the small eigensolve: two-sided Jacobi on G (K × K, K even, element type E) in a parallel
 // ordering ----------------------------------------------------------------------------------------
 // Rotating one pair at a time touches two rows of G, strided in memory, and runs a chain of
@@ -303,7 +311,7 @@ inline bool rotate_pair(Problem<T>& pr, int64_t bi, int64_t bj) {
   auto rotate = [&](T* base, int64_t ld, int64_t rows) {
     s.cols.clear();
     for (int c : s.touched) s.cols.push_back(base + (c < wi ? i0 + c : j0 + c - wi) * ld);
-    update(Panel<T>{s.cols.data(), nt, rows}, e.q.data(), K, s.touched.data(), s.sorted.data(), nt, s.cols.data(), s);
+    update(Panel<T>{s.cols.data(), nt, rows}, e.q.data(), K, s.touched.data(), s.sorted.data(), nt, s.cols.data(), s.update);
   };
   rotate(pr.w, pr.ldw, pr.rows);
   rotate(pr.v, pr.ldv, pr.n);

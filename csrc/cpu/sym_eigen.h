@@ -270,7 +270,7 @@ inline void apply_reflectors(const double* g, int64_t ld, const double* tau, int
   thread_local std::vector<double> y, neg_yt, t, yty;
   thread_local std::vector<double*> ycols, ytcols;
   thread_local std::vector<int> index;
-  thread_local PairScratch<double> s;
+  thread_local UpdateScratch<double> s;
   index.resize(std::max(kBlock, kChunk));
   std::iota(index.begin(), index.end(), 0);
   for (int64_t k0 = (reflectors - 1) / kBlock * kBlock; k0 >= 0; k0 -= kBlock) {
@@ -307,7 +307,7 @@ inline void apply_reflectors(const double* g, int64_t ld, const double* tau, int
     parallel_for((n + kChunk - 1) / kChunk, [&](int64_t task, int) {
       thread_local std::vector<double*> zcols;
       thread_local std::vector<double> m;
-      thread_local PairScratch<double> ts;
+      thread_local UpdateScratch<double> ts;
       const int64_t c0 = task * kChunk;
       const int cw = static_cast<int>(std::min<int64_t>(kChunk, n - c0));
       zcols.clear();
