@@ -2,7 +2,9 @@
 // the engine computes; cuda/gemm_kernels.cuh holds the kernels).
 //
 // Choices, with the napkin math behind them (H100/H200: 132 SMs):
-//   * mainloop: mma.sync for float16 / bfloat16 on sm_80+ (and float32 when TF32 is allowed), the
+//   * mainloop: wgmma (cuda/gemm_wgmma.cu) on compute capability 9.0 with an sm_90a binary, for the
+//     problems it covers (float16 / bfloat16, plain segments, TMA-aligned operands) once 128×128
+//     tiles give half a wave (smaller products keep mma.sync's split-K); otherwise mma.sync for float16 / bfloat16 on sm_80+ (and float32 when TF32 is allowed), the
 //     exact FMA mainloop otherwise (float32, and every dtype on sm_75); a quantized B operand picks
 //     their dequantizing variants (no TF32: float32 stays exact on FMA);
 //   * tile: n ≤ 32 (the low-rank shrinks, gradB) → 128×32; 128×256 (64×64 per warp: the least
@@ -46,6 +48,14 @@ bool staged(const QuantWeight& q) {
   return ternary::row_bytes(q.k) % 16 == 0 && aligned(q.packed);
 }
 
+// The wgmma kernels exist in sm_90a binaries (LK_CUDA_SM90A: 90a in the build's arch list) and in
+// the emulator, which runs them when SIMT_EMU_CC=9.0.
+#if defined(SIMT_EMU) || defined(LK_CUDA_SM90A)
+constexpr bool kHopperKernels = true;
+#else
+constexpr bool kHopperKernels = false;
+#endif
+
 const char* layout_name(Layout la, Layout lb) {
   if (la == Layout::KMajor) return lb == Layout::KMajor ? "KK" : "KN";
   return lb == Layout::KMajor ? "NK" : "NN";
@@ -75,12 +85,16 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   const bool nn = pr.a_layout == Layout::MNMajor;
   if (quant && (pr.tile_segments || row_norm || nn || !pr.quant.packed || (pr.quant.format == QuantFormat::Nf4 && !pr.quant.absmax)))
     unsupported(pr, "a quantized B needs a regular segment list, a K-major A and a float32 absmax");
-  const int bk = mma ? 64 / static_cast<int>(dtype_size(pr.dtype)) : FmaLargeTile::BK;
-
-  // ---- tile
   auto tiles_of = [&](int bm, int bn) { return ceil_div<long long>(pr.m, bm) * ceil_div<long long>(pr.n, bn); };
-  int tile, bm, bn;
-  if (mma) {
+  const bool hopper = kHopperKernels && props.cc == 90 && wgmma_covers(pr) && tiles_of(128, 128) * 2 >= props.sm_count;
+  const int bk = hopper ? 64 : mma ? 64 / static_cast<int>(dtype_size(pr.dtype)) : FmaLargeTile::BK;
+
+  // ---- tile (wgmma: 128×256 once that fills the SMs, else 128×128)
+  int tile = 0, bm, bn;
+  if (hopper) {
+    bm = 128;
+    bn = tiles_of(128, 256) >= props.sm_count ? 256 : 128;
+  } else if (mma) {
     const bool big = row_norm || pr.tile_segments || (!nn && pr.m > 64 && tiles_of(128, 128) * 2 >= props.sm_count);
     const bool wide = !row_norm && !nn && pr.n > 128 && tiles_of(128, 256) >= 2 * props.sm_count;
     if (pr.n <= 32 && !row_norm && !quant) tile = static_cast<int>(TileId::Skinny), bm = 128, bn = 32;
@@ -101,7 +115,7 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   for (int i = 0; i < pr.num_segments; ++i) total_kt += segment_tiles(pr.seg[i], bk);
   if (total_kt > INT_MAX / 2) unsupported(pr, "K is too long");
   int splits = 1;
-  if (!pr.tile_segments && !row_norm && m_tiles * n_tiles < props.sm_count) {
+  if (!hopper && !pr.tile_segments && !row_norm && m_tiles * n_tiles < props.sm_count) {
     const long long want = ceil_div<long long>(props.sm_count, m_tiles * n_tiles);
     splits = static_cast<int>(std::max<long long>(1, std::min<long long>({want, 16, total_kt / 4})));
   }
@@ -135,7 +149,10 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   const Launch l{static_cast<int>(m_tiles), static_cast<int>(n_tiles), splits, st, device};
   bool launched = false;
   const Layout la = pr.a_layout, lb = pr.b_layout;
-  if (quant) {
+  if (hopper) {
+    run_wgmma(pr, p, bn, l);
+    launched = true;
+  } else if (quant) {
     if (mma && pr.dtype == DType::Float16) launched = run_mma_quant_f16(static_cast<TileId>(tile), la, lb, p, l);
     else if (mma) launched = run_mma_quant_bf16(static_cast<TileId>(tile), la, lb, p, l);
     else launched = run_fma_quant(pr.dtype, static_cast<FmaTileId>(tile), la, lb, p, l);
@@ -158,8 +175,9 @@ void run(const Problem& pr, int device, cudaStream_t st) {
                 static_cast<int>(n_tiles));
     LK_CUDA_CHECK_LAUNCH("row_norm_reduce_kernel launch");
   }
-  note_plan(std::string(mma ? (pr.dtype == DType::Float32 ? "mma.sync tf32 " : "mma.sync ") : "fma ") + dtype_name(pr.dtype) +
-              " " + std::to_string(bm) + "x" + std::to_string(bn) + " " + layout_name(pr.a_layout, pr.b_layout) +
+  const std::string mainloop = hopper ? "wgmma " : mma ? (pr.dtype == DType::Float32 ? "mma.sync tf32 " : "mma.sync ") : "fma ";
+  note_plan(mainloop + dtype_name(pr.dtype) + " " + std::to_string(bm) + "x" + std::to_string(bn) + " " +
+            layout_name(pr.a_layout, pr.b_layout) + (hopper ? " tma " + std::to_string(wgmma_stages(bn)) + " stages" : "") +
               (splits > 1 ? " split-k " + std::to_string(splits) : "") + (row_norm ? " row-norm" : "") +
             (!quant ? "" : std::string(" dequant ") + (pr.quant.format == QuantFormat::Nf4 ? "nf4" : "ternary") +
                                (mma && !p.quant_staged ? " element loads" : "")));

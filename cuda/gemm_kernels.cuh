@@ -1303,6 +1303,18 @@ bool run_mma_bf16(TileId tile, Layout la, Layout lb, bool row_norm, const Params
 bool run_mma_tf32(TileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
 bool run_fma_f32(FmaTileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
 bool run_fma_half(DType dtype, FmaTileId tile, Layout la, Layout lb, bool row_norm, const Params& p, const Launch& l);
+// The Hopper mainloop (cuda/gemm_wgmma.cu, sm_90a): the TMA tensor maps of each segment pass
+// (2·segment + pass), passed as a __grid_constant__ kernel parameter next to Params.
+struct HopperMaps {
+  ptx::TensorMap a[4], b[4];
+};
+// Whether the wgmma mainloop covers the problem: float16 / bfloat16, K-major A, B either way, a
+// regular list of at most two plain segments (no row ranges, gathers, quantized B, mask or gate),
+// 16-byte aligned operands and row strides (TMA), the store epilogue.
+bool wgmma_covers(const Problem& pr);
+// Launches it on 128×bn tiles (bn = 128 or 256), no split-K.
+void run_wgmma(const Problem& pr, const Params& p, int bn, const Launch& l);
+int wgmma_stages(int bn);
 // Quantized B: cuda/gemm_mma_quant_f16.cu, gemm_mma_quant_bf16.cu, gemm_fma_quant.cu (every dtype).
 bool run_mma_quant_f16(TileId tile, Layout la, Layout lb, const Params& p, const Launch& l);
 bool run_mma_quant_bf16(TileId tile, Layout la, Layout lb, const Params& p, const Launch& l);

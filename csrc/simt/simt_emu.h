@@ -420,6 +420,11 @@ inline void fiber_entry(ctx::transfer_t t) {
   die("a finished fiber was resumed");
 }
 
+// Set by simt_hopper.h: lands the TMA / bulk copies pending on the mbarriers that blocked threads
+// wait on; true if any landed. The scheduler calls it only when no thread can run: a copy issued
+// after its waiters blocked lands then, the latest moment a GPU may complete it.
+inline bool (*land_for_blocked_waiters)() = nullptr;
+
 inline void run_block(Block& B) {
   const Launch& L = *B.L;
   B.live = L.nthreads;
@@ -461,6 +466,7 @@ inline void run_block(Block& B) {
         resume(B.threads[i]);
         progressed = true;
       }
+    if (!progressed && land_for_blocked_waiters && land_for_blocked_waiters()) continue;
     if (!progressed) {
       unsigned at_barrier = 0, at_warp = 0, at_mbar = 0;
       for (auto& t : B.threads) {

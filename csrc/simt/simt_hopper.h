@@ -201,7 +201,7 @@ inline void land(uint64_t* bar) {
   std::vector<simt::BulkCopy> done;
   for (size_t i = 0; i < v.size(); ++i) {
     if (v[i].bar == bar) done.push_back(std::move(v[i]));
-    else v[keep++] = std::move(v[i]);
+    else if (keep++ != i) v[keep - 1] = std::move(v[i]);  // never self-move: that empties the bytes
   }
   v.resize(keep);
   for (simt::BulkCopy& c : done) {
@@ -389,10 +389,30 @@ inline int tensor_map_encode_tiled(TensorMap* map, uint32_t elem_bytes, uint32_t
 }
 
 namespace hopper {
+#if !defined(SIMT_EMU_BACKEND_THREADS)
+// Fibers: the scheduler found no runnable thread; land what the blocked waiters wait for.
+inline bool land_for_blocked_waiters() {
+  bool landed = false;
+  for (unsigned i = 0; i < simt::blk->L->nthreads; ++i) {
+    const simt::Thread& t = simt::blk->threads[i];
+    if (t.state != simt::kAtMbarrier || !t.mbar_wait) continue;
+    uint64_t* bar = static_cast<uint64_t*>(const_cast<void*>(t.mbar_wait));
+    if (!has_pending(bar)) continue;
+    land(bar);
+    landed = true;
+  }
+  return landed;
+}
+#endif
 inline void bulk_issue(uint64_t* bar, unsigned char* dst, std::vector<unsigned char>&& bytes) {
   auto g = lock();
   decode(bar, "cp.async.bulk: its mbarrier");
   simt::blk->bulk.push_back({bar, dst, std::move(bytes)});
+#if defined(SIMT_EMU_BACKEND_THREADS)
+  cv().notify_all();  // a thread already blocked on bar re-checks, and lands it
+#else
+  simt::land_for_blocked_waiters = &land_for_blocked_waiters;  // the scheduler's hook (set where copies exist)
+#endif
 }
 // cp.async.bulk.tensor.Nd.shared::cluster.global.tile.mbarrier::complete_tx::bytes
 inline void tensor_g2s(void* smem_dst, const TensorMap* map, const int32_t* coord, uint32_t rank, uint64_t* bar) {
@@ -582,6 +602,16 @@ inline void wgmma_m64k16_f32_bf16(float (&d)[N / 2], uint64_t desc_a, uint64_t d
 template <int N, bool TransA = false, bool TransB = false, int ScaleA = 1, int ScaleB = 1>
 inline void wgmma_m64k16_f32_f16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool scale_d) {
   hopper::wg_issue<N>(d, desc_a, desc_b, scale_d, TransA, TransB, ScaleA, ScaleB, kWgF16);
+}
+// setmaxnreg.{inc,dec}.sync.aligned.u32 N: a warpgroup-specialized kernel hands registers from its
+// producer warpgroup to its consumers. The emulator has no register file: both are no-ops.
+template <int N>
+inline void setmaxnreg_inc() {
+  static_assert(N >= 24 && N <= 256 && N % 8 == 0, "setmaxnreg: 24..256, a multiple of 8");
+}
+template <int N>
+inline void setmaxnreg_dec() {
+  static_assert(N >= 24 && N <= 256 && N % 8 == 0, "setmaxnreg: 24..256, a multiple of 8");
 }
 // Keeps the compiler from moving reads or writes of accumulators across an in-flight wgmma (nvcc:
 // an empty asm on each register; here the registers are NaN until the wait, which catches it).
@@ -1157,6 +1187,26 @@ template <int N, bool TransA = false, bool TransB = false, int ScaleA = 1, int S
 SIMT_HOPPER_FN void wgmma_m64k16_f32_f16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool scale_d) {
 #if SIMT_SM90A
   hopper::Wgmma<N>::template run<true, ScaleA, ScaleB, TransA, TransB>(d, desc_a, desc_b, scale_d ? 1u : 0u);
+#else
+  simt_trap();
+#endif
+}
+
+// setmaxnreg (sm_90a): the producer warpgroup gives registers back, the consumers take them.
+template <int N>
+SIMT_HOPPER_FN void setmaxnreg_inc() {
+  static_assert(N >= 24 && N <= 256 && N % 8 == 0, "setmaxnreg: 24..256, a multiple of 8");
+#if SIMT_SM90A
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#else
+  simt_trap();
+#endif
+}
+template <int N>
+SIMT_HOPPER_FN void setmaxnreg_dec() {
+  static_assert(N >= 24 && N <= 256 && N % 8 == 0, "setmaxnreg: 24..256, a multiple of 8");
+#if SIMT_SM90A
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
 #else
   simt_trap();
 #endif

@@ -13,6 +13,9 @@
 // mainloop, the row-norm epilogue, per-tile segment lists with gathered rows, K edges inside a
 // k-tile, rows that are not 16-byte aligned, padded row strides, and an NF4 / ternary B (K-major and
 // MN-major; codes staged by cp.async or read element by element; mma.sync and FMA).
+// With SIMT_EMU_CC=9.0 it runs the Hopper cases instead: the wgmma mainloop (cuda/gemm_wgmma.cu) on
+// both of its tiles (128×256, 4 stages; 128×128, 6 stages) with more k-tiles than stages (every
+// stage is refilled), the hi + lo low-rank segment, and an MN-major B (gradInput).
 //
 // Build by hand (scripts/mutants.mjs adds ASan + UBSan and -O1):
 //   g++ -std=c++17 -Icsrc -Icuda -isystem /usr/local/cuda/include -Wno-unknown-pragmas
@@ -592,6 +595,15 @@ int main() {
       {"quant nf4 KN float32 (FMA), gradInput", DType::Float32, kNf4, true, 50, 75, 96},
       {"quant ternary KK float32 (FMA)", DType::Float32, kTernary, false, 66, 70, 70},
   };
+  const ForwardCase hopper_forwards[] = {
+      {"forward wgmma 128x256 KK, T hi + lo", DType::BFloat16, 300, 200, 300, 16, true, false, false, 0},
+      {"forward wgmma 128x128 KK, 9 k-tiles", DType::Float16, 120, 520, 200, 8, true, false, false, 8},
+  };
+  const BackwardCase hopper_backwards[] = {
+      {"backward wgmma KN gradInput (transposed B)", DType::BFloat16, 150, 168, 96, 16, false},
+  };
+  const char* cc = std::getenv("SIMT_EMU_CC");
+  const bool hopper = cc && std::string(cc) == "9.0";
   long long failed = 0;
   auto report = [&](const std::string& name, long long bad) {
     std::printf("oracle [%s] %-52s %-8s %s\n", sched ? sched : "forward", name.c_str(), bad ? "MISMATCH" : "ok",
@@ -601,6 +613,12 @@ int main() {
       ++failed;
     }
   };
+  if (hopper) {
+    for (const ForwardCase& c : hopper_forwards) report(c.name, forward_case(c));
+    for (const BackwardCase& c : hopper_backwards) report(c.name, backward_case(c));
+    std::fflush(stdout);
+    return failed ? 1 : 0;
+  }
   for (const ForwardCase& c : forwards) report(c.name, forward_case(c));
   for (const BackwardCase& c : backwards) report(c.name, backward_case(c));
   report("dora norms: row-norm epilogue bf16", dora_case(DType::BFloat16, 260, 300, 8));
