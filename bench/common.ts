@@ -440,7 +440,7 @@ export function peerRef(peer: PeerRun | undefined, id: string): GpuComparison['r
 }
 
 /** The GPU the benchmarks ran on, from backends(). */
-export function gpuDevice(): { name: string; computeCapability: string; emulated: boolean } {
+export function gpuDevice(): { name: string; computeCapability: string; gemmMainloop: string; emulated: boolean } {
   const { cuda } = backends();
   return { ...cuda.devices[CUDA_DEVICE]!, emulated: cuda.emulated };
 }

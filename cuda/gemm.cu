@@ -56,12 +56,16 @@ constexpr bool kHopperKernels = true;
 constexpr bool kHopperKernels = false;
 #endif
 
+bool wgmma_device(int cc) { return kHopperKernels && cc == 90; }
+
 const char* layout_name(Layout la, Layout lb) {
   if (la == Layout::KMajor) return lb == Layout::KMajor ? "KK" : "KN";
   return lb == Layout::KMajor ? "NK" : "NN";
 }
 
 }  // namespace
+
+const char* preferred_mainloop(int cc) { return wgmma_device(cc) ? "wgmma" : cc >= 80 ? "mma.sync" : "fma"; }
 
 // y = epilogue(Σ_z partials) in the dtype.
 void splitk_reduce(DType dtype, const Params& p, int splits, cudaStream_t st) {
@@ -86,7 +90,7 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   if (quant && (pr.tile_segments || row_norm || nn || !pr.quant.packed || (pr.quant.format == QuantFormat::Nf4 && !pr.quant.absmax)))
     unsupported(pr, "a quantized B needs a regular segment list, a K-major A and a float32 absmax");
   auto tiles_of = [&](int bm, int bn) { return ceil_div<long long>(pr.m, bm) * ceil_div<long long>(pr.n, bn); };
-  const bool hopper = kHopperKernels && props.cc == 90 && wgmma_covers(pr) && tiles_of(128, 128) * 2 >= props.sm_count;
+  const bool hopper = wgmma_device(props.cc) && wgmma_covers(pr) && tiles_of(128, 128) * 2 >= props.sm_count;
   const int bk = hopper ? 64 : mma ? 64 / static_cast<int>(dtype_size(pr.dtype)) : FmaLargeTile::BK;
 
   // ---- tile (wgmma: 128×256 once that fills the SMs, else 128×128)

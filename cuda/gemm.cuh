@@ -125,6 +125,12 @@ constexpr int kTileListRows = 128;
 // for sizes beyond the launch grid or a combination no kernel covers, ERR_CUDA for a failed launch).
 void run(const Problem& p, int device, cudaStream_t st);
 
+// The mainloop the engine runs 16-bit problems on, on a device of compute capability cc (major·10
+// + minor) with this binary: "wgmma" on 9.0 when the binary holds sm_90a code (or is the emulator),
+// "mma.sync" on 8.0 and newer, "fma" below. wgmma takes the problems it covers (cuda/gemm_wgmma.cu),
+// mma.sync the others. Shown per device by backends() and `lora-kernels info`.
+const char* preferred_mainloop(int cc);
+
 
 
 }  // namespace lk::cuda_ops::gemm

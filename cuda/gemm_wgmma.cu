@@ -10,8 +10,9 @@
 //     64 k × BN row box (K-major) or BN/64 boxes of 64 columns × 64 k (MN-major). Out-of-bounds
 //     rows, columns and k (a rank-16 segment in a 64-wide k-tile) arrive as zeros.
 //   * warpgroups 1 and 2, the consumers (setmaxnreg.inc 232): consumer c owns rows 64c … 64c + 63.
-//     Per k-tile it waits on `full`, issues up to 4 wgmma.mma_async m64nBNk16 (k-steps past the
-//     segment's k are skipped), commits, keeps that group in flight while retiring the previous
+//     Per k-tile it waits on `full`, issues 4 wgmma.mma_async m64nBNk16 (all 4 even past a short
+//     segment's k, where the tile holds zeros: a conditional wgmma makes ptxas serialize the
+//     warpgroup around every one; a rank-16 term costs ~2% at K = 4096), commits, keeps that group in flight while retiring the previous
 //     one (wait_group 1), and then frees the previous k-tile's stage (one `empty` arrival per
 //     warp). The D fragment goes straight to the engine's store epilogue, two adjacent columns per
 //     register pair: store_run<E, 2>, as in the mma.sync mainloop.
@@ -109,7 +110,6 @@ __device__ __forceinline__ void wgmma_gemm(const Params& p, const HopperMaps& ma
   for (int i = 0; i < Tile::BN / 2; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < total; ++kt) {
     const int s = kt % STAGES;
-    const int steps = cmin(KSTEPS, (list.get(p, cur.index).k - cur.k0() + 15) / 16);
     ptx::mbarrier_wait_parity(&full[s], (kt / STAGES) & 1);
     unsigned char* a = smem + s * Tile::STAGE_BYTES + consumer * 64 * 128;
     unsigned char* b = smem + s * Tile::STAGE_BYTES + Tile::A_BYTES;
@@ -117,7 +117,6 @@ __device__ __forceinline__ void wgmma_gemm(const Params& p, const HopperMaps& ma
     ptx::wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < KSTEPS; ++ks) {
-      if (ks >= steps) break;
       const uint64_t da = ptx::make_wgmma_desc(a + 32 * ks, 16, 1024, 1);
       if constexpr (LB == Layout::KMajor) wgmma_step<E, Tile::BN, false>(acc, da, ptx::make_wgmma_desc(b + 32 * ks, 16, 1024, 1));
       else wgmma_step<E, Tile::BN, true>(acc, da, ptx::make_wgmma_desc(b + 2048 * ks, 8192, 1024, 1));

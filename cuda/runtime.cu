@@ -27,6 +27,7 @@
 #include "common.cuh"
 #include "core/gpu.h"
 #include "core/status.h"
+#include "gemm.cuh"
 #if defined(SIMT_EMU) && defined(__SANITIZE_ADDRESS__)  // GCC; clang below
 #define LK_EMU_ASAN 1
 #elif defined(SIMT_EMU) && defined(__has_feature)
@@ -117,6 +118,7 @@ Status probe() {
     d.major = prop.major;
     d.minor = prop.minor;
     d.memory_bytes = prop.totalGlobalMem;
+    d.gemm_mainloop = lk::cuda_ops::gemm::preferred_mainloop(prop.major * 10 + prop.minor);
     st.devices.push_back(d);
   }
   (void)cudaGetLastError();  // probing must not leave a sticky error for the first op

@@ -65,7 +65,8 @@ function info(args: string[]): void {
     return;
   }
   const cuda = build.cuda.compiled
-    ? `${build.cuda.emulated ? 'emulated on the CPU (SIMT test build)' : `CUDA ${build.cuda.toolkit} for ${build.cuda.archs.map((a) => `sm_${a}`).join(', ')}`}`
+    ? `${build.cuda.emulated ? 'emulated on the CPU (SIMT test build)' : `CUDA ${build.cuda.toolkit} for ${build.cuda.archs.map((a) => `sm_${a}`).join(', ')}`}` +
+      (build.cuda.wgmma ? ' (with the sm_90a wgmma mainloop)' : '')
     : 'not compiled in';
   const lines: [string, string][] = [
     ['version', `lora-kernels ${packageVersion()} (node ${process.versions.node}, ${platformTag()})`],
@@ -75,7 +76,7 @@ function info(args: string[]): void {
     ['cpu kernels', `${build.simdLevels.join(', ')} compiled; using ${available.cpu.simd} with ${available.cpu.threads} threads`],
     ['cuda kernels', cuda],
     ['cuda', available.cuda.available ? `${available.cuda.devices.length} device(s)` : `not available: ${available.cuda.reason}`],
-    ...available.cuda.devices.map((d, i): [string, string] => [`  cuda:${i}`, `${d.name}, compute capability ${d.computeCapability}, ${gib(d.memoryBytes)}`]),
+    ...available.cuda.devices.map((d, i): [string, string] => [`  cuda:${i}`, `${d.name}, compute capability ${d.computeCapability}, ${gib(d.memoryBytes)}, GEMM mainloop ${d.gemmMainloop}`]),
   ];
   const width = Math.max(...lines.map(([k]) => k.length));
   for (const [k, v] of lines) console.log(`${k.padEnd(width)}  ${v}`);

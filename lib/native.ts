@@ -37,7 +37,8 @@ export interface NativeBuildInfo {
   /** CPU kernel variants compiled in; the best one the CPU supports is picked at run time. */
   simdLevels: string[];
   sanitize: string;
-  cuda: { compiled: boolean; emulated: boolean; archs: string[]; toolkit: string };
+  /** wgmma: the binary holds the Hopper GEMM mainloop (sm_90a code, or the emulator). */
+  cuda: { compiled: boolean; emulated: boolean; archs: string[]; toolkit: string; wgmma: boolean };
 }
 
 export interface NativeBackends {
@@ -47,7 +48,8 @@ export interface NativeBackends {
     compiled: boolean;
     emulated: boolean;
     reason?: string;
-    devices: { name: string; computeCapability: string; memoryBytes: number }[];
+    /** gemmMainloop: what the GEMM engine runs 16-bit work on there (wgmma on sm_90 with an sm_90a binary). */
+    devices: { name: string; computeCapability: string; memoryBytes: number; gemmMainloop: 'wgmma' | 'mma.sync' | 'fma' }[];
   };
 }
 

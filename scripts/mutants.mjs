@@ -1,11 +1,13 @@
 // `npm run test:mutants`: shows that the emulated-CUDA oracle has teeth.
 //
-// Makes mutated COPIES of the GEMM engine's kernels, cuda/gemm_kernels.cuh (the real file is only
-// read), in build-mutants/<id>/: a removed cp.async wait, wrong pipeline stage indices, off-by-one
+// Makes mutated COPIES of the GEMM engine's kernels, cuda/gemm_kernels.cuh and the Hopper mainloop
+// cuda/gemm_wgmma.cu (the real files are only read), in build-mutants/<id>/: a removed cp.async wait, wrong pipeline stage indices, off-by-one
 // edge predicates, removed barriers, an unswizzled shared-memory write, the dropout mask applied one
 // k-tile late, an epilogue that writes one row too many, and on the dequantizing B operand a wait
 // that misses the k-tile dequantized ahead, the wrong NF4 block's absmax, an over-reading K edge and
-// swapped code bytes. Each mutant recompiles the one translation unit that holds the mutated code (a
+// swapped code bytes; on the wgmma mainloop a dropped wait on the stage's `full` mbarrier, a wait on
+// the wrong phase bit and a B descriptor with the wrong swizzle mode (these run the oracle as an
+// sm_90, SIMT_EMU_CC=9.0, whose cases reach that mainloop; the original runs both ways). Each mutant recompiles the one translation unit that holds the mutated code (a
 // copy of cuda/gemm_mma_bf16.cu, gemm_fma_f32.cu, gemm_mma_quant_bf16.cu or gemm_fma_quant.cu next to
 // the copied header, so that its #include "gemm_kernels.cuh" finds the mutant), by g++ against csrc/simt with
 // ASan + UBSan, and links it with the other CUDA sources (compiled once) and the standalone driver
@@ -28,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SOURCE = 'cuda/gemm_kernels.cuh';
+const WGMMA = 'cuda/gemm_wgmma.cu';
 const DRIVER = 'test/simt/engine_oracle.cpp';
 // The CUDA sources the driver links: every op the oracle calls, not lora_multi.cu (its host code
 // needs the CPU kernels' adapter grouping, and the oracle builds per-tile segment lists itself) and
@@ -38,9 +41,10 @@ const OUT = join(root, 'build-mutants');
 const SCHEDULES = ['forward', 'reverse', 'shuffle'];
 const RUN_TIMEOUT_MS = 120_000;
 
-// anchor: a RegExp that matches exactly once; its match is replaced by `replace` ($1… allowed).
-// tu: the translation unit holding the mutated code that the oracle runs (bf16: the mma.sync
-// mainloop, float32: the FMA one). Barrier mutants keep the line count, so reports keep line numbers.
+// anchor: a RegExp that matches exactly once in `source` (default cuda/gemm_kernels.cuh); its match
+// is replaced by `replace` ($1… allowed). tu: the translation unit holding the mutated code that the
+// oracle runs (bf16: the mma.sync mainloop, float32: the FMA one; a mutated .cu is its own tu).
+// cc: the SIMT_EMU_CC its runs use (default: the emulator's 8.0). Barrier mutants keep the line count, so reports keep line numbers.
 const GONE = '/* MUTANT: removed */';
 const MUTANTS = [
   {
@@ -149,6 +153,27 @@ const MUTANTS = [
     tu: 'gemm_fma_quant.cu',
   },
   {
+    id: 'wgmma-full-wait',
+    what: 'wgmma mainloop: the consumers no longer wait on the stage\'s `full` mbarrier (they read it before its TMA lands)',
+    anchor: /ptx::mbarrier_wait_parity\(&full\[s\], \(kt \/ STAGES\) & 1\);/,
+    replace: GONE,
+    source: WGMMA, tu: 'gemm_wgmma.cu', cc: '9.0',
+  },
+  {
+    id: 'wgmma-phase',
+    what: 'wgmma mainloop: the consumers wait on the wrong phase bit of `full` (the previous round, already complete)',
+    anchor: /ptx::mbarrier_wait_parity\(&full\[s\], \(kt \/ STAGES\) & 1\);/,
+    replace: 'ptx::mbarrier_wait_parity(&full[s], (kt / STAGES + 1) & 1);',
+    source: WGMMA, tu: 'gemm_wgmma.cu', cc: '9.0',
+  },
+  {
+    id: 'wgmma-swizzle',
+    what: 'wgmma mainloop: the K-major B descriptor says 64B swizzle while TMA wrote the tile with 128B',
+    anchor: /ptx::make_wgmma_desc\(b \+ 32 \* ks, 16, 1024, 1\)/,
+    replace: 'ptx::make_wgmma_desc(b + 32 * ks, 16, 1024, 2)',
+    source: WGMMA, tu: 'gemm_wgmma.cu', cc: '9.0',
+  },
+  {
     id: 'epilogue-row',
     what: 'store epilogue: row guard `row >= m` → `row > m` (writes row m)',
     anchor: /if \(row >= m \|\| col >= n\) return;/,
@@ -216,17 +241,22 @@ async function pool(jobs, width) {
 }
 
 // ---- make the copies ------------------------------------------------------------------------------
-const original = readFileSync(join(root, SOURCE), 'utf8');
-const variants = [{ id: '(original)', what: `${SOURCE} unchanged`, text: original }];
+const originals = new Map([SOURCE, WGMMA].map((f) => [f, readFileSync(join(root, f), 'utf8')]));
+const variants = [
+  { id: '(original)', what: 'the engine unchanged' },
+  { id: '(original sm_90)', what: 'the engine unchanged, as an sm_90 (SIMT_EMU_CC=9.0)', cc: '9.0' },
+];
 for (const m of selected) {
+  const source = m.source ?? SOURCE;
+  const original = originals.get(source);
   const hits = [...original.matchAll(new RegExp(m.anchor.source, 'g'))].length;
   if (hits !== 1) {
-    fail(`mutant ${m.id}: its anchor ${m.anchor} matches ${hits} times in ${SOURCE} (exactly 1 expected). ` +
+    fail(`mutant ${m.id}: its anchor ${m.anchor} matches ${hits} times in ${source} (exactly 1 expected). ` +
       'The kernel changed: update the anchor in scripts/mutants.mjs (keep the mutation a real bug).');
   }
   const text = original.replace(m.anchor, m.replace);
   if (text === original) fail(`mutant ${m.id}: the replacement changed nothing`);
-  variants.push({ ...m, text });
+  variants.push({ ...m, source, text });
 }
 
 mkdirSync(OUT, { recursive: true });
@@ -236,23 +266,28 @@ const object = (name) => join(OUT, 'common', `${basename(name)}.o`);
 mkdirSync(join(OUT, 'common'), { recursive: true });
 const jobs = [() => compile([...FLAGS, '-c', join(root, DRIVER), '-o', object(DRIVER)], 'driver')];
 for (const cu of CUDA_SOURCES) jobs.push(() => compile([...FLAGS, '-x', 'c++', '-c', join(root, 'cuda', cu), '-o', object(cu)], cu));
-for (const v of variants.slice(1)) {
+const isOriginal = (v) => v.id.startsWith('(original');
+for (const v of variants.filter((x) => !isOriginal(x))) {
   const dir = join(OUT, v.id);
   mkdirSync(dir, { recursive: true });
   // #line: compiler and sanitizer reports name the real file (barrier mutants keep line numbers).
-  writeFileSync(join(dir, 'gemm_kernels.cuh'), `#line 1 "${join(root, SOURCE)}"\n${v.text}`);
-  writeFileSync(join(dir, v.tu), `#line 1 "${join(root, 'cuda', v.tu)}"\n${readFileSync(join(root, 'cuda', v.tu), 'utf8')}`);
+  // A mutated header sits next to a copy of its tu (whose #include finds it first); a mutated .cu is the tu.
+  const tuText = v.source === SOURCE ? readFileSync(join(root, 'cuda', v.tu), 'utf8') : v.text;
+  if (v.source === SOURCE) writeFileSync(join(dir, 'gemm_kernels.cuh'), `#line 1 "${join(root, SOURCE)}"\n${v.text}`);
+  writeFileSync(join(dir, v.tu), `#line 1 "${join(root, 'cuda', v.tu)}"\n${tuText}`);
   v.obj = join(dir, `${v.tu}.o`);
   jobs.push(() => compile([...FLAGS, '-x', 'c++', '-c', join(dir, v.tu), '-o', v.obj], v.id));
 }
-console.log(`mutants: compiling the driver, ${CUDA_SOURCES.length} CUDA sources and ${variants.length - 1} mutants (${CXX}, ASan + UBSan, ${width} at a time)`);
+const mutantCount = variants.filter((x) => !isOriginal(x)).length;
+console.log(`mutants: compiling the driver, ${CUDA_SOURCES.length} CUDA sources and ${mutantCount} mutants (${CXX}, ASan + UBSan, ${width} at a time)`);
 const compiled = await pool(jobs, width);
 for (const c of compiled) {
   if (!c.ok) fail(`compiling ${c.label} failed:\n${c.log}`);
 }
 for (const v of variants) {
-  const stem = v.id === '(original)' ? 'original' : v.id;
+  const stem = isOriginal(v) ? 'original' : v.id;
   v.exe = join(OUT, `${stem}.exe`);
+  if (v.id === '(original sm_90)') continue;  // the same binary as (original)
   const objects = [object(DRIVER), ...CUDA_SOURCES.map((cu) => (v.tu === cu ? v.obj : object(cu)))];
   const link = spawnSync(CXX, [...FLAGS, ...objects, ...LIBS, '-o', v.exe], { cwd: root, encoding: 'utf8' });
   if (link.status !== 0) fail(`linking ${v.id} failed:\n${link.stdout}${link.stderr}`);
@@ -288,6 +323,7 @@ for (const v of variants) {
         ...process.env,
         SIMT_EMU_SCHED: sched,
         SIMT_EMU_WORKERS: '2',
+        ...(v.cc ? { SIMT_EMU_CC: v.cc } : {}),
         // scratch buffers live as long as their host thread (by design): no leak check
         ASAN_OPTIONS: 'detect_leaks=0:allocator_may_return_null=1',
         UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',
@@ -311,21 +347,22 @@ console.log(`\n${'mutant'.padEnd(idWidth)}  ${SCHEDULES.map((s) => s.padEnd(col)
 let ok = true;
 for (const v of variants) {
   const failed = v.runs.some((r) => r !== 'pass');
-  const isOriginal = v.id === '(original)';
-  const verdict = isOriginal ? (failed ? 'FAIL (the driver or the kernel is broken)' : 'PASS') : failed ? 'KILLED' : 'SURVIVED';
-  if (isOriginal ? failed : !failed) ok = false;
+  const original = isOriginal(v);
+  const verdict = original ? (failed ? 'FAIL (the driver or the kernel is broken)' : 'PASS') : failed ? 'KILLED' : 'SURVIVED';
+  if (original ? failed : !failed) ok = false;
   console.log(`${v.id.padEnd(idWidth)}  ${v.runs.map((r) => r.padEnd(col)).join('')}${verdict}`);
 }
 console.log('\nwhat each mutant changes, and how it was caught first:');
-for (const v of variants.slice(1)) {
+for (const v of variants.filter((x) => !isOriginal(x))) {
   console.log(`  ${v.id}: ${v.what}`);
   if (firstFailure.has(v.id)) console.log(`    ${firstFailure.get(v.id)}`);
 }
-if (firstFailure.has('(original)')) console.log(`\nthe ORIGINAL failed:\n    ${firstFailure.get('(original)')}`);
+for (const v of variants.filter(isOriginal))
+  if (firstFailure.has(v.id)) console.log(`\nthe ORIGINAL ${v.id} failed:\n    ${firstFailure.get(v.id)}`);
 console.log(`\nmutants: compile ${((tCompiled - t0) / 1000).toFixed(1)} s, runs ${((tRan - tCompiled) / 1000).toFixed(1)} s; ` +
   `copies and binaries in ${OUT}`);
 if (!ok) {
-  console.error('mutants: FAILED — ' + (variants[0].runs.some((r) => r !== 'pass') ? 'the unmutated kernel does not pass the driver' : 'a mutant survived: the oracle missed a real bug'));
+  console.error('mutants: FAILED — ' + (variants.filter(isOriginal).some((v) => v.runs.some((r) => r !== 'pass')) ? 'the unmutated kernel does not pass the driver' : 'a mutant survived: the oracle missed a real bug'));
   process.exit(1);
 }
-console.log(`mutants: OK — the original passes, all ${variants.length - 1} mutants are killed`);
+console.log(`mutants: OK — the original passes, all ${mutantCount} mutants are killed`);

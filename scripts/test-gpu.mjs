@@ -37,9 +37,10 @@ if (build) {
     const smi = spawnSync('nvidia-smi', ['--query-gpu=compute_cap', '--format=csv,noheader'], { encoding: 'utf8' });
     if (smi.error || smi.status !== 0) {
       die('no NVIDIA GPU here: `nvidia-smi` ' + (smi.error ? 'was not found' : `failed (${(smi.stderr || smi.stdout).trim()})`) +
-        '. test:gpu needs a CUDA GPU with its driver (set LK_CUDA_ARCHS=<e.g. 90> to build anyway).');
+        '. test:gpu needs a CUDA GPU with its driver (set LK_CUDA_ARCHS=<e.g. 90a> to build anyway).');
     }
-    const caps = [...new Set(smi.stdout.trim().split('\n').map((s) => s.trim().replace('.', '')).filter(Boolean))];
+    // sm_90 builds as 90a: the Hopper mainloop (wgmma) exists only in that target.
+    const caps = [...new Set(smi.stdout.trim().split('\n').map((s) => s.trim().replace('.', '')).filter(Boolean).map((c) => (c === '90' ? '90a' : c)))];
     if (!caps.length) die('nvidia-smi lists no GPU');
     archs = caps.join(';');
   }

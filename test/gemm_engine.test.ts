@@ -7,7 +7,10 @@
  * the hi + lo low-rank activations, per-tile segment lists (forwardMulti), the row-norm epilogue
  * (DoRA), TF32 and the exact FMA mainloop, more than one group of 8 row tiles (the rasterization),
  * K edges inside a k-tile and rows that are not 16-byte aligned. With SIMT_EMU_CC=7.5 the same
- * cases run the sm_75 path (FMA for every dtype); test-emulated.mjs runs that too.
+ * cases run the sm_75 path (FMA for every dtype), and with SIMT_EMU_CC=9.0 the Hopper path where a
+ * case names its `hopper` kernels (the wgmma mainloop on both tiles, the MN-major B, and where it
+ * gives way to mma.sync: a rank-5 B whose rows are not 16-byte aligned for TMA); test-emulated.mjs
+ * runs both.
  */
 import { describe, expect, it } from 'vitest';
 
@@ -18,17 +21,18 @@ import { poisoned, testDevices } from './helpers/devices.js';
 const onDevice = (t: Tensor, device: Device) => (device === 'cpu' ? t : t.to(device));
 
 // The kernels an op chose (native takeOpPlans, taken before and after it) must be the case's path
-// where the choice is known: the emulated device as an sm_80 with 2 SMs. Elsewhere (a GPU,
-// SIMT_EMU_CC=7.5) the same case checks its result only.
-const pinnedPaths = (() => {
+// where the choice is known: the emulated device with 2 SMs as an sm_80 (`kernels`) or an sm_90
+// (`hopper`, where given). Elsewhere (a GPU, SIMT_EMU_CC=7.5) the same case checks its result only.
+const pinnedCc = (() => {
   const cuda = backends().cuda;
-  return cuda.available && cuda.emulated && cuda.devices[0]?.computeCapability === '8.0' && process.env['SIMT_EMU_WORKERS'] === '2';
+  return cuda.available && cuda.emulated && process.env['SIMT_EMU_WORKERS'] === '2' ? cuda.devices[0]?.computeCapability : undefined;
 })();
-function expectPath<T>(device: Device, kernels: readonly string[], op: () => T): T {
+function expectPath<T>(device: Device, c: { kernels: readonly string[]; hopper?: readonly string[] }, op: () => T): T {
   native().takeOpPlans();
   const result = op();
   const plan = native().takeOpPlans();
-  if (device !== 'cpu' && pinnedPaths) for (const k of kernels) expect(plan, `the op's kernels: ${plan}`).toContain(k);
+  const kernels = device === 'cpu' ? [] : pinnedCc === '8.0' ? c.kernels : pinnedCc === '9.0' ? c.hopper ?? [] : [];
+  for (const k of kernels) expect(plan, `the op's kernels: ${plan}`).toContain(k);
   return result;
 }
 
@@ -38,10 +42,14 @@ function dropoutMask(shape: number[], dtype: DType, device: Device, seed: number
   return onDevice(Tensor.from(Array.from(keep, (z) => (z > -0.6745 ? 4 / 3 : 0)), shape, { dtype }), device);
 }
 
-interface Case { path: string; kernels: string[]; dtype: DType; m: number; k: number; n: number; r: number; mask?: boolean; tf32?: boolean }
+interface Case { path: string; kernels: string[]; hopper?: string[]; dtype: DType; m: number; k: number; n: number; r: number; mask?: boolean; tf32?: boolean }
 const FORWARD: Case[] = [
-  { path: 'mma 128x256 KK, T as hi + lo', kernels: ['mma.sync bfloat16 128x32 KK', 'mma.sync bfloat16 128x256 KK'], dtype: 'bfloat16', m: 300, k: 200, n: 300, r: 16 },
-  { path: 'mma 128x128 KK, 9 row tiles (two raster groups), dropout', kernels: ['mma.sync float16 128x128 KK'], dtype: 'float16', m: 1100, k: 40, n: 120, r: 5, mask: true },
+  { path: 'mma / wgmma 128x256 KK, T as hi + lo', kernels: ['mma.sync bfloat16 128x32 KK', 'mma.sync bfloat16 128x256 KK'],
+    hopper: ['wgmma bfloat16 128x256 KK tma 4 stages'], dtype: 'bfloat16', m: 300, k: 200, n: 300, r: 16 },
+  { path: 'mma 128x128 KK, 9 row tiles (two raster groups), dropout; sm_90: B of rank 5 is no TMA operand', kernels: ['mma.sync float16 128x128 KK'],
+    hopper: ['wgmma float16 128x256 KK tma 4 stages', 'mma.sync float16 128x128 KK'], dtype: 'float16', m: 1100, k: 40, n: 120, r: 5, mask: true },
+  { path: 'wgmma 128x128 KK (6 stages, 9 k-tiles: every stage refilled)', kernels: ['mma.sync float16 128x32 KK split-k 2', 'mma.sync float16 128x128 KK'],
+    hopper: ['wgmma float16 128x128 KK tma 6 stages'], dtype: 'float16', m: 120, k: 520, n: 200, r: 8 },
   { path: 'mma 64x64 KK split-K (K = 3001)', kernels: ['mma.sync float16 128x32 KK split-k 2', 'mma.sync float16 64x64 KK split-k 2'], dtype: 'float16', m: 33, k: 3001, n: 40, r: 4 },
   { path: 'TF32 mma 128x128 KK', kernels: ['mma.sync tf32 float32 128x32 KK', 'mma.sync tf32 float32 128x128 KK'], dtype: 'float32', m: 200, k: 90, n: 140, r: 3, tf32: true },
   { path: 'FMA 128x128 KK, rows not 16-byte aligned', kernels: ['fma float32 64x64 KK', 'fma float32 128x128 KK'], dtype: 'float32', m: 200, k: 51, n: 150, r: 9 },
@@ -49,6 +57,9 @@ const FORWARD: Case[] = [
 ];
 
 const BACKWARD: Case[] = [
+  { path: 'gradInput KN without a mask: on sm_90 wgmma with the MN-major W through the descriptor\'s transpose bit',
+    kernels: ['mma.sync bfloat16 128x32 KN', 'mma.sync bfloat16 128x128 KN'], hopper: ['wgmma bfloat16 128x256 KN tma 4 stages', 'mma.sync bfloat16 64x64 NN'],
+    dtype: 'bfloat16', m: 150, k: 168, n: 96, r: 16 },
   { path: 'gradInput mma 128x128 KN with the mask between segments, dT 128x32 KN, gradA/gradB NN',
     kernels: ['mma.sync bfloat16 128x32 KN', 'mma.sync bfloat16 128x32 NN split-k 2', 'mma.sync bfloat16 64x64 NN', 'mma.sync bfloat16 128x128 KN'],
     dtype: 'bfloat16', m: 150, k: 170, n: 90, r: 20, mask: true },
@@ -70,7 +81,7 @@ describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
       scale: 0.75,
     };
     const out = poisoned([c.m, c.n], c.dtype, device);
-    const y = expectPath(device, c.kernels, () => lora.forward({ ...inputs, allowTf32: c.tf32, out }));
+    const y = expectPath(device, c, () => lora.forward({ ...inputs, allowTf32: c.tf32, out }));
     reference.assertClose(y, reference.lora.forward(inputs), { dtype: c.tf32 && device !== 'cpu' ? 'tf32' : c.dtype });
   });
 
@@ -90,7 +101,7 @@ describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
       gradA: poisoned([c.r, c.k], c.dtype, device),
       gradB: poisoned([c.n, c.r], c.dtype, device),
     };
-    const grads = expectPath(device, c.kernels, () => lora.backward({ ...inputs, out }));
+    const grads = expectPath(device, c, () => lora.backward({ ...inputs, out }));
     const expected = reference.lora.backward(inputs);
     reference.assertClose(grads.gradInput!, expected.gradInput!, { dtype: c.dtype, label: 'gradInput' });
     reference.assertClose(grads.gradA, expected.gradA, { dtype: c.dtype, label: 'gradA' });
@@ -121,7 +132,7 @@ describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
     };
     const out = poisoned([m, n], dtype, device);
     const kernels = dtype === 'float32' ? ['fma float32 128x128 KK'] : ['mma.sync bfloat16 128x32 KK', 'mma.sync bfloat16 128x128 KK'];
-    const y = expectPath(device, kernels, () => lora.forwardMulti({ ...inputs, out }));
+    const y = expectPath(device, { kernels }, () => lora.forwardMulti({ ...inputs, out }));
     reference.assertClose(y, reference.lora.forwardMulti(inputs), { dtype });
   });
 
@@ -138,7 +149,7 @@ describe.each(testDevices())('GEMM engine paths on $device', ({ device }) => {
     };
     const out = poisoned([40, 300], dtype, device);
     const kernels = [dtype === 'float32' ? 'fma float32 128x128 KN row-norm' : 'mma.sync float16 128x128 KN row-norm'];
-    const y = expectPath(device, kernels, () => lora.doraForward({ ...inputs, out }));
+    const y = expectPath(device, { kernels }, () => lora.doraForward({ ...inputs, out }));
     reference.assertClose(y, reference.lora.doraForward(inputs), { dtype });
   });
 });

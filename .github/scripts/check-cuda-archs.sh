@@ -9,7 +9,7 @@ elf=$(cuobjdump --list-elf "$addon")
 ptx=$(cuobjdump --list-ptx "$addon")
 printf '%s\n%s\n' "$elf" "$ptx"
 missing=()
-for a in 75 80 86 89 90 100 120; do
+for a in 75 80 86 89 90a 100 120; do
   grep -Eq "sm_${a}([^0-9]|$)" <<<"$elf" || missing+=("sm_${a} cubin")
 done
 grep -Eq "(sm|compute)_120([^0-9]|$)" <<<"$ptx" || missing+=("sm_120 PTX")
@@ -17,4 +17,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "::error::$addon lacks: ${missing[*]}"
   exit 1
 fi
-echo "check-cuda-archs: $addon has sm_75 80 86 89 90 100 120 and PTX for sm_120"
+echo "check-cuda-archs: $addon has sm_75 80 86 89 90a 100 120 and PTX for sm_120"

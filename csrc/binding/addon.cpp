@@ -57,6 +57,11 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   cuda.Set("emulated", false);
 #endif
   cuda.Set("archs", split_list(env, LK_BUILD_CUDA_ARCHS));
+#if defined(LK_CUDA_EMULATED) || defined(LK_CUDA_SM90A)
+  cuda.Set("wgmma", true);
+#else
+  cuda.Set("wgmma", false);
+#endif
   cuda.Set("toolkit", LK_BUILD_CUDA_TOOLKIT);
   out.Set("cuda", cuda);
   return out;
@@ -88,6 +93,7 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
     dev.Set("name", st.devices[i].name);
     dev.Set("computeCapability", std::to_string(st.devices[i].major) + "." + std::to_string(st.devices[i].minor));
     dev.Set("memoryBytes", static_cast<double>(st.devices[i].memory_bytes));
+    dev.Set("gemmMainloop", st.devices[i].gemm_mainloop);
     devices.Set(static_cast<uint32_t>(i), dev);
   }
   cuda.Set("devices", devices);

@@ -19,6 +19,7 @@ struct DeviceInfo {
   int major = 0;
   int minor = 0;
   size_t memory_bytes = 0;
+  std::string gemm_mainloop;  // what the GEMM engine runs on it: "wgmma", "mma.sync" or "fma" (cuda/gemm.cu)
 };
 
 struct Status {

@@ -8,8 +8,8 @@
 //                         tensor_map_encode_tiled is host code: cuTensorMapEncodeTiled through the
 //                         runtime's driver entry point. The wgmma wrappers for N = 8 … 256 are
 //                         generated (scripts/gen-wgmma.mjs: every accumulator is an asm operand).
-//   emulator (SIMT_EMU) → the semantics below. (It still reports SIMT_CUDA_ARCH 800: no kernel
-//                         picks a Hopper path yet.)
+//   emulator (SIMT_EMU) → the semantics below. (It reports SIMT_CUDA_ARCH 800; the GEMM engine's
+//                         dispatcher sends work to its wgmma mainloop when SIMT_EMU_CC=9.0.)
 //
 // Semantics (each checked by test/simt/hopper_golden.cu, the layouts bit for bit against the H200
 // recordings in test/fixtures/gpu-golden/):
@@ -27,7 +27,8 @@
 //     on the issuing line) and build the destination image then (box element order, the swizzle
 //     XOR on the shared address, zeros outside the tensor, negative coordinates included), but the
 //     bytes land in shared memory, and the mbarrier gets its complete_tx, only when a thread of the
-//     block waits (try_wait / test_wait) on that mbarrier while the phase is not complete: the latest
+//     block waits (try_wait / test_wait) on that mbarrier while the phase is not complete — or, for
+//     copies issued after their waiters blocked, once no thread of the block can run: the latest
 //     moment a GPU may make them visible. A kernel that reads the tile before its wait, waits on the
 //     wrong parity or on another barrier, reads the stale bytes (or the 0xff poison of dynamic
 //     shared memory). Copies still pending when the block ends are dropped with its shared memory.
