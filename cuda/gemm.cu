@@ -93,11 +93,11 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   const bool hopper = wgmma_device(props.cc) && wgmma_covers(pr) && tiles_of(128, 128) * 2 >= props.sm_count;
   const int bk = hopper ? 64 : mma ? 64 / static_cast<int>(dtype_size(pr.dtype)) : FmaLargeTile::BK;
 
-  // ---- tile (wgmma: 128×256 once that fills the SMs, else 128×128)
+  // ---- tile (wgmma: 128×256 once that fills the SMs, else 128×128; 128×128 with a mask or gate between segments)
   int tile = 0, bm, bn;
   if (hopper) {
     bm = 128;
-    bn = tiles_of(128, 256) >= props.sm_count ? 256 : 128;
+    bn = tiles_of(128, 256) >= props.sm_count && !pr.acc_mask && !pr.acc_col_scale ? 256 : 128;
   } else if (mma) {
     const bool big = row_norm || pr.tile_segments || (!nn && pr.m > 64 && tiles_of(128, 128) * 2 >= props.sm_count);
     const bool wide = !row_norm && !nn && pr.n > 128 && tiles_of(128, 256) >= 2 * props.sm_count;

@@ -105,6 +105,11 @@ __device__ __forceinline__ void wgmma_gemm(const Params& p, const HopperMaps& ma
 
   ptx::setmaxnreg_inc<232>();
   const int consumer = warpgroup - 1, warp = static_cast<int>(threadIdx.x) / 32 % 4, lane = static_cast<int>(threadIdx.x) % 32;
+  // Register i of the D fragment: row 16·warp + lane/4 + 8·((i >> 1) & 1), column 8·(i >> 2) + 2·(lane % 4) + (i & 1).
+  const int row0 = tc.m0 + 64 * consumer + 16 * warp + lane / 4, col0 = tc.n0 + 2 * (lane % 4);
+  // The mask / gate between segments: 128×128 tiles only (the dispatcher's choice). With 128
+  // accumulators per thread (128×256) its loop spills under the 168-register cap of 384 threads.
+  const int seg0_tiles = Tile::BN <= 128 && (p.acc_mask || p.acc_col_scale) && list.count > 1 ? tiles_of<BK>(list.get(p, 0)) : -1;
   float acc[Tile::BN / 2];
 #pragma unroll
   for (int i = 0; i < Tile::BN / 2; ++i) acc[i] = 0.f;
@@ -122,7 +127,21 @@ __device__ __forceinline__ void wgmma_gemm(const Params& p, const HopperMaps& ma
       else wgmma_step<E, Tile::BN, true>(acc, da, ptx::make_wgmma_desc(b + 2048 * ks, 8192, 1024, 1));
     }
     ptx::wgmma_commit_group();
-    ptx::wgmma_wait_group<1>();
+    if (Tile::BN <= 128 && kt == seg0_tiles - 1) {
+      // The end of segment 0: the backward's dropout mask (dT·A, elementwise) or quant.matmul's
+      // gate (per column) scales its term before the later segments add to it; all of it retired first.
+      ptx::wgmma_wait_group<0>();
+      ptx::wgmma_fence_operand(acc);
+#pragma unroll
+      for (int i = 0; i < Tile::BN / 2; ++i) {
+        const int row = row0 + 8 * ((i >> 1) & 1), col = col0 + 8 * (i >> 2) + (i & 1);
+        if (row < p.m && col < p.n)
+          acc[i] *= (p.acc_mask ? load_elem<E>(p.acc_mask, static_cast<long long>(row) * p.acc_mask_stride + col) : 1.f) *
+                    (p.acc_col_scale ? p.acc_col_scale[col] : 1.f);
+      }
+    } else {
+      ptx::wgmma_wait_group<1>();
+    }
     ptx::wgmma_fence_operand(acc);
     if (kt > 0 && lane == 0) ptx::mbarrier_arrive(&empty[(kt - 1) % STAGES]);
     cur.next(p, list);
@@ -130,8 +149,6 @@ __device__ __forceinline__ void wgmma_gemm(const Params& p, const HopperMaps& ma
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operand(acc);
 
-  // Register i of the D fragment: row 16·warp + lane/4 + 8·((i >> 1) & 1), column 8·(i >> 2) + 2·(lane % 4) + (i & 1).
-  const int row0 = tc.m0 + 64 * consumer + 16 * warp + lane / 4, col0 = tc.n0 + 2 * (lane % 4);
 #pragma unroll
   for (int i = 0; i < Tile::BN / 2; i += 2) {
     const float pair[2] = {acc[i], acc[i + 1]};
@@ -197,7 +214,7 @@ void launch_wgmma(const Params& p, const HopperMaps& maps, const Launch& l) {
 
 bool wgmma_covers(const Problem& pr) {
   if ((pr.dtype != DType::BFloat16 && pr.dtype != DType::Float16) || pr.a_layout != Layout::KMajor) return false;
-  if (pr.tile_segments || pr.row_norm.sumsq || pr.acc_mask || pr.acc_col_scale || pr.num_segments > 2) return false;
+  if (pr.tile_segments || pr.row_norm.sumsq || pr.num_segments > 2) return false;
   for (int i = 0; i < pr.num_segments; ++i) {
     const Segment& s = pr.seg[i];
     if (s.quant_b || s.gather || s.rows_lo > 0 || s.rows_hi < pr.m || s.cols_hi < pr.n) return false;

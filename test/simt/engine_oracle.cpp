@@ -15,7 +15,8 @@
 // MN-major; codes staged by cp.async or read element by element; mma.sync and FMA).
 // With SIMT_EMU_CC=9.0 it runs the Hopper cases instead: the wgmma mainloop (cuda/gemm_wgmma.cu) on
 // both of its tiles (128×256, 4 stages; 128×128, 6 stages) with more k-tiles than stages (every
-// stage is refilled), the hi + lo low-rank segment, and an MN-major B (gradInput).
+// stage is refilled), the hi + lo low-rank segment, and an MN-major B (gradInput, with and without
+// the dropout mask between its segments).
 //
 // Build by hand (scripts/mutants.mjs adds ASan + UBSan and -O1):
 //   g++ -std=c++17 -Icsrc -Icuda -isystem /usr/local/cuda/include -Wno-unknown-pragmas
@@ -601,6 +602,7 @@ int main() {
   };
   const BackwardCase hopper_backwards[] = {
       {"backward wgmma KN gradInput (transposed B)", DType::BFloat16, 150, 168, 96, 16, false},
+      {"backward wgmma 128x128 KN gradInput, mask between segments", DType::Float16, 150, 168, 96, 16, true},
   };
   const char* cc = std::getenv("SIMT_EMU_CC");
   const bool hopper = cc && std::string(cc) == "9.0";
