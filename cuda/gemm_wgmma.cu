@@ -143,6 +143,10 @@ __device__ __forceinline__ void wgmma_gemm(const Params& p, const HopperMaps& ma
       ptx::wgmma_wait_group<1>();
     }
     ptx::wgmma_fence_operand(acc);
+    // One arrival per warp, once all its lanes retired k-tile kt - 1 (wait_group is warp-aligned on
+    // a GPU; the barrier keeps a lane from releasing a stage its neighbours still read where lanes
+    // run apart, as in the emulator's threads backend, where it was a lost phase).
+    __syncwarp();
     if (kt > 0 && lane == 0) ptx::mbarrier_arrive(&empty[(kt - 1) % STAGES]);
     cur.next(p, list);
   }

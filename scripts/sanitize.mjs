@@ -3,6 +3,7 @@
 //
 //   asan  AddressSanitizer + UBSan (fatal: -fno-sanitize-recover=all), fibers backend: build-asan/
 //   tsan  ThreadSanitizer, threads backend (one OS thread per CUDA thread): build-tsan/
+// Each runs the suites, then the GEMM engine's suite again as an sm_90 (the wgmma mainloop).
 //
 // Each configuration is its own cmake-js out folder (LK_SANITIZE, see CMakeLists.txt). node is not
 // instrumented: the sanitizer runtime is LD_PRELOADed into the vitest worker processes only
@@ -133,16 +134,30 @@ for (const step of steps) {
       ...c.env(logs),
     },
   });
+  // The GEMM engine's suite once more as a Hopper GPU (SIMT_EMU_CC=9.0): the wgmma mainloop's
+  // producer / consumer warpgroups and the emulated mbarriers and TMA under the sanitizer.
+  const hopper = spawnSync(process.execPath, [vitest, 'run', '--config', 'test/simt/vitest.sanitize.mts', 'test/gemm_engine.test.ts'], {
+    cwd: root,
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      LORA_KERNELS_ADDON: addon,
+      LK_SANITIZER_PRELOAD: c.preload(),
+      LK_TEST_DEVICES: 'cuda',
+      SIMT_EMU_CC: '9.0',
+      ...c.env(logs),
+    },
+  });
   const t2 = Date.now();
   const reports = readdirSync(logs).map((f) => ({ f, text: symbolize(readFileSync(join(logs, f), 'utf8'), addon) }));
   const real = reports.filter((r) => REPORT.test(r.text));
   for (const r of reports) {
     console.log(`\n---- ${real.includes(r) ? 'SANITIZER REPORT' : 'sanitizer message'} build-sanitize/${step}/${r.f}\n${r.text}`);
   }
-  const ok = res.status === 0 && real.length === 0;
+  const ok = res.status === 0 && hopper.status === 0 && real.length === 0;
   if (!ok) failed = true;
   timings.push(`${step}: build ${((t1 - t0) / 1000).toFixed(1)} s, tests ${((t2 - t1) / 1000).toFixed(1)} s, ` +
-    `${ok ? 'OK' : `FAILED (vitest exit ${res.status ?? res.signal}, ${real.length} report file(s))`}`);
+    `${ok ? 'OK' : `FAILED (vitest exit ${res.status ?? res.signal}, as sm_90 ${hopper.status ?? hopper.signal}, ${real.length} report file(s))`}`);
 }
 console.log(`\nsanitize:\n  ${timings.join('\n  ')}`);
 process.exit(failed ? 1 : 0);
