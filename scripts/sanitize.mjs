@@ -122,32 +122,16 @@ for (const step of steps) {
   const logs = join(root, 'build-sanitize', step);
   rmSync(logs, { recursive: true, force: true });
   mkdirSync(logs, { recursive: true });
-  const res = spawnSync(process.execPath, [vitest, 'run', '--config', 'test/simt/vitest.sanitize.mts',
-    ...(c.exclude ?? []).flatMap((f) => ['--exclude', f])], {
+  const vitestRun = (args, env) => spawnSync(process.execPath, [vitest, 'run', '--config', 'test/simt/vitest.sanitize.mts', ...args], {
     cwd: root,
     stdio: 'inherit',
-    env: {
-      ...process.env,
-      LORA_KERNELS_ADDON: addon,
-      LK_SANITIZER_PRELOAD: c.preload(),
-      LK_TEST_DEVICES: 'cpu,cuda',  // both, and fail if the emulated device were missing
-      ...c.env(logs),
-    },
+    env: { ...process.env, LORA_KERNELS_ADDON: addon, LK_SANITIZER_PRELOAD: c.preload(), ...env, ...c.env(logs) },
   });
+  // both devices, and fail if the emulated one were missing
+  const res = vitestRun((c.exclude ?? []).flatMap((f) => ['--exclude', f]), { LK_TEST_DEVICES: 'cpu,cuda' });
   // The GEMM engine's suite once more as a Hopper GPU (SIMT_EMU_CC=9.0): the wgmma mainloop's
   // producer / consumer warpgroups and the emulated mbarriers and TMA under the sanitizer.
-  const hopper = spawnSync(process.execPath, [vitest, 'run', '--config', 'test/simt/vitest.sanitize.mts', 'test/gemm_engine.test.ts'], {
-    cwd: root,
-    stdio: 'inherit',
-    env: {
-      ...process.env,
-      LORA_KERNELS_ADDON: addon,
-      LK_SANITIZER_PRELOAD: c.preload(),
-      LK_TEST_DEVICES: 'cuda',
-      SIMT_EMU_CC: '9.0',
-      ...c.env(logs),
-    },
-  });
+  const hopper = vitestRun(['test/gemm_engine.test.ts'], { LK_TEST_DEVICES: 'cuda', SIMT_EMU_CC: '9.0' });
   const t2 = Date.now();
   const reports = readdirSync(logs).map((f) => ({ f, text: symbolize(readFileSync(join(logs, f), 'utf8'), addon) }));
   const real = reports.filter((r) => REPORT.test(r.text));
