@@ -4,8 +4,8 @@
 // Choices, with the napkin math behind them (H100/H200: 132 SMs):
 //   * mainloop: wgmma (cuda/gemm_wgmma.cu) on compute capability 9.0 with an sm_90a binary, for the
 //     problems it covers (float16 / bfloat16, plain segments, TMA-aligned operands) once 128×128
-//     tiles give half a wave (smaller products keep mma.sync's split-K); otherwise mma.sync for float16 / bfloat16 on sm_80+ (and float32 when TF32 is allowed), the
-//     exact FMA mainloop otherwise (float32, and every dtype on sm_75); a quantized B operand picks
+//     tiles give half a wave (smaller products keep mma.sync's split-K); otherwise mma.sync for
+//     float16 / bfloat16 on sm_80+ (and float32 when TF32 is allowed), the exact FMA mainloop otherwise (float32, and every dtype on sm_75); a quantized B operand picks
 //     their dequantizing variants (no TF32: float32 stays exact on FMA);
 //   * tile: n ≤ 32 (the low-rank shrinks, gradB) → 128×32; 128×256 (64×64 per warp: the least
 //     shared-memory traffic per MMA) once it gives two waves of blocks (M = N = 4096: 512 blocks);
@@ -93,11 +93,11 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   const bool hopper = wgmma_device(props.cc) && wgmma_covers(pr) && tiles_of(128, 128) * 2 >= props.sm_count;
   const int bk = hopper ? 64 : mma ? 64 / static_cast<int>(dtype_size(pr.dtype)) : FmaLargeTile::BK;
 
-  // ---- tile (wgmma: 128×256 once that fills the SMs, else 128×128; 128×128 with a mask or gate between segments)
+  // ---- tile
   int tile = 0, bm, bn;
   if (hopper) {
     bm = 128;
-    bn = tiles_of(128, 256) >= props.sm_count && !pr.acc_mask && !pr.acc_col_scale ? 256 : 128;
+    bn = wgmma_tile_n(pr, tiles_of(128, 256) >= props.sm_count);
   } else if (mma) {
     const bool big = row_norm || pr.tile_segments || (!nn && pr.m > 64 && tiles_of(128, 128) * 2 >= props.sm_count);
     const bool wide = !row_norm && !nn && pr.n > 128 && tiles_of(128, 256) >= 2 * props.sm_count;

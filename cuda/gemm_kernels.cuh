@@ -1309,11 +1309,13 @@ struct HopperMaps {
   ptx::TensorMap a[4], b[4];
 };
 // Whether the wgmma mainloop covers the problem: float16 / bfloat16, K-major A, B either way, a
-// regular list of at most two plain segments (no row ranges, gathers or quantized B; the mask or
-// gate between segment 0 and the rest on 128×128 tiles),
-// 16-byte aligned operands and row strides (TMA), the store epilogue.
+// regular list of at most two plain segments (no row ranges, gathers or quantized B; a mask or gate
+// between segment 0 and the rest is fine), 16-byte aligned operands and row strides (TMA), the
+// store epilogue.
 bool wgmma_covers(const Problem& pr);
-// Launches it on 128×bn tiles (bn = 128, or 256 without a mask or gate), no split-K.
+// Its tile width: 256 when 128×256 tiles fill the SMs and no mask or gate sits between segments, else 128.
+int wgmma_tile_n(const Problem& pr, bool wide_fills_sms);
+// Launches it on 128×bn tiles (bn from wgmma_tile_n), no split-K.
 void run_wgmma(const Problem& pr, const Params& p, int bn, const Launch& l);
 int wgmma_stages(int bn);
 // Quantized B: cuda/gemm_mma_quant_f16.cu, gemm_mma_quant_bf16.cu, gemm_fma_quant.cu (every dtype).

@@ -27,7 +27,8 @@
 // stages keep three k-tiles (~2.4 µs) in flight ahead of the tensor cores, more than the ~1 µs
 // HBM latency. wgmma reads both operands from shared memory, so the consumers spend no issue slots
 // on ldmatrix or fragments; their registers are the 128 accumulators of a 64×256 warpgroup tile plus
-// addressing: 232 for 256 consumer threads + 40 for the 128 producer threads = 64,512 of 65,536.
+// addressing. ptxas (nvcc 13) fits every variant in the 168 registers 384 threads allow, no spills;
+// setmaxnreg then moves the producer's unused share to the consumers (40 + 232: 64,512 of 65,536).
 // Shared memory: STAGES × (16 KiB of A + BN·128 B of B) = 192 KiB for both tiles (4 × 48, 6 × 32).
 #include <cstring>
 #include <mutex>
@@ -215,6 +216,11 @@ void launch_wgmma(const Params& p, const HopperMaps& maps, const Launch& l) {
 }
 
 }  // namespace
+
+int wgmma_tile_n(const Problem& pr, bool wide_fills_sms) {
+  // The mask / gate between segments runs on 128×128 only (see wgmma_gemm).
+  return wide_fills_sms && !pr.acc_mask && !pr.acc_col_scale ? 256 : 128;
+}
 
 bool wgmma_covers(const Problem& pr) {
   if ((pr.dtype != DType::BFloat16 && pr.dtype != DType::Float16) || pr.a_layout != Layout::KMajor) return false;

@@ -1,22 +1,24 @@
 // `npm run test:mutants`: shows that the emulated-CUDA oracle has teeth.
 //
 // Makes mutated COPIES of the GEMM engine's kernels, cuda/gemm_kernels.cuh and the Hopper mainloop
-// cuda/gemm_wgmma.cu (the real files are only read), in build-mutants/<id>/: a removed cp.async wait, wrong pipeline stage indices, off-by-one
-// edge predicates, removed barriers, an unswizzled shared-memory write, the dropout mask applied one
-// k-tile late, an epilogue that writes one row too many, and on the dequantizing B operand a wait
-// that misses the k-tile dequantized ahead, the wrong NF4 block's absmax, an over-reading K edge and
-// swapped code bytes; on the wgmma mainloop a dropped wait on the stage's `full` mbarrier, a wait on
-// the wrong phase bit and a B descriptor with the wrong swizzle mode (these run the oracle as an
-// sm_90, SIMT_EMU_CC=9.0, whose cases reach that mainloop; the original runs both ways). Each mutant recompiles the one translation unit that holds the mutated code (a
-// copy of cuda/gemm_mma_bf16.cu, gemm_fma_f32.cu, gemm_mma_quant_bf16.cu or gemm_fma_quant.cu next to
-// the copied header, so that its #include "gemm_kernels.cuh" finds the mutant), by g++ against csrc/simt with
-// ASan + UBSan, and links it with the other CUDA sources (compiled once) and the standalone driver
+// cuda/gemm_wgmma.cu (the real files are only read), in build-mutants/<id>/: a removed cp.async
+// wait, wrong pipeline stage indices, off-by-one edge predicates, removed barriers, an unswizzled
+// shared-memory write, the dropout mask applied one k-tile late, an epilogue that writes one row too
+// many, and on the dequantizing B operand a wait that misses the k-tile dequantized ahead, the wrong
+// NF4 block's absmax, an over-reading K edge and swapped code bytes; on the wgmma mainloop a dropped
+// wait on the stage's `full` mbarrier, a wait on the wrong phase bit and a B descriptor with the
+// wrong swizzle mode (these run the oracle as an sm_90, SIMT_EMU_CC=9.0, whose cases reach that
+// mainloop; the original runs both ways). Each mutant recompiles the one translation unit that holds
+// the mutated code (a copy of cuda/gemm_mma_bf16.cu, gemm_fma_f32.cu, gemm_mma_quant_bf16.cu or
+// gemm_fma_quant.cu next to the copied header, so that its #include "gemm_kernels.cuh" finds the
+// mutant; or the mutated gemm_wgmma.cu itself), by g++ against csrc/simt with ASan + UBSan, and
+// links it with the other CUDA sources (compiled once) and the standalone driver
 // test/simt/engine_oracle.cpp (lora.forward, lora.backward, DoRA's norms, per-tile segment lists and
 // NF4 / ternary B operands on odd shapes that reach every tile, layout and split-K path with
-// SIMT_EMU_WORKERS=2, compared with float64 references). Every variant runs once per SIMT_EMU_SCHED (forward, reverse,
-// shuffle). A mutant is KILLED when at least one run fails (wrong results, a sanitizer report, an
-// emulator abort); the unmutated build must pass every run. Prints a table; exits non-zero if the
-// original fails or any mutant survives.
+// SIMT_EMU_WORKERS=2, compared with float64 references). Every variant runs once per SIMT_EMU_SCHED
+// (forward, reverse, shuffle). A mutant is KILLED when at least one run fails (wrong results, a
+// sanitizer report, an emulator abort); the unmutated build must pass every run. Prints a table;
+// exits non-zero if the original fails or any mutant survives.
 //
 // A mutant is found by a textual anchor that must match exactly once; if the kernels change so
 // that an anchor no longer matches, this script fails loudly: update the anchor.
@@ -44,7 +46,8 @@ const RUN_TIMEOUT_MS = 120_000;
 // anchor: a RegExp that matches exactly once in `source` (default cuda/gemm_kernels.cuh); its match
 // is replaced by `replace` ($1… allowed). tu: the translation unit holding the mutated code that the
 // oracle runs (bf16: the mma.sync mainloop, float32: the FMA one; a mutated .cu is its own tu).
-// cc: the SIMT_EMU_CC its runs use (default: the emulator's 8.0). Barrier mutants keep the line count, so reports keep line numbers.
+// cc: the SIMT_EMU_CC its runs use (default: the emulator's 8.0). Barrier mutants keep the line
+// count, so reports keep line numbers.
 const GONE = '/* MUTANT: removed */';
 const MUTANTS = [
   {

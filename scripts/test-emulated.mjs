@@ -5,7 +5,8 @@
 // which decides the GEMM engine's tiles and splits: it is pinned to 2 (what CI has anyway), the
 // count test/gemm_engine.test.ts's shapes are chosen for. In each schedule the GEMM engine's suites
 // then run again as a Hopper GPU (SIMT_EMU_CC=9.0): every problem the wgmma mainloop covers (TMA
-// into swizzled stages, mbarriers, wgmma; cuda/gemm_wgmma.cu) runs there, the rest on mma.sync. That suite then runs once more as a
+// into swizzled stages, mbarriers, wgmma; cuda/gemm_wgmma.cu) runs there, the rest on mma.sync.
+// After the schedules, the engine's and the attention suites run once more as a
 // Turing GPU (SIMT_EMU_CC=7.5): the FMA mainloop for every dtype (with quant.matmul's dequantizing loader), and flash attention's FMA kernels.
 // Before the suites, build-emu/ptx_golden (test/simt/ptx_golden.cu, built with the addon) replays
 // the H200 recordings in test/fixtures/gpu-golden/ through the emulated ptx:: wrappers
