@@ -20,7 +20,9 @@
  *  - float32 at M=4096 exact (FMA, no tensor cores): goal ≤ 1.25× cuBLAS float32 (TF32 off);
  *    with allowTf32, against torch with TF32 allowed;
  *  - bf16 M=4096 at r=128: the low-rank path is 6% of the FLOPs (0.8% at r=16): goal ≤ 1.15×
- *    our r=16 time, and the ratio to torch's unfused LoRA at r=128.
+ *    our r=16 time, and the ratio to torch's unfused LoRA at r=128;
+ *  - our plain base GEMM (r=0: lora.forward without a and b), bf16 M=4096 and M=K=N=8192:
+ *    goal ≤ 1.05× torch x@W.T on wgmma (2.2× on mma.sync, as above).
  */
 import { type DType, lora, Tensor } from '../lib/index.js';
 import {
@@ -115,6 +117,8 @@ const GPU_CASES: GpuForwardCase[] = [
   { m: 4096, k: 4096, n: 4096, r: 16, dtype: 'float32' },
   { m: 4096, k: 4096, n: 4096, r: 16, dtype: 'float32', allowTf32: true },
   { m: 4096, k: 4096, n: 4096, r: 128, dtype: 'bfloat16' },
+  { m: 4096, k: 4096, n: 4096, r: 0, dtype: 'bfloat16' },
+  { m: 8192, k: 8192, n: 8192, r: 0, dtype: 'bfloat16' },
 ];
 
 /** The references and goals of a GPU case (see the header). */
@@ -122,6 +126,7 @@ function gpuComparisons(c: GpuForwardCase, i: number): { vs: string; peerOp?: 'm
   if (c.dtype === 'float32') return [{ vs: `torch x@W.T (TF32 ${c.allowTf32 ? 'on' : 'off'})`, peerOp: 'matmul', ...(c.allowTf32 ? {} : { goal: 1.25 }) }];
   const unfused = { vs: 'torch unfused LoRA', peerOp: 'lora_unfused' as const };
   const wgmma = gpuDevice().gemmMainloop === 'wgmma';
+  if (c.r === 0) return [{ vs: 'torch x@W.T', peerOp: 'matmul', goal: wgmma ? 1.05 : 2.2 }];
   if (c.r !== 16) {
     const r16 = GPU_CASES.find((o, j) => j !== i && o.r === 16 && o.m === c.m && o.k === c.k && o.n === c.n && o.dtype === c.dtype)!;
     return [{ vs: 'ours at r=16', ours: r16, goal: 1.15 }, unfused];
@@ -134,19 +139,18 @@ async function runGpu(): Promise<void> {
   const measured = new Map<GpuForwardCase, GpuMeasurement>();
   const peerTasks: PeerTask[] = [];
   for (const [i, c] of GPU_CASES.entries()) {
-    const shape = gpuDims({ m: c.m, k: c.k, n: c.n, r: c.r });
+    const shape = { ...gpuDims({ m: c.m, k: c.k, n: c.n, r: Math.max(c.r, 1) }), ...(c.r === 0 ? { r: 0 } : {}) };
     const { m, k, n, r } = shape;
     const elem = c.dtype === 'float32' ? 4 : 2;
     const x = Tensor.randn([m, k], { dtype: c.dtype, device, seed: 1 });
     const weight = Tensor.randn([n, k], { dtype: c.dtype, device, seed: 2 });
-    const a = Tensor.randn([r, k], { dtype: c.dtype, device, seed: 3 });
-    const b = Tensor.randn([n, r], { dtype: c.dtype, device, seed: 4 });
+    const adapter = r > 0 ? { a: Tensor.randn([r, k], { dtype: c.dtype, device, seed: 3 }), b: Tensor.randn([n, r], { dtype: c.dtype, device, seed: 4 }) } : {};
     const out = Tensor.empty([m, n], { dtype: c.dtype, device });
     const caseName = `M=${m} K=${k} N=${n} r=${r}`;
-    const impl = c.allowTf32 ? 'lora.forward allowTf32' : 'lora.forward';
+    const impl = r === 0 ? 'lora.forward base GEMM' : c.allowTf32 ? 'lora.forward allowTf32' : 'lora.forward';
     const allowTf32 = c.allowTf32 ?? false;
-    const timing = await timeGpu(`${caseName} ${c.dtype} ${impl}`, () => lora.forward({ x, weight, a, b, scale: 0.5, out, allowTf32 }));
-    for (const t of [x, weight, a, b, out]) t.dispose();
+    const timing = await timeGpu(`${caseName} ${c.dtype} ${impl}`, () => lora.forward({ x, weight, ...adapter, scale: 0.5, out, allowTf32 }));
+    for (const t of [x, weight, adapter.a, adapter.b, out]) t?.dispose();
     measured.set(c, {
       bench: 'lora.forward', case: caseName, impl, dtype: c.dtype, shape, ...timing,
       flops: 2 * m * n * k + 2 * m * r * (k + n), bytes: elem * (m * k + n * k + m * n + r * (k + n)),

@@ -67,6 +67,17 @@ const char* layout_name(Layout la, Layout lb) {
 
 const char* preferred_mainloop(int cc) { return wgmma_device(cc) ? "wgmma" : cc >= 80 ? "mma.sync" : "fma"; }
 
+namespace {
+// wgmma takes a problem it covers once 128×128 tiles give at least half a wave; smaller ones
+// (decode-sized) keep mma.sync, whose split-K fills the SMs.
+bool hopper_takes(const Problem& pr, const DeviceProps& props) {
+  const long long tiles = ceil_div<long long>(pr.m, 128) * ceil_div<long long>(pr.n, 128);
+  return wgmma_device(props.cc) && wgmma_covers(pr) && tiles * 2 >= props.sm_count;
+}
+}  // namespace
+
+bool runs_on_wgmma(const Problem& pr, int device) { return pr.m > 0 && pr.n > 0 && hopper_takes(pr, device_props(device)); }
+
 // y = epilogue(Σ_z partials) in the dtype.
 void splitk_reduce(DType dtype, const Params& p, int splits, cudaStream_t st) {
   switch (dtype) {
@@ -90,7 +101,7 @@ void run(const Problem& pr, int device, cudaStream_t st) {
   if (quant && (pr.tile_segments || row_norm || nn || !pr.quant.packed || (pr.quant.format == QuantFormat::Nf4 && !pr.quant.absmax)))
     unsupported(pr, "a quantized B needs a regular segment list, a K-major A and a float32 absmax");
   auto tiles_of = [&](int bm, int bn) { return ceil_div<long long>(pr.m, bm) * ceil_div<long long>(pr.n, bn); };
-  const bool hopper = wgmma_device(props.cc) && wgmma_covers(pr) && tiles_of(128, 128) * 2 >= props.sm_count;
+  const bool hopper = hopper_takes(pr, props);
   const int bk = hopper ? 64 : mma ? 64 / static_cast<int>(dtype_size(pr.dtype)) : FmaLargeTile::BK;
 
   // ---- tile

@@ -60,7 +60,7 @@ __host__ __device__ inline int segment_tiles(const Segment& s, int bk) {
 
 // What happens to C[i, j] before it is stored:
 //   v = alpha·C[i, j]·group_scale[g]  (0 for j ≥ group_rank[g], and for g = row_group[i] < 0)
-//   y[row_index[i], j] = v·column_scale[j] + bias[j]
+//   y[row_index[i], j] = v·column_scale[j] + bias[j] + addend[row_index[i], j]
 // Every pointer may be null (no such step; row_index null: rows in order).
 struct Epilogue {
   float alpha = 1.f;
@@ -71,6 +71,9 @@ struct Epilogue {
   const void* bias = nullptr;           // [n], the dtype or float32
   bool bias_f32 = false;
   const int* row_index = nullptr;       // [m] output row of each row
+  // float32, laid out like out (a term another GEMM left there, e.g. forwardMulti's low-rank sum).
+  const float* addend = nullptr;
+  long long addend_stride = 0;
   void* out = nullptr;
   long long out_stride = 0;
   bool out_f32 = false;                 // float32 output (else the dtype)
@@ -130,6 +133,10 @@ void run(const Problem& p, int device, cudaStream_t st);
 // "mma.sync" on 8.0 and newer, "fma" below. wgmma takes the problems it covers (cuda/gemm_wgmma.cu),
 // mma.sync the others. Shown per device by backends() and `lora-kernels info`.
 const char* preferred_mainloop(int cc);
+
+// Whether run() would give this problem to the wgmma mainloop on `device` (an op whose fused form
+// wgmma does not cover may split it so that its big GEMM does).
+bool runs_on_wgmma(const Problem& p, int device);
 
 
 

@@ -201,6 +201,7 @@ __device__ __forceinline__ void store_run(const Epilogue& e, int m, int n, int r
       if (e.group_rank) rank = e.group_rank[g];
     }
   }
+  const long long out_row = e.row_index ? e.row_index[row] : row;
   float v[V];
 #pragma unroll
   for (int i = 0; i < V; ++i) {
@@ -210,10 +211,10 @@ __device__ __forceinline__ void store_run(const Epilogue& e, int m, int n, int r
       const float cs = e.column_scale ? e.column_scale[c] : 1.f;  // ·1 + bias: exactly x + bias
       const float b = !e.bias ? 0.f : e.bias_f32 ? static_cast<const float*>(e.bias)[c] : load_elem<E>(e.bias, c);
       x = fmaf(x, cs, b);
+      if (e.addend) x += e.addend[out_row * e.addend_stride + c];
     }
     v[i] = x;
   }
-  const long long out_row = e.row_index ? e.row_index[row] : row;
   if (e.out_f32) {
     float* y = static_cast<float*>(e.out) + out_row * e.out_stride + col;
     if constexpr (V == 2 || V == 4) {

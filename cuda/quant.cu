@@ -265,17 +265,21 @@ void ternary_quantize(const TernaryQuantizeParams& p, int device) {
   });
 }
 
-void dequantize(const DequantizeParams& p, int device) {
-  const QuantWeight& q = p.weight;
-  const cudaStream_t st = begin_op(device, q.format == QuantFormat::Nf4 ? "quant.nf4.dequantize" : "quant.ternary.dequantize");
+void quant::enqueue_dequantize(const QuantWeight& q, DType dtype, void* out, long long out_stride, cudaStream_t st) {
   if (q.n * q.k == 0) return;
   const long long threads = q.format == QuantFormat::Nf4 ? ceil_div<long long>(q.n * q.k, 8) : q.n * ternary::row_bytes(q.k);
-  DequantizeArgs a{q, p.out, p.out_stride};
-  with_element(p.dtype, "quant.dequantize", [&](auto e) {
+  DequantizeArgs a{q, out, out_stride};
+  with_element(dtype, "quant.dequantize", [&](auto e) {
     using E = decltype(e);
     simt_launch(dequantize_kernel<E>, grid_for(threads, kThreads, "quant.dequantize"), dim3(kThreads), 0, st, a);
     LK_CUDA_CHECK_LAUNCH("dequantize_kernel launch");
   });
+}
+
+void dequantize(const DequantizeParams& p, int device) {
+  const QuantWeight& q = p.weight;
+  const cudaStream_t st = begin_op(device, q.format == QuantFormat::Nf4 ? "quant.nf4.dequantize" : "quant.ternary.dequantize");
+  quant::enqueue_dequantize(q, p.dtype, p.out, p.out_stride, st);
 }
 
 }  // namespace lk::cuda_ops

@@ -71,4 +71,9 @@ inline int block_shift(long long block_size) {
   return s;
 }
 
+// out[n, k] = deq(W) in the dtype (the float32 code·absmax rounded once, as every reader of a
+// packed weight computes it), enqueued on `st`: dequantize's kernel, also run inside quant.matmul
+// (its wgmma prefill, cuda/quant_matmul.cu). Defined in cuda/quant.cu.
+void enqueue_dequantize(const QuantWeight& w, DType dtype, void* out, long long out_stride, cudaStream_t st);
+
 }  // namespace lk::cuda_ops::quant

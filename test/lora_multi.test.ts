@@ -79,6 +79,9 @@ function multiCases(): MultiCase[] {
   cases.push({ ...base, dtype: 'float32', lead: [2, 150], k: 1100, n: 700, rMax: 16, adapters: 64, popularity: 'zipf', large: true });
   cases.push({ ...base, dtype: 'bfloat16', lead: [301], k: 777, n: 515, rMax: 256, ranks: [...MIXED_RANKS, 9, 255], adapters: 8, popularity: 'uniform', large: true });
   cases.push({ ...base, dtype: 'float16', lead: [40], k: 1029, n: 260, rMax: 32, adapters: 40, popularity: 'uniform', baseShare: 0, large: true });
+  // K a multiple of 8 (rows TMA can read): on an sm_90 x·Wᵀ runs apart on wgmma, the low-rank sum
+  // in a float32 scratch as its epilogue's addend (the base-only [17, 64] above: a scratch of zeros).
+  cases.push({ ...base, dtype: 'bfloat16', lead: [2, 75], k: 136, n: 200, rMax: 32, ranks: [32, 8, 1, 17, 24], adapters: 5, popularity: 'zipf', baseShare: 0.2 });
   for (const c of cases) {
     c.name = `${c.dtype} x[${c.lead.join(',')},${c.k}] N=${c.n} L=${c.adapters} rMax=${c.rMax}${c.ranks ? ' ranks' : ''} ${c.popularity}` +
       `${c.bias ? ' bias' : ''}${c.out ? ' out=' : ''}`;

@@ -124,15 +124,21 @@ function forwardInputs(c: ForwardCase, device: Device, seed: number) {
   };
 }
 
-// On the emulated sm_80 with 2 SMs (what test:emulated pins) the kernels an op ran are known:
-// the decode GEMV over packed codes for M ≤ 16 ("gemv nf4 …" / "gemv ternary …"), the GEMM engine
-// with a dequantizing operand above ("… dequant nf4"). Elsewhere a case checks its result only.
-const pinnedPaths = (() => {
+// On the emulated sm_80 or sm_90 with 2 SMs (what test:emulated pins) the kernels an op ran are
+// known: the decode GEMV over packed codes for M ≤ 16 ("gemv nf4 …" / "gemv ternary …"), the GEMM
+// engine with a dequantizing operand above ("… dequant nf4"); on sm_90, a 16-bit prefill whose
+// operands TMA can read (K and the rank multiples of 8) instead dequantizes W once ("dequantize
+// nf4") and runs the plain wgmma mainloop. Elsewhere a case checks its result only.
+const pinnedCc = (() => {
   const cuda = backends().cuda;
-  return cuda.available && cuda.emulated && cuda.devices[0]?.computeCapability === '8.0' && process.env['SIMT_EMU_WORKERS'] === '2';
+  return cuda.available && cuda.emulated && process.env['SIMT_EMU_WORKERS'] === '2' ? cuda.devices[0]?.computeCapability : undefined;
 })();
+const pinnedPaths = pinnedCc === '8.0' || pinnedCc === '9.0';
+const onWgmmaCopy = (c: { dtype: DType; lead: number[]; k: number; n: number; r: number }, backward = false) =>
+  pinnedCc === '9.0' && c.dtype !== 'float32' && c.lead.reduce((p, d) => p * d, 1) > (backward ? 0 : 16) && c.k % 8 === 0 &&
+  (backward ? c.n % 8 === 0 : c.r % 8 === 0);
 
-const isEngine = (kernel: string) => kernel.startsWith('mma.sync ') || kernel.startsWith('fma ');
+const isEngine = (kernel: string) => kernel.startsWith('mma.sync ') || kernel.startsWith('fma ') || kernel.startsWith('wgmma ');
 const nativeFormat = (format: Format) => (format === 'ternary' ? 'ternary' : 'nf4');
 
 /** The result of `op` and the kernels it ran (takeOpPlans' "op: kernel; kernel | op: …", flattened). */
@@ -159,8 +165,9 @@ describe.each(testDevices())('quant.matmul on $device', ({ device }) => {
       const gemv = plans.some((p) => p.startsWith(`gemv ${nativeFormat(c.format)} `));
       const engine = plans.some(isEngine);
       const dequantizingEngine = plans.some((p) => isEngine(p) && p.includes(` dequant ${nativeFormat(c.format)}`));
-      expect({ gemv, engine, dequantizingEngine }, `M = ${m}: ${plans.join('; ')}`)
-        .toEqual({ gemv: m <= 16, engine: m > 16, dequantizingEngine: m > 16 });
+      const wgmmaOnCopy = plans.includes(`dequantize ${nativeFormat(c.format)}`) && plans.some((p) => p.startsWith('wgmma '));
+      expect({ gemv, engine, dequantizingEngine, wgmmaOnCopy }, `M = ${m}: ${plans.join('; ')}`)
+        .toEqual({ gemv: m <= 16, engine: m > 16, dequantizingEngine: m > 16 && !onWgmmaCopy(c), wgmmaOnCopy: onWgmmaCopy(c) });
     }
   });
 
@@ -261,6 +268,8 @@ function backwardCases(): BackwardCase[] {
     }
   }
   cases.push({ name: '', dtype: 'bfloat16', format: 'nf4', blockSize: 64, lead: [33], k: 130, n: 70, r: 64, gate: 'per-output', scale: 0.5, needInputGrad: true });
+  // K and N multiples of 8: on an sm_90 gradInput runs on wgmma over a dequantized copy of W (MN-major).
+  cases.push({ name: '', dtype: 'float16', format: 'nf4-double', blockSize: 64, lead: [70], k: 136, n: 96, r: 16, gate: 'per-output', scale: 0.75, needInputGrad: true });
   cases.push({ name: '', dtype: 'float32', format: 'ternary', blockSize: 64, lead: [3], k: 75, n: 41, r: 40, gate: 'scalar', scale: 2, needInputGrad: true });
   for (const c of cases) {
     c.name = `${c.dtype} ${describeWeight(c.format, c.blockSize)} x[${c.lead.join(',')},${c.k}] N=${c.n} r=${c.r}` +
@@ -294,10 +303,12 @@ describe.each(testDevices())('quant.matmulBackward on $device', ({ device }) => 
       gradGate: c.gate !== 'none' ? poisoned(gateShape, 'float32', device) : undefined,
     };
     const { result: grads, plans } = withPlans(() => quant.matmulBackward({ ...inputs, needInputGrad: c.needInputGrad, out }));
-    // W is read only for gradInput, by the engine's dequantizing operand loader.
+    // W is read only for gradInput: by the engine's dequantizing operand loader, or on sm_90 once into a copy for wgmma.
     if (device !== 'cpu' && pinnedPaths) {
       const dequantizing = plans.some((p) => isEngine(p) && p.includes(` dequant ${nativeFormat(c.format)}`));
-      expect(dequantizing, plans.join('; ')).toBe(c.needInputGrad);
+      const wgmmaOnCopy = plans.includes(`dequantize ${nativeFormat(c.format)}`) && plans.some((p) => p.startsWith('wgmma '));
+      expect({ dequantizing, wgmmaOnCopy }, plans.join('; '))
+        .toEqual({ dequantizing: c.needInputGrad && !onWgmmaCopy(c, true), wgmmaOnCopy: c.needInputGrad && onWgmmaCopy(c, true) });
     }
     const expected = reference.quant.matmulBackward({ ...inputs, needInputGrad: c.needInputGrad });
     expect(grads.gradA).toBe(out.gradA);
