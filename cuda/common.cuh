@@ -24,7 +24,25 @@ namespace lk::cuda_ops {
 // (cuda/runtime.cu).
 [[noreturn]] void throw_cuda(cudaError_t e, const char* what, const char* file, int line);
 
+// Whether the Hopper kernels (LK_WGMMA_MAINLOOP below) may run on a device of compute capability
+// cc (major·10 + minor): 9.0, with a binary that holds sm_90a code (LK_CUDA_SM90A: 90a in the
+// build's arch list) or the emulator (which runs them when SIMT_EMU_CC=9.0).
+inline bool wgmma_device(int cc) {
+#if defined(SIMT_EMU) || defined(LK_CUDA_SM90A)
+  return cc == 90;
+#else
+  return cc < 0;  // never: the kernels are traps here
+#endif
+}
+
 }  // namespace lk::cuda_ops
+
+// The Hopper kernels (TMA + wgmma: cuda/gemm_wgmma.cu, cuda/flash_lora_wgmma.cu). The nvcc device
+// pass compiles their bodies only for sm_90a (other archs get a trap: nothing launches them
+// there); the emulator compiles them always.
+#if defined(SIMT_EMU) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define LK_WGMMA_MAINLOOP 1
+#endif
 
 // LK_CUDA_CHECK(cudaMemcpy(...)) → lk::Error naming the call, the CUDA error and the source line.
 #define LK_CUDA_CHECK(call)                                                                    \

@@ -10,7 +10,8 @@
 // cross the diagonal or the end (fully masked tiles are never visited), online softmax in the
 // log2 domain, O += P·V and O_r += P·v_low_rank (BM × r) under the same rescaling. Finish:
 // out = O/l + (O_r/l)·v_lora_b[ℓ, g], lse = (m + log2 l)·ln 2; a row that saw no key: 0 and −∞.
-// The low-rank caches are read at their own width r, never expanded to D.
+// The low-rank caches are read at their own width r, never expanded to D. On Hopper (sm_90a) the
+// prefill-sized problems the FA3-style TMA + wgmma kernel covers go there (cuda/flash_lora_wgmma.cu).
 //
 // float16 / bfloat16 (sm_80+): mma.sync m16n8k16 with float32 accumulation, ldmatrix operands.
 // BM = 64 (16 rows per warp), BN = 64 (32 at D = 256). The S accumulator layout is the A operand
@@ -53,6 +54,7 @@
 #include "common.cuh"
 #include "flash_lora.cuh"
 #include "flash_lora_common.cuh"
+#include "flash_lora_forward.cuh"
 
 namespace lk::cuda_ops {
 namespace {
@@ -67,35 +69,7 @@ constexpr int kDecodeRows = 16;  // rows per KV head (Sq·G) at most for the spl
 template <int D>
 constexpr int fma_bn() { return D == 256 ? 16 : 32; }
 
-// Operand bits of FwdArgs::vec: rows 16-byte aligned, so tiles are staged with cp.async.
-enum : unsigned { kVecQ = 1, kVecK = 2, kVecV = 4, kVecKr = 8, kVecVr = 16, kVecKlb = 32, kVecVlb = 64 };
-
-struct FwdArgs {
-  const void *q, *k, *v, *kr, *vr, *klb, *vlb;
-  long long q_b, q_s, q_h, k_b, k_s, k_h, v_b, v_s, v_h, kr_b, kr_s, vr_b, vr_s;
-  const int32_t* ids;
-  void* out;
-  long long o_b, o_s, o_h;
-  float* lse;
-  float* part_o;    // split-KV: [splits][B][Hq][Sq][D] normalized partial outputs, or null (direct)
-  float* part_lse;  // split-KV: [splits][B][Hq][Sq]
-  int batch, sq, sk, hq, group, adapters;
-  int rk, rv, rkp, rvp;  // ranks (0: no such path) and their padded widths
-  int splits, tiles_per_split;
-  int head_dim;
-  float scale_log2;      // softmax_scale·log2(e): scores live in the log2 domain
-  bool causal, two_stage;
-  unsigned vec;
-  // Shared-memory plan (bytes): row pitches, region offsets, the stage size and its parts.
-  int row_d, row_kr, row_vr, qr_pitch;  // qr_pitch: floats per row of the FMA kernel's Qr / O_r
-  int off_qr, off_p, off_area, stage_bytes, st_v, st_kr, st_vr;
-};
-
 #if defined(SIMT_DEVICE_PATH)
-__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
-__device__ __forceinline__ int imax(int a, int b) { return a < b ? b : a; }
-__device__ __forceinline__ long long lclamp(long long v, long long lo, long long hi) { return v < lo ? lo : v > hi ? hi : v; }
-
 // cp.async exists from sm_80; below, every copy is a plain load + store (FwdArgs::vec is ignored).
 constexpr bool kAsync = SIMT_CUDA_ARCH >= 800;
 __device__ __forceinline__ void async_commit() {
@@ -126,39 +100,6 @@ __device__ __forceinline__ void stage_rows(unsigned char* tile, int pitch, int r
       for (int i = 0; i < VE; ++i) d[i] = i < n ? row[c * VE + i] : S(0);
     }
   }
-}
-
-// What a CTA works on: sequence b, KV head g, split z, its rows and its key tiles.
-struct Work {
-  int b, g, z, row0, rows, adapter;  // adapter −1: base caches only
-  int t_begin, t_end;                // key tiles [t_begin, t_end) of BN keys
-  int full_end;                      // keys below it are visible to every row of the tile
-};
-
-template <int BM, int BN>
-__device__ __forceinline__ Work work_of(const FwdArgs& a) {
-  Work w;
-  w.z = static_cast<int>(blockIdx.z) % a.splits;
-  w.b = static_cast<int>(blockIdx.z) / a.splits;
-  w.g = static_cast<int>(blockIdx.y);
-  w.row0 = static_cast<int>(blockIdx.x) * BM;
-  w.rows = a.sq * a.group;
-  const int id = a.ids ? a.ids[w.b] : 0;
-  w.adapter = (a.rk || a.rv) && id >= 0 && id < a.adapters ? id : -1;
-  const long long shift = static_cast<long long>(a.sk) - a.sq;  // bottom-right aligned diagonal
-  const long long i_lo = w.row0 / a.group, i_hi = imin(a.sq - 1, (w.row0 + BM - 1) / a.group);
-  const long long end = a.causal ? lclamp(i_hi + shift + 1, 0, a.sk) : a.sk;
-  w.full_end = a.causal ? static_cast<int>(lclamp(i_lo + shift + 1, 0, a.sk)) : a.sk;
-  const int tiles = static_cast<int>((end + BN - 1) / BN);
-  w.t_begin = imin(tiles, w.z * a.tiles_per_split);
-  w.t_end = imin(tiles, w.t_begin + a.tiles_per_split);
-  return w;
-}
-
-// The first key row ρ cannot see (Sk for rows past the tile's operand).
-__device__ __forceinline__ int key_limit(const FwdArgs& a, const Work& w, int rho) {
-  if (!a.causal || rho >= w.rows) return a.sk;
-  return static_cast<int>(lclamp(static_cast<long long>(rho / a.group) + a.sk - a.sq + 1, 0, a.sk));
 }
 
 // Q rows of the tile: ρ → q[b, ρ / G, g·G + ρ % G].
@@ -203,29 +144,6 @@ __device__ __forceinline__ void load_kv(const FwdArgs& a, const Work& w, unsigne
     stage_rows<S>(stage + a.st_vr, a.row_vr, BN, a.rvp * ES / 16, a.rv, a.vec & kVecVr, a.vr,
                   [&](int r) -> const S* { return kt0 + r < a.sk ? vr + static_cast<long long>(kt0 + r) * a.vr_s : nullptr; });
   }
-}
-
-
-// Where row ρ's results go: out[b, i, h] and lse[b, h, i], or split z's float32 partial row.
-struct RowDst {
-  long long out;  // element offset of the row in out (direct)
-  long long idx;  // (b·Hq + h)·Sq + i, plus z·B·Hq·Sq for a partial
-};
-__device__ __forceinline__ RowDst row_dst(const FwdArgs& a, const Work& w, int rho) {
-  const int i = rho / a.group, h = w.g * a.group + rho % a.group;
-  const long long idx = (static_cast<long long>(w.b) * a.hq + h) * a.sq + i;
-  if (a.part_o) return {0, idx + static_cast<long long>(w.z) * a.batch * a.hq * a.sq};
-  return {w.b * a.o_b + i * a.o_s + h * a.o_h, idx};
-}
-template <class E, int D>
-__device__ __forceinline__ void store_out(const FwdArgs& a, const RowDst& d, int col, float v) {
-  if (a.part_o) a.part_o[d.idx * D + col] = v;
-  else static_cast<typename E::storage*>(a.out)[d.out + col] = E::from_float(v);
-}
-// m: the row's running max in the log2 domain; l: Σ 2^(x − m). No visible key: −∞.
-__device__ __forceinline__ void store_lse(const FwdArgs& a, const RowDst& d, float m, float l) {
-  const float v = l > 0.f ? (m + log2f(l)) * 0.693147180559945309f : -INFINITY;
-  (a.part_o ? a.part_lse : a.lse)[d.idx] = v;
 }
 
 // ---- float16 / bfloat16: mma.sync ------------------------------------------------------------
@@ -352,14 +270,7 @@ __device__ __forceinline__ void mma_forward(const FwdArgs& a) {
         mx[e / 2] = fmaxf(mx[e / 2], x);
       }
     float base[2], alpha[2], sum[2] = {0.f, 0.f};
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 2));
-      base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // no visible key yet: every p is 0, not NaN
-      alpha[r] = exp2f(m[r] - base[r]);
-      m[r] = mx[r];
-    }
+    softmax_rescale(m, mx, base, alpha);
 #pragma unroll
     for (int nf = 0; nf < NF; ++nf)
 #pragma unroll
@@ -410,12 +321,7 @@ __device__ __forceinline__ void mma_forward(const FwdArgs& a) {
   async_wait<0>();  // no key tile: the Q group
 
   float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
-    l[r] += __shfl_xor_sync(kFullMask, l[r], 2);
-    inv[r] = l[r] > 0.f ? __fdividef(1.f, l[r]) : 0.f;  // l ≥ 1: no IEEE-division call
-  }
+  softmax_finish(l, inv);
 #pragma unroll
   for (int i = 0; i < DF; ++i) {
     o[i][0] *= inv[0], o[i][1] *= inv[0], o[i][2] *= inv[1], o[i][3] *= inv[1];
@@ -446,18 +352,7 @@ __device__ __forceinline__ void mma_forward(const FwdArgs& a) {
       }
     }
   }
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int rho = rho0 + 8 * half;
-    if (rho >= w.rows) continue;
-    const RowDst d = row_dst(a, w, rho);
-#pragma unroll
-    for (int df = 0; df < DF; ++df) {
-      store_out<E, D>(a, d, df * 8 + 2 * qq, o[df][2 * half]);
-      store_out<E, D>(a, d, df * 8 + 2 * qq + 1, o[df][2 * half + 1]);
-    }
-    if (qq == 0) store_lse(a, d, m[half], l[half]);
-  }
+  store_rows<E, D>(a, w, rho0, lane, m, l, [&](int f, int k) { return o[f][k]; });
 }
 
 // ---- float32 (exact FMA) and 16-bit types below sm_80 -------------------------------------------
@@ -820,6 +715,13 @@ void flash_lora_forward(const FlashLoraParams& p, int device) {
           (a.vr && aligned16(a.vr, {a.vr_b, a.vr_s}, es) ? kVecVr : 0u) | (a.klb && aligned16(a.klb, {}, es) ? kVecKlb : 0u) |
           (a.vlb && aligned16(a.vlb, {}, es) ? kVecVlb : 0u);
 
+  // sm_90a: the Hopper kernel takes the prefill-sized problems it covers (cuda/flash_lora_wgmma.cu);
+  // decode (at most 16 rows per KV head: split-KV) stays here.
+  if (static_cast<long long>(a.sq) * a.group > kDecodeRows && wgmma_covers(a, p.dtype, props.cc)) {
+    a.splits = 1;
+    a.tiles_per_split = static_cast<int>(ceil_div<long long>(a.sk, 64));  // every key tile of 64
+    return run_wgmma(a, p.dtype, device, st);
+  }
   const bool mma = p.dtype != DType::Float32 && props.cc >= 80;
   with_head_dim(p.head_dim, "attention.flashLora", [&](auto dc) {
     constexpr int D = decltype(dc)::value;

@@ -48,16 +48,6 @@ bool staged(const QuantWeight& q) {
   return ternary::row_bytes(q.k) % 16 == 0 && aligned(q.packed);
 }
 
-// The wgmma kernels exist in sm_90a binaries (LK_CUDA_SM90A: 90a in the build's arch list) and in
-// the emulator, which runs them when SIMT_EMU_CC=9.0.
-#if defined(SIMT_EMU) || defined(LK_CUDA_SM90A)
-constexpr bool kHopperKernels = true;
-#else
-constexpr bool kHopperKernels = false;
-#endif
-
-bool wgmma_device(int cc) { return kHopperKernels && cc == 90; }
-
 const char* layout_name(Layout la, Layout lb) {
   if (la == Layout::KMajor) return lb == Layout::KMajor ? "KK" : "KN";
   return lb == Layout::KMajor ? "NK" : "NN";

@@ -47,12 +47,6 @@ struct WgmmaTile {
   static_assert(BN % 64 == 0 && BN <= 256, "wgmma N: a multiple of 64 up to 256");
 };
 
-// The nvcc device pass compiles the mainloop only for sm_90a; other archs get a trap (the
-// dispatcher never launches it there). The emulator compiles it always.
-#if defined(SIMT_EMU) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define LK_WGMMA_MAINLOOP 1
-#endif
-
 #if defined(SIMT_DEVICE_PATH) && defined(LK_WGMMA_MAINLOOP)
 template <class E, int N, bool TransB>
 __device__ __forceinline__ void wgmma_step(float (&acc)[N / 2], uint64_t da, uint64_t db) {

@@ -37,7 +37,7 @@ const DRIVER = 'test/simt/engine_oracle.cpp';
 // The CUDA sources the driver links: every op the oracle calls, not lora_multi.cu (its host code
 // needs the CPU kernels' adapter grouping, and the oracle builds per-tile segment lists itself) and
 // not the attention kernels (their own kernels, not the engine's; ~1 min of ASan compiling).
-const NOT_LINKED = new Set(['lora_multi.cu', 'flash_lora.cu', 'flash_lora_backward.cu']);
+const NOT_LINKED = new Set(['lora_multi.cu', 'flash_lora.cu', 'flash_lora_backward.cu', 'flash_lora_wgmma.cu']);
 const CUDA_SOURCES = readdirSync(join(root, 'cuda')).filter((f) => f.endsWith('.cu') && !NOT_LINKED.has(f)).sort();
 const OUT = join(root, 'build-mutants');
 const SCHEDULES = ['forward', 'reverse', 'shuffle'];

@@ -129,9 +129,11 @@ for (const step of steps) {
   });
   // both devices, and fail if the emulated one were missing
   const res = vitestRun((c.exclude ?? []).flatMap((f) => ['--exclude', f]), { LK_TEST_DEVICES: 'cpu,cuda' });
-  // The GEMM engine's suite once more as a Hopper GPU (SIMT_EMU_CC=9.0): the wgmma mainloop's
-  // producer / consumer warpgroups and the emulated mbarriers and TMA under the sanitizer.
-  const hopper = vitestRun(['test/gemm_engine.test.ts'], { LK_TEST_DEVICES: 'cuda', SIMT_EMU_CC: '9.0' });
+  // The GEMM engine's suite and the attention's Hopper cases once more as a Hopper GPU
+  // (SIMT_EMU_CC=9.0): the wgmma kernels' producer / consumer warpgroups and the emulated
+  // mbarriers and TMA under the sanitizer.
+  const hopper = vitestRun(['test/gemm_engine.test.ts', 'test/flash_lora.test.ts', '-t', 'GEMM engine|sm_90'],
+    { LK_TEST_DEVICES: 'cuda', SIMT_EMU_CC: '9.0' });
   const t2 = Date.now();
   const reports = readdirSync(logs).map((f) => ({ f, text: symbolize(readFileSync(join(logs, f), 'utf8'), addon) }));
   const real = reports.filter((r) => REPORT.test(r.text));

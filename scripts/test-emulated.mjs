@@ -3,9 +3,10 @@
 // (forward, reverse, shuffle): a kernel whose result depends on the order of threads between
 // barriers — a race — fails at least one of them. The emulated device reports SIMT_EMU_WORKERS SMs,
 // which decides the GEMM engine's tiles and splits: it is pinned to 2 (what CI has anyway), the
-// count test/gemm_engine.test.ts's shapes are chosen for. In each schedule the GEMM engine's suites
-// then run again as a Hopper GPU (SIMT_EMU_CC=9.0): every problem the wgmma mainloop covers (TMA
-// into swizzled stages, mbarriers, wgmma; cuda/gemm_wgmma.cu) runs there, the rest on mma.sync.
+// count test/gemm_engine.test.ts's shapes are chosen for. In each schedule the GEMM engine's and
+// the attention's suites then run again as a Hopper GPU (SIMT_EMU_CC=9.0): every problem the wgmma
+// kernels cover (TMA into swizzled stages, mbarriers, wgmma; cuda/gemm_wgmma.cu,
+// cuda/flash_lora_wgmma.cu) runs there, the rest on mma.sync.
 // After the schedules, the engine's and the attention suites run once more as a
 // Turing GPU (SIMT_EMU_CC=7.5): the FMA mainloop for every dtype (with quant.matmul's dequantizing loader), and flash attention's FMA kernels.
 // Before the suites, build-emu/ptx_golden (test/simt/ptx_golden.cu, built with the addon) replays
@@ -58,13 +59,13 @@ for (const [program, files, what] of goldens) {
 const vitest = join(dirname(require.resolve('vitest/package.json')), 'vitest.mjs');
 const emulated = { LORA_KERNELS_ADDON: join(root, 'build-emu/Release/lora_kernels.node'), LK_TEST_DEVICES: 'cuda', SIMT_EMU_WORKERS: '2' };
 const schedules = (process.env.SIMT_EMU_SCHEDULES ?? 'forward,reverse,shuffle').split(',');
-const engineSuites = ['test/gemm_engine.test.ts', 'test/lora_linear.test.ts', 'test/lora_backward.test.ts', 'test/dora.test.ts',
-  'test/lora_multi.test.ts', 'test/quant_matmul.test.ts'];
+const hopperSuites = ['test/gemm_engine.test.ts', 'test/lora_linear.test.ts', 'test/lora_backward.test.ts', 'test/dora.test.ts',
+  'test/lora_multi.test.ts', 'test/quant_matmul.test.ts', 'test/flash_lora.test.ts'];
 for (const schedule of schedules) {
   console.log(`\n== emulated CUDA, SIMT_EMU_SCHED=${schedule}`);
   run([vitest, 'run'], { ...emulated, SIMT_EMU_SCHED: schedule });
-  console.log(`\n== emulated CUDA as sm_90 (SIMT_EMU_CC=9.0), SIMT_EMU_SCHED=${schedule}: the GEMM engine's suites, wgmma where it covers the problem`);
-  run([vitest, 'run', ...engineSuites], { ...emulated, SIMT_EMU_SCHED: schedule, SIMT_EMU_CC: '9.0' });
+  console.log(`\n== emulated CUDA as sm_90 (SIMT_EMU_CC=9.0), SIMT_EMU_SCHED=${schedule}: the GEMM engine's and attention's suites, wgmma where it covers the problem`);
+  run([vitest, 'run', ...hopperSuites], { ...emulated, SIMT_EMU_SCHED: schedule, SIMT_EMU_CC: '9.0' });
 }
 console.log('\n== emulated CUDA as sm_75 (SIMT_EMU_CC=7.5): the GEMM engine\'s and flash attention\'s FMA kernels for every dtype');
 run([vitest, 'run', 'test/gemm_engine.test.ts', 'test/lora_linear.test.ts', 'test/lora_backward.test.ts', 'test/quant_matmul.test.ts',

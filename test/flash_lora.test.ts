@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { attention, type Device, type DType, type FlashLoraArgs, reference, Tensor } from '../lib/index.js';
+import { attention, backends, type Device, type DType, type FlashLoraArgs, reference, Tensor } from '../lib/index.js';
+import { native } from '../lib/native.js';
 import type { RefTensor } from '../lib/reference/index.js';
 import { focusedRun, poisoned, testDevices } from './helpers/devices.js';
 import { deviceCopiesDuring } from './helpers/copies.js';
@@ -65,6 +66,31 @@ function forwardCases(): AttnCase[] {
   return cases;
 }
 
+// The Hopper kernel's cases (cuda/flash_lora_wgmma.cu: 16-bit, D 64 / 128, ranks multiples of 8
+// up to 64, more than 16 rows per KV head): two consumers' rows (160 = 2 row tiles of 128 with
+// GQA 8), partial key tiles, a batch mixing an adapter and none, each path alone, no adapter path
+// (no low-rank products), RB 16 and 64, causal with Sq > Sk. On the emulated sm_90 (2 SMs) each
+// must run there; elsewhere they check results like every case.
+function hopperCases(): AttnCase[] {
+  const base = { name: '', adapters: 2, large: false };
+  const cases: AttnCase[] = [
+    { ...base, dtype: 'bfloat16', batch: 2, sq: 20, sk: 70, hq: 8, hk: 1, d: 64, rv: 16, rk: 8, causal: true, ids: [1, -1] },
+    { ...base, dtype: 'float16', batch: 1, sq: 9, sk: 65, hq: 4, hk: 2, d: 128, rv: 64, rk: 0, causal: false },
+    { ...base, dtype: 'bfloat16', batch: 1, sq: 24, sk: 24, hq: 2, hk: 2, d: 128, rv: 0, rk: 0, causal: true },
+    { ...base, dtype: 'float16', batch: 2, sq: 12, sk: 40, hq: 4, hk: 1, d: 64, rv: 24, rk: 40, causal: true, ids: [0, 1], adapters: 3 },
+    { ...base, dtype: 'bfloat16', batch: 1, sq: 40, sk: 17, hq: 2, hk: 1, d: 64, rv: 0, rk: 16, causal: true },
+  ];
+  for (const c of cases) {
+    c.name = `${c.dtype} B=${c.batch} Sq=${c.sq} Sk=${c.sk} H=${c.hq}/${c.hk} D=${c.d} rv=${c.rv} rk=${c.rk} L=${c.adapters}` +
+      `${c.causal ? ' causal' : ''}${c.ids ? ` ids=[${c.ids.join(',')}]` : ''}`;
+  }
+  return cases;
+}
+const pinnedHopper = (() => {
+  const cuda = backends().cuda;
+  return cuda.available && cuda.emulated && process.env['SIMT_EMU_WORKERS'] === '2' && cuda.devices[0]?.computeCapability === '9.0';
+})();
+
 // Fewer and smaller for the backward (the float64 reference is O(B·H·Sq·Sk·D) in JavaScript); both masks.
 function backwardCases(): AttnCase[] {
   return forwardCases().filter((c, i) => i % 3 !== 2 || c.sq === 9).map((c) => ({ ...c, sk: Math.min(c.sk, 129), sq: Math.min(c.sq, 129) }))
@@ -109,6 +135,19 @@ describe.each(testDevices())('attention.flashLora / flashLoraBackward on $device
     const result = attention.flashLora({ ...inputs, out, lse });
     expect(result.out).toBe(out);
     expect(result.lse).toBe(lse);
+    const expected = reference.attention.flashLora(inputs);
+    reference.assertClose(out, expected.out, { dtype: c.dtype, label: 'out' });
+    reference.assertClose(lse, expected.lse, { dtype: c.dtype, label: 'lse' });
+  });
+
+  it.each(hopperCases().filter(keep).map((c, i) => [c.name, c, i] as const))('forward (sm_90: TMA + wgmma) %s', (_name, c, seed) => {
+    const inputs = makeInputs(c, device, seed + 41);
+    const out = poisoned([c.batch, c.sq, c.hq, c.d], c.dtype, device);
+    const lse = poisoned([c.batch, c.hq, c.sq], 'float32', device);
+    native().takeOpPlans();
+    attention.flashLora({ ...inputs, out, lse });
+    const plan = native().takeOpPlans();
+    if (device !== 'cpu' && pinnedHopper) expect(plan).toContain(`flash_lora wgmma ${c.dtype} D=${c.d}`);
     const expected = reference.attention.flashLora(inputs);
     reference.assertClose(out, expected.out, { dtype: c.dtype, label: 'out' });
     reference.assertClose(lse, expected.lse, { dtype: c.dtype, label: 'lse' });
