@@ -13,15 +13,15 @@
 //     [B, Sk, r], one 64-wide box: ranks past r and keys past Sk arrive as zeros);
 //   * warpgroups 1 and 2, the consumers (D = 128: setmaxnreg.inc 232): consumer c owns rows 64c … 64c + 63.
 //     Once: Qr = Q·k_lora_bᵀ (wgmma from the staged tiles), kept as hi + lo in shared memory. Per
-//     tile: S = Q·Kᵀ + (Qr_hi + Qr_lo)·k_low_rankᵀ as wgmma m64n64k16 from shared-memory
-//     descriptors; wait_group 0 also retires the previous tile's P·V, whose stage then goes back
-//     to the producer; the online softmax on the D fragment (a thread holds 2 rows × 16 keys, a
-//     quad a whole row: mma.sync's C layout, so the masks and row reductions are FA2's); P in the
-//     dtype into a 128B-swizzled tile (double-buffered: one warpgroup barrier per tile), then
-//     O += P·V (m64nDk16, V MN-major through the transpose bit) and O_r += P·v_low_rank
-//     (m64nRBk16), left in flight while the next tile's S is issued. The two consumers run
-//     unsynchronized, so one's softmax overlaps the other's tensor-core work (FA3's ping-pong
-//     without its named-barrier turn-taking).
+//     tile j: S_j = Q·Kᵀ + (Qr_hi + Qr_lo)·k_low_rankᵀ as wgmma m64n64k16 from shared-memory
+//     descriptors, then the previous tile's O += P·V (m64nDk16, V MN-major through the transpose
+//     bit) and O_r += P·v_low_rank (m64nRBk16); wait_group 1 retires S_j alone, and its online
+//     softmax (on the D fragment: a thread holds 2 rows × 16 keys, a quad a whole row, mma.sync's
+//     C layout, so the masks and row reductions are FA2's) runs while that P·V is on the tensor
+//     cores (FA3's intra-warpgroup pipelining); P_j goes in the dtype to a 128B-swizzled tile
+//     (double-buffered: one warpgroup barrier per tile); wait_group 0, O rescaled, the previous
+//     stage back to the producer. The two consumers run unsynchronized, so one's softmax also
+//     overlaps the other's tensor-core work (FA3's ping-pong without its named-barrier turns).
 //   * finish: out = O/l + (O_r/l)_hi·v_lora_b + (O_r/l)_lo·v_lora_b (one more wgmma, O_r/l through
 //     the Qr tile), lse = (m + log2 l)·ln 2; a row that saw no key: 0 and −∞.
 // Descriptors (128B swizzle: rows of 128 bytes, 8-row atoms of 1 KiB; SBO 1024), as in the GEMM's
@@ -271,23 +271,36 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
   const int rho0 = w.row0 + 64 * c + 16 * warp + lane / 4;
   const int lim[2] = {key_limit(a, w, rho0), key_limit(a, w, rho0 + 8)};
 
-  for (int j = 0; j < tiles; ++j) {
-    const int st = j % kStages, kt0 = (w.t_begin + j) * kBN;
-    const unsigned char* stage = smem + L::STAGE0 + st * L::STAGE_BYTES;
-    ptx::mbarrier_wait_parity(&full[st], (j / kStages) & 1);
-
-    // S = Q·Kᵀ (+ Qr·k_low_rankᵀ, hi then lo).
+  // S_j = Q·Kᵀ (+ Qr·k_low_rankᵀ, hi then lo) once tile j has landed; issued and committed.
+  const auto issue_s = [&](int j) {
+    const unsigned char* stage = smem + L::STAGE0 + (j % kStages) * L::STAGE_BYTES;
+    ptx::mbarrier_wait_parity(&full[j % kStages], (j / kStages) & 1);
     q_times<E, kBN, D>(s, q_tile, stage + L::K_OFF);
     if constexpr (LowRank) mma_split<E, kBN, false, KR>(s, qr_hi, qr_lo, [&](int ks) { return k_major(stage + L::KR_OFF + 32 * ks); });
     ptx::wgmma_commit_group();
-    ptx::wgmma_wait_group<0>();  // S, and the previous tile's P·V
-    ptx::wgmma_fence_operand(s);
+  };
+  // O += P_j·V_j, O_r += P_j·v_low_rank_j, issued once every warp of the warpgroup wrote P_j.
+  const auto issue_pv = [&](int j) {
+    wg.sync(lane);
+    const unsigned char* stage = smem + L::STAGE0 + (j % kStages) * L::STAGE_BYTES;
+    const unsigned char* p_tile = smem + L::P + (j & 1) * kBM * 128 + c * 64 * 128;
     ptx::wgmma_fence_operand(o);
     ptx::wgmma_fence_operand(orr);
-    __syncwarp();
-    if (j > 0 && lane == 0) ptx::mbarrier_arrive(&empty[(j - 1) % kStages]);
-
-    // Online softmax in the log2 domain; register i: row 8·((i >> 1) & 1) + g, key 8·(i >> 2) + 2q + (i & 1).
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < KN; ++ks) {
+      const uint64_t p_desc = k_major(p_tile + 32 * ks);
+      mma_async<E, D, true>(o, p_desc, mn_major(stage + L::V_OFF + 2048 * ks));
+      if constexpr (LowRank) mma_async<E, RB, true>(orr, p_desc, mn_major(stage + L::VR_OFF + 2048 * ks));
+    }
+    ptx::wgmma_commit_group();
+  };
+  // The online softmax of S_j (retired) in the log2 domain, P_j into its buffer, l updated; alpha
+  // rescales O and O_r (which the caller does once the previous P·V retired). Register i of S:
+  // row 8·((i >> 1) & 1) + g, key 8·(i >> 2) + 2q + (i & 1).
+  const auto softmax_tile = [&](int j, float (&alpha)[2]) {
+    ptx::wgmma_fence_operand(s);
+    const int kt0 = (w.t_begin + j) * kBN;
     const bool masked = kt0 + kBN > w.full_end;
     float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -298,7 +311,7 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
       s[i] = x;
       mx[half] = fmaxf(mx[half], x);
     }
-    float base[2], alpha[2], sum[2] = {0.f, 0.f};
+    float base[2], sum[2] = {0.f, 0.f};
     softmax_rescale(m, mx, base, alpha);
     unsigned char* p_tile = smem + L::P + (j & 1) * kBM * 128 + c * 64 * 128;
 #pragma unroll
@@ -310,24 +323,37 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + sum[r];
+  };
+  const auto rescale = [&](const float (&alpha)[2]) {
+    ptx::wgmma_fence_operand(o);
+    ptx::wgmma_fence_operand(orr);
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i >> 1) & 1];
 #pragma unroll
     for (int i = 0; i < RB / 2; ++i) orr[i] *= alpha[(i >> 1) & 1];
-    wg.sync(lane);  // P complete for the warpgroup's wgmma
+  };
 
-    // O += P·V, O_r += P·v_low_rank: in flight until the next tile's wait.
-    ptx::wgmma_fence_operand(o);
-    ptx::wgmma_fence_operand(orr);
-    ptx::wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < KN; ++ks) {
-      const uint64_t p_desc = k_major(p_tile + 32 * ks);
-      mma_async<E, D, true>(o, p_desc, mn_major(stage + L::V_OFF + 2048 * ks));
-      if constexpr (LowRank) mma_async<E, RB, true>(orr, p_desc, mn_major(stage + L::VR_OFF + 2048 * ks));
-    }
-    ptx::wgmma_commit_group();
+  // Intra-warpgroup pipelining: S_j is issued, then P_{j-1}·V_{j-1}; the softmax of S_j runs while
+  // that P·V is on the tensor cores (wait_group 1 retires S_j only); O is rescaled once it retired,
+  // and stage j - 1 goes back to the producer. The loop's wgmmas are unconditional (the first
+  // tile's S and the last tile's P·V are peeled).
+  float alpha[2];
+  if (tiles > 0) {
+    issue_s(0);
+    ptx::wgmma_wait_group<0>();
+    softmax_tile(0, alpha);
   }
+  for (int j = 1; j < tiles; ++j) {
+    issue_s(j);
+    issue_pv(j - 1);
+    ptx::wgmma_wait_group<1>();  // S_j
+    softmax_tile(j, alpha);
+    ptx::wgmma_wait_group<0>();  // P_{j-1}·V_{j-1}
+    rescale(alpha);
+    __syncwarp();
+    if (lane == 0) ptx::mbarrier_arrive(&empty[(j - 1) % kStages]);
+  }
+  if (tiles > 0) issue_pv(tiles - 1);
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operand(o);
   ptx::wgmma_fence_operand(orr);
