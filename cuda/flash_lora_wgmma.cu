@@ -85,16 +85,16 @@ namespace {
 __device__ __forceinline__ int swizzled(int r, int chunk) { return r * 128 + ((chunk ^ (r & 7)) << 4); }
 
 // rows × cols (a multiple of 64) of a row-major operand into [cols/64][rows][128 B], swizzled:
-// row r's first element at src(r) (null: zeros), `valid` elements per row (the rest zeros).
+// row r's first element at src(r) (null: a row of zeros). Once per CTA, any stride: element loads.
 template <class S, class Src>
-__device__ __forceinline__ void stage_swizzled(unsigned char* tile, int rows, int cols, int valid, Src src, int tid, int nthreads) {
+__device__ __forceinline__ void stage_swizzled(unsigned char* tile, int rows, int cols, Src src, int tid, int nthreads) {
   const int chunks = cols / 8;
   for (int e = tid; e < rows * chunks; e += nthreads) {
     const int r = e / chunks, c = e % chunks;
     const S* row = src(r);
     S v[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) v[i] = row && c * 8 + i < valid ? row[c * 8 + i] : S(0);
+    for (int i = 0; i < 8; ++i) v[i] = row ? row[c * 8 + i] : S(0);
     std::memcpy(tile + (c / 8) * rows * 128 + swizzled(r, c % 8), v, 16);
   }
 }
@@ -185,7 +185,7 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
 
   // Q rows ρ → q[b, ρ / G, g·G + ρ % G]; the factors' rows past the rank are zeros.
   const S* q = static_cast<const S*>(a.q) + w.b * a.q_b;
-  stage_swizzled<S>(smem + L::Q, kBM, D, D, [&](int r) -> const S* {
+  stage_swizzled<S>(smem + L::Q, kBM, D, [&](int r) -> const S* {
     const int rho = w.row0 + r;
     if (rho >= w.rows) return nullptr;
     return q + (rho / a.group) * a.q_s + (static_cast<long long>(w.g) * a.group + rho % a.group) * a.q_h;
@@ -199,9 +199,9 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
       for (int e = tid; e < bytes / 16; e += kThreadsWg) reinterpret_cast<uint4*>(smem + offset)[e] = make_uint4(0, 0, 0, 0);
     };
     zero(L::QR, 2 * kBM * 128);  // ranks past RB stay zero
-    if (key_path) stage_swizzled<S>(smem + L::KLB, kRankBox, D, D, factor(a.klb, a.rk), tid, kThreadsWg);
+    if (key_path) stage_swizzled<S>(smem + L::KLB, kRankBox, D, factor(a.klb, a.rk), tid, kThreadsWg);
     else zero(L::KLB, D * kRankBox * 2);
-    if (value_path) stage_swizzled<S>(smem + L::VLB, kRankBox, D, D, factor(a.vlb, a.rv), tid, kThreadsWg);
+    if (value_path) stage_swizzled<S>(smem + L::VLB, kRankBox, D, factor(a.vlb, a.rv), tid, kThreadsWg);
     else zero(L::VLB, D * kRankBox * 2);
     for (int s = 0; s < kStages; ++s) {  // the caches' tiles the producer will not fill
       if (!key_path) zero(L::STAGE0 + s * L::STAGE_BYTES + L::KR_OFF, kBN * 128);
