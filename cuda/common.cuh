@@ -4,6 +4,7 @@
 // emulated build, with g++.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -31,9 +32,17 @@ inline bool wgmma_device(int cc) {
 #if defined(SIMT_EMU) || defined(LK_CUDA_SM90A)
   return cc == 90;
 #else
-  return cc < 0;  // never: the kernels are traps here
+  (void)cc;
+  return false;  // the kernels are traps in this binary
 #endif
 }
+
+// A TMA tensor map of 16-bit elements, 128B swizzle, zeros out of bounds (the Hopper kernels'
+// operands): dims innermost first and box in elements (box[0] = 64: one 128-byte swizzled row),
+// the outer dims' strides in elements. Encoded through the driver entry point; a refusal throws
+// ERR_CUDA naming `what`. Defined in cuda/runtime.cu.
+ptx::TensorMap tma_map_16bit(const char* what, const void* base, std::initializer_list<long long> dims,
+                             std::initializer_list<long long> strides, std::initializer_list<uint32_t> box);
 
 }  // namespace lk::cuda_ops
 

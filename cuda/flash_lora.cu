@@ -717,11 +717,7 @@ void flash_lora_forward(const FlashLoraParams& p, int device) {
 
   // sm_90a: the Hopper kernel takes the prefill-sized problems it covers (cuda/flash_lora_wgmma.cu);
   // decode (at most 16 rows per KV head: split-KV) stays here.
-  if (static_cast<long long>(a.sq) * a.group > kDecodeRows && wgmma_covers(a, p.dtype, props.cc)) {
-    a.splits = 1;
-    a.tiles_per_split = static_cast<int>(ceil_div<long long>(a.sk, 64));  // every key tile of 64
-    return run_wgmma(a, p.dtype, device, st);
-  }
+  if (static_cast<long long>(a.sq) * a.group > kDecodeRows && wgmma_covers(a, p.dtype, props.cc)) return run_wgmma(a, p.dtype, device, st);
   const bool mma = p.dtype != DType::Float32 && props.cc >= 80;
   with_head_dim(p.head_dim, "attention.flashLora", [&](auto dc) {
     constexpr int D = decltype(dc)::value;

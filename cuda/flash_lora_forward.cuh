@@ -140,8 +140,8 @@ __device__ __forceinline__ void softmax_finish(float (&l)[2], float (&inv)[2]) {
 #endif  // SIMT_DEVICE_PATH
 
 // The Hopper forward (cuda/flash_lora_wgmma.cu): whether it takes these arguments on a device of
-// compute capability cc (sm_90a binary, 16-bit, D 64 or 128, ranks ≤ 64 and multiples of 8, no
-// split-KV, TMA-aligned caches), and its launch (notes its plan).
+// compute capability cc (sm_90a binary, 16-bit, D 64 or 128, ranks ≤ 64 and multiples of 8,
+// TMA-aligned caches), and its launch (every key tile per CTA: no split-KV; notes its plan).
 bool wgmma_covers(const FwdArgs& a, DType dtype, int cc);
 void run_wgmma(const FwdArgs& a, DType dtype, int device, cudaStream_t st);
 

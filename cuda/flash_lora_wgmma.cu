@@ -42,7 +42,6 @@
 // (nvcc 13): 168 registers at D = 128 (the cap of 384 threads), 112-135 at D = 64, no spills.
 #include <algorithm>
 #include <cstring>
-#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -392,30 +391,6 @@ __global__ void __launch_bounds__(kThreadsWg) flash_lora_wgmma_kernel(const __gr
 #endif
 }
 
-namespace {
-
-// A map of 16-bit elements over dims (innermost first; byte strides of the outer ones), boxes of
-// `box` elements per dim (64 innermost: one 128-byte swizzled row), zeros out of bounds.
-ptx::TensorMap tensor_map(const void* base, std::initializer_list<long long> dims, std::initializer_list<long long> strides,
-                          std::initializer_list<uint32_t> box) {
-  uint64_t d[5], st[4];
-  uint32_t b[5];
-  const uint32_t rank = static_cast<uint32_t>(dims.size());
-  int i = 0;
-  for (long long v : dims) d[i++] = static_cast<uint64_t>(v);
-  i = 0;
-  for (long long v : strides) st[i++] = static_cast<uint64_t>(v) * 2;
-  i = 0;
-  for (uint32_t v : box) b[i++] = v;
-  ptx::TensorMap map;
-  const char* why = "";
-  if (ptx::tensor_map_encode_tiled(&map, 2, rank, base, d, st, b, ptx::kTmaSwizzle128B, ptx::kTmaOobFillZero, &why) != 0)
-    throw Error(ErrorCode::Cuda, std::string("attention.flashLora (cuda): a TMA tensor map was refused: ") + why);
-  return map;
-}
-
-}  // namespace
-
 bool wgmma_covers(const FwdArgs& a, DType dtype, int cc) {
   if (!wgmma_device(cc) || (dtype != DType::BFloat16 && dtype != DType::Float16)) return false;
   if (a.head_dim != 64 && a.head_dim != 128) return false;
@@ -430,14 +405,18 @@ bool wgmma_covers(const FwdArgs& a, DType dtype, int cc) {
   return true;
 }
 
-void run_wgmma(const FwdArgs& a, DType dtype, int device, cudaStream_t st) {
+void run_wgmma(const FwdArgs& given, DType dtype, int device, cudaStream_t st) {
+  FwdArgs a = given;
+  a.splits = 1;  // one CTA walks every key tile of its rows (no split-KV)
+  a.tiles_per_split = static_cast<int>(ceil_div<long long>(a.sk, kBN));
   const int hk = a.hq / a.group;
   WgmmaMaps maps{};
   // K, V [B, Sk, Hk, D]: boxes of 64 d × 1 head × 64 keys; the low-rank caches [B, Sk, r]: 64 ranks × 64 keys.
-  maps.k = tensor_map(a.k, {a.head_dim, hk, a.sk, a.batch}, {a.k_h, a.k_s, a.k_b}, {64, 1, kBN, 1});
-  maps.v = tensor_map(a.v, {a.head_dim, hk, a.sk, a.batch}, {a.v_h, a.v_s, a.v_b}, {64, 1, kBN, 1});
-  if (a.rk) maps.kr = tensor_map(a.kr, {a.rk, a.sk, a.batch}, {a.kr_s, a.kr_b}, {kRankBox, kBN, 1});
-  if (a.rv) maps.vr = tensor_map(a.vr, {a.rv, a.sk, a.batch}, {a.vr_s, a.vr_b}, {kRankBox, kBN, 1});
+  constexpr const char* op = "attention.flashLora";
+  maps.k = tma_map_16bit(op, a.k, {a.head_dim, hk, a.sk, a.batch}, {a.k_h, a.k_s, a.k_b}, {64, 1, kBN, 1});
+  maps.v = tma_map_16bit(op, a.v, {a.head_dim, hk, a.sk, a.batch}, {a.v_h, a.v_s, a.v_b}, {64, 1, kBN, 1});
+  if (a.rk) maps.kr = tma_map_16bit(op, a.kr, {a.rk, a.sk, a.batch}, {a.kr_s, a.kr_b}, {kRankBox, kBN, 1});
+  if (a.rv) maps.vr = tma_map_16bit(op, a.vr, {a.rv, a.sk, a.batch}, {a.vr_s, a.vr_b}, {kRankBox, kBN, 1});
   const long long rows = static_cast<long long>(a.sq) * a.group;
   const dim3 grid(static_cast<unsigned>(ceil_div<long long>(rows, kBM)), static_cast<unsigned>(hk), static_cast<unsigned>(a.batch));
   const int rb = std::max(a.rk, a.rv) <= 16 ? 16 : 64;

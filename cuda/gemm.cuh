@@ -138,6 +138,4 @@ const char* preferred_mainloop(int cc);
 // wgmma does not cover may split it so that its big GEMM does).
 bool runs_on_wgmma(const Problem& p, int device);
 
-
-
 }  // namespace lk::cuda_ops::gemm

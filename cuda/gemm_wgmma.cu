@@ -187,13 +187,7 @@ ptx::TensorMap tensor_map(const Problem& pr, const void* base, long long inner, 
     const Entry& e = cache[i];
     if (e.base == base && e.inner == inner && e.outer == outer && e.stride == stride && e.box_outer == box_outer) return e.map;
   }
-  const uint64_t dims[2] = {static_cast<uint64_t>(inner), static_cast<uint64_t>(outer)};
-  const uint64_t strides[1] = {static_cast<uint64_t>(stride) * 2};
-  const uint32_t box[2] = {64, box_outer};
-  Entry e{base, inner, outer, stride, box_outer, {}};
-  const char* why = "";
-  if (ptx::tensor_map_encode_tiled(&e.map, 2, 2, base, dims, strides, box, ptx::kTmaSwizzle128B, ptx::kTmaOobFillZero, &why) != 0)
-    throw Error(ErrorCode::Cuda, std::string(pr.what) + " (cuda): a TMA tensor map was refused: " + why);
+  const Entry e{base, inner, outer, stride, box_outer, tma_map_16bit(pr.what, base, {inner, outer}, {stride}, {64, box_outer})};
   cache[next] = e;
   next = (next + 1) % 64;
   used = used < 64 ? used + 1 : 64;

@@ -622,6 +622,21 @@ void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
 DeviceScratch::DeviceScratch(int device, size_t bytes) : device_(device), ptr_(gpu::alloc(device, bytes)) {}
 DeviceScratch::~DeviceScratch() { gpu::release(device_, ptr_); }
 
+ptx::TensorMap tma_map_16bit(const char* what, const void* base, std::initializer_list<long long> dims,
+                             std::initializer_list<long long> strides, std::initializer_list<uint32_t> box) {
+  uint64_t d[5] = {}, st[4] = {};
+  uint32_t b[5] = {};
+  std::copy(dims.begin(), dims.end(), d);
+  std::transform(strides.begin(), strides.end(), st, [](long long v) { return static_cast<uint64_t>(v) * 2; });
+  std::copy(box.begin(), box.end(), b);
+  ptx::TensorMap map;
+  const char* why = "";
+  if (ptx::tensor_map_encode_tiled(&map, 2, static_cast<uint32_t>(dims.size()), base, d, st, b, ptx::kTmaSwizzle128B,
+                                   ptx::kTmaOobFillZero, &why) != 0)
+    throw Error(ErrorCode::Cuda, std::string(what) + " (cuda): a TMA tensor map was refused: " + why);
+  return map;
+}
+
 }  // namespace lk::cuda_ops
 
 namespace lk::gpu {
