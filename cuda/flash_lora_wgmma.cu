@@ -20,8 +20,9 @@
 //     C layout, so the masks and row reductions are FA2's) runs while that P·V is on the tensor
 //     cores (FA3's intra-warpgroup pipelining); P_j goes in the dtype to a 128B-swizzled tile
 //     (double-buffered: one warpgroup barrier per tile); wait_group 0, O rescaled, the previous
-//     stage back to the producer. The two consumers run unsynchronized, so one's softmax also
-//     overlaps the other's tensor-core work (FA3's ping-pong without its named-barrier turns).
+//     stage back to the producer. The consumers issue their products in turns (FA3's ping-pong:
+//     named barriers 1 and 2), so one's softmax runs while the other's S and P·V occupy the
+//     tensor cores.
 //   * finish: out = O/l + (O_r/l)_hi·v_lora_b + (O_r/l)_lo·v_lora_b (one more wgmma, O_r/l through
 //     the Qr tile), lse = (m + log2 l)·ln 2; a row that saw no key: 0 and −∞.
 // Descriptors (128B swizzle: rows of 128 bytes, 8-row atoms of 1 KiB; SBO 1024), as in the GEMM's
@@ -79,6 +80,10 @@ struct WgmmaMaps {
 
 #if defined(SIMT_DEVICE_PATH) && defined(LK_WGMMA_MAINLOOP)
 namespace {
+
+// Named barriers 1 and 2: the consumers' turns (0 is __syncthreads()'s). The id is the consumer's,
+// known at run time, so ptxas reserves all 16 of the CTA's barriers (one CTA per SM here anyway).
+constexpr uint32_t kTurnBarrier = 1;
 
 // Byte offset of 16-byte chunk `chunk` (0 … 7) of row r in a 128B-swizzled tile of 128-byte rows.
 __device__ __forceinline__ int swizzled(int r, int chunk) { return r * 128 + ((chunk ^ (r & 7)) << 4); }
@@ -270,17 +275,16 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
   const int rho0 = w.row0 + 64 * c + 16 * warp + lane / 4;
   const int lim[2] = {key_limit(a, w, rho0), key_limit(a, w, rho0 + 8)};
 
-  // S_j = Q·Kᵀ (+ Qr·k_low_rankᵀ, hi then lo) once tile j has landed; issued and committed.
+  const auto wait_tile = [&](int j) { ptx::mbarrier_wait_parity(&full[j % kStages], (j / kStages) & 1); };
+  // S_j = Q·Kᵀ (+ Qr·k_low_rankᵀ, hi then lo), tile j landed; issued and committed.
   const auto issue_s = [&](int j) {
     const unsigned char* stage = smem + L::STAGE0 + (j % kStages) * L::STAGE_BYTES;
-    ptx::mbarrier_wait_parity(&full[j % kStages], (j / kStages) & 1);
     q_times<E, kBN, D>(s, q_tile, stage + L::K_OFF);
     if constexpr (LowRank) mma_split<E, kBN, false, KR>(s, qr_hi, qr_lo, [&](int ks) { return k_major(stage + L::KR_OFF + 32 * ks); });
     ptx::wgmma_commit_group();
   };
-  // O += P_j·V_j, O_r += P_j·v_low_rank_j, issued once every warp of the warpgroup wrote P_j.
+  // O += P_j·V_j, O_r += P_j·v_low_rank_j, issued (every warp of the warpgroup wrote P_j).
   const auto issue_pv = [&](int j) {
-    wg.sync(lane);
     const unsigned char* stage = smem + L::STAGE0 + (j % kStages) * L::STAGE_BYTES;
     const unsigned char* p_tile = smem + L::P + (j & 1) * kBM * 128 + c * 64 * 128;
     ptx::wgmma_fence_operand(o);
@@ -336,15 +340,34 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
   // that P·V is on the tensor cores (wait_group 1 retires S_j only); O is rescaled once it retired,
   // and stage j - 1 goes back to the producer. The loop's wgmmas are unconditional (the first
   // tile's S and the last tile's P·V are peeled).
+  //
+  // Ping-pong between the consumers: each issues its tile's products in its turn (named barrier
+  // kTurnBarrier + c, both warpgroups' 256 threads: its own sync, the other's arrive), so the
+  // tensor cores run one consumer's S and P·V while the other one's softmax is on the ALUs. Both
+  // walk the CTA's `tiles` and take tiles + 1 turns, consumer 0 first (consumer 1 opens its first
+  // turn); consumer 1's last turn opens none.
+  const auto turn_begin = [&] { ptx::named_barrier_sync(kTurnBarrier + c, 256); };
+  int turns_left = tiles + 1;
+  const auto turn_end = [&] {
+    if (--turns_left > 0 || c == 0) ptx::named_barrier_arrive(kTurnBarrier + 1 - c, 256);
+  };
+  if (c == 1 && tiles > 0) ptx::named_barrier_arrive(kTurnBarrier, 256);
   float alpha[2];
   if (tiles > 0) {
+    wait_tile(0);
+    turn_begin();
     issue_s(0);
+    turn_end();
     ptx::wgmma_wait_group<0>();
     softmax_tile(0, alpha);
   }
   for (int j = 1; j < tiles; ++j) {
+    wait_tile(j);
+    wg.sync(lane);  // P_{j-1} written by every warp
+    turn_begin();
     issue_s(j);
     issue_pv(j - 1);
+    turn_end();
     ptx::wgmma_wait_group<1>();  // S_j
     softmax_tile(j, alpha);
     ptx::wgmma_wait_group<0>();  // P_{j-1}·V_{j-1}
@@ -352,7 +375,12 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
     __syncwarp();
     if (lane == 0) ptx::mbarrier_arrive(&empty[(j - 1) % kStages]);
   }
-  if (tiles > 0) issue_pv(tiles - 1);
+  if (tiles > 0) {
+    wg.sync(lane);
+    turn_begin();
+    issue_pv(tiles - 1);
+    turn_end();
+  }
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operand(o);
   ptx::wgmma_fence_operand(orr);

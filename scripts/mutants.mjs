@@ -1,21 +1,24 @@
 // `npm run test:mutants`: shows that the emulated-CUDA oracle has teeth.
 //
-// Makes mutated COPIES of the GEMM engine's kernels, cuda/gemm_kernels.cuh and the Hopper mainloop
-// cuda/gemm_wgmma.cu (the real files are only read), in build-mutants/<id>/: a removed cp.async
+// Makes mutated COPIES of the GEMM engine's kernels, cuda/gemm_kernels.cuh, the Hopper mainloop
+// cuda/gemm_wgmma.cu and the Hopper attention cuda/flash_lora_wgmma.cu (the real files are only
+// read), in build-mutants/<id>/: a removed cp.async
 // wait, wrong pipeline stage indices, off-by-one edge predicates, removed barriers, an unswizzled
 // shared-memory write, the dropout mask applied one k-tile late, an epilogue that writes one row too
 // many, and on the dequantizing B operand a wait that misses the k-tile dequantized ahead, the wrong
 // NF4 block's absmax, an over-reading K edge and swapped code bytes; on the wgmma mainloop a dropped
 // wait on the stage's `full` mbarrier, a wait on the wrong phase bit and a B descriptor with the
-// wrong swizzle mode (these run the oracle as an sm_90, SIMT_EMU_CC=9.0, whose cases reach that
-// mainloop; the original runs both ways). Each mutant recompiles the one translation unit that holds
+// wrong swizzle mode; on the wgmma attention the same three (its MN-major descriptors) and a
+// consumer that passes the ping-pong turn to itself (these run the oracle as an sm_90,
+// SIMT_EMU_CC=9.0, whose cases reach those kernels; the original runs both ways). Each mutant recompiles the one translation unit that holds
 // the mutated code (a copy of cuda/gemm_mma_bf16.cu, gemm_fma_f32.cu, gemm_mma_quant_bf16.cu or
 // gemm_fma_quant.cu next to the copied header, so that its #include "gemm_kernels.cuh" finds the
-// mutant; or the mutated gemm_wgmma.cu itself), by g++ against csrc/simt with ASan + UBSan, and
-// links it with the other CUDA sources (compiled once) and the standalone driver
-// test/simt/engine_oracle.cpp (lora.forward, lora.backward, DoRA's norms, per-tile segment lists and
-// NF4 / ternary B operands on odd shapes that reach every tile, layout and split-K path with
-// SIMT_EMU_WORKERS=2, compared with float64 references). Every variant runs once per SIMT_EMU_SCHED
+// mutant; or the mutated gemm_wgmma.cu / flash_lora_wgmma.cu itself), by g++ against csrc/simt
+// with ASan + UBSan, and links it with the other CUDA sources (compiled once) and the standalone
+// driver test/simt/engine_oracle.cpp (lora.forward, lora.backward, DoRA's norms, per-tile segment
+// lists and NF4 / ternary B operands on odd shapes that reach every tile, layout and split-K path
+// with SIMT_EMU_WORKERS=2, and as an sm_90 the Hopper GEMM cases and the attention forward,
+// compared with float64 references). Every variant runs once per SIMT_EMU_SCHED
 // (forward, reverse, shuffle). A mutant is KILLED when at least one run fails (wrong results, a
 // sanitizer report, an emulator abort); the unmutated build must pass every run. Prints a table;
 // exits non-zero if the original fails or any mutant survives.
@@ -33,11 +36,15 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SOURCE = 'cuda/gemm_kernels.cuh';
 const WGMMA = 'cuda/gemm_wgmma.cu';
+const FLASH = 'cuda/flash_lora_wgmma.cu';
 const DRIVER = 'test/simt/engine_oracle.cpp';
 // The CUDA sources the driver links: every op the oracle calls, not lora_multi.cu (its host code
 // needs the CPU kernels' adapter grouping, and the oracle builds per-tile segment lists itself) and
-// not the attention kernels (their own kernels, not the engine's; ~1 min of ASan compiling).
-const NOT_LINKED = new Set(['lora_multi.cu', 'flash_lora.cu', 'flash_lora_backward.cu', 'flash_lora_wgmma.cu']);
+// not the attention backward. flash_lora.cu is linked for its host dispatcher alone (the oracle's
+// attention cases are prefill-sized: they go to flash_lora_wgmma.cu), so it is compiled without
+// sanitizers at -O0: its FA2 kernels would take 3.5 min of ASan -O1 compiling and never run here.
+const NOT_LINKED = new Set(['lora_multi.cu', 'flash_lora_backward.cu']);
+const DISPATCH_ONLY = new Set(['flash_lora.cu']);
 const CUDA_SOURCES = readdirSync(join(root, 'cuda')).filter((f) => f.endsWith('.cu') && !NOT_LINKED.has(f)).sort();
 const OUT = join(root, 'build-mutants');
 const SCHEDULES = ['forward', 'reverse', 'shuffle'];
@@ -177,6 +184,34 @@ const MUTANTS = [
     source: WGMMA, tu: 'gemm_wgmma.cu', cc: '9.0',
   },
   {
+    id: 'flash-full-wait',
+    what: 'wgmma attention: the consumers no longer wait on a key tile\'s `full` mbarrier (S reads K before its TMA lands)',
+    anchor: /const auto wait_tile = \[&\]\(int j\) \{ ptx::mbarrier_wait_parity\(&full\[j % kStages\], \(j \/ kStages\) & 1\); \};/,
+    replace: 'const auto wait_tile = [&](int) {};',
+    source: FLASH, tu: 'flash_lora_wgmma.cu', cc: '9.0',
+  },
+  {
+    id: 'flash-phase',
+    what: 'wgmma attention: the consumers wait on the wrong phase bit of a key tile\'s `full` mbarrier',
+    anchor: /ptx::mbarrier_wait_parity\(&full\[j % kStages\], \(j \/ kStages\) & 1\)/,
+    replace: 'ptx::mbarrier_wait_parity(&full[j % kStages], (j / kStages + 1) & 1)',
+    source: FLASH, tu: 'flash_lora_wgmma.cu', cc: '9.0',
+  },
+  {
+    id: 'flash-swizzle',
+    what: 'wgmma attention: the MN-major descriptors (V, v_low_rank, v_lora_b) say 64B swizzle, the tiles are 128B',
+    anchor: /ptx::make_wgmma_desc\(tile, kRankBox \* 128, 1024, 1\)/,
+    replace: 'ptx::make_wgmma_desc(tile, kRankBox * 128, 1024, 2)',
+    source: FLASH, tu: 'flash_lora_wgmma.cu', cc: '9.0',
+  },
+  {
+    id: 'flash-turn',
+    what: 'wgmma attention: a consumer ends its turn by arriving on its own named barrier instead of the other\'s',
+    anchor: /ptx::named_barrier_arrive\(kTurnBarrier \+ 1 - c, 256\)/,
+    replace: 'ptx::named_barrier_arrive(kTurnBarrier + c, 256)',
+    source: FLASH, tu: 'flash_lora_wgmma.cu', cc: '9.0',
+  },
+  {
     id: 'epilogue-row',
     what: 'store epilogue: row guard `row >= m` → `row > m` (writes row m)',
     anchor: /if \(row >= m \|\| col >= n\) return;/,
@@ -218,6 +253,8 @@ const CXX = process.env.CXX || 'g++';
 const FLAGS = ['-std=c++17', '-O1', '-g', '-fno-omit-frame-pointer', '-fsanitize=address,undefined',
   '-fno-sanitize-recover=all', '-Wno-unknown-pragmas', '-pthread',
   `-I${join(root, 'csrc')}`, `-I${join(root, 'cuda')}`, ...cudaIncludes()];
+const DISPATCH_FLAGS = ['-std=c++17', '-O0', '-g0', '-Wno-unknown-pragmas', '-pthread',
+  `-I${join(root, 'csrc')}`, `-I${join(root, 'cuda')}`, ...cudaIncludes()];
 const LIBS = ['-lboost_context', '-pthread'];
 
 function compile(argv, label) {
@@ -244,7 +281,7 @@ async function pool(jobs, width) {
 }
 
 // ---- make the copies ------------------------------------------------------------------------------
-const originals = new Map([SOURCE, WGMMA].map((f) => [f, readFileSync(join(root, f), 'utf8')]));
+const originals = new Map([SOURCE, WGMMA, FLASH].map((f) => [f, readFileSync(join(root, f), 'utf8')]));
 const variants = [
   { id: '(original)', what: 'the engine unchanged' },
   { id: '(original sm_90)', what: 'the engine unchanged, as an sm_90 (SIMT_EMU_CC=9.0)', cc: '9.0' },
@@ -268,7 +305,10 @@ const width = availableParallelism();
 const object = (name) => join(OUT, 'common', `${basename(name)}.o`);
 mkdirSync(join(OUT, 'common'), { recursive: true });
 const jobs = [() => compile([...FLAGS, '-c', join(root, DRIVER), '-o', object(DRIVER)], 'driver')];
-for (const cu of CUDA_SOURCES) jobs.push(() => compile([...FLAGS, '-x', 'c++', '-c', join(root, 'cuda', cu), '-o', object(cu)], cu));
+for (const cu of CUDA_SOURCES) {
+  const flags = DISPATCH_ONLY.has(cu) ? DISPATCH_FLAGS : FLAGS;
+  jobs.push(() => compile([...flags, '-x', 'c++', '-c', join(root, 'cuda', cu), '-o', object(cu)], cu));
+}
 const isOriginal = (v) => v.id.startsWith('(original');
 for (const v of variants.filter((x) => !isOriginal(x))) {
   const dir = join(OUT, v.id);

@@ -175,7 +175,7 @@ struct TrapExit {};
 // ---- per-launch / per-block state
 struct WarpState;
 using WarpOp = void (*)(WarpState&, uint32_t lanes);
-enum ThreadState : uint8_t { kRunnable, kAtBarrier, kAtWarpOp, kAtMbarrier, kExited };
+enum ThreadState : uint8_t { kRunnable, kAtBarrier, kAtWarpOp, kAtMbarrier, kAtNamedBarrier, kExited };
 
 // One cp.async (simt_ptx.h) issued by a CUDA thread and not yet written to shared memory.
 struct AsyncCopy {
@@ -206,6 +206,12 @@ struct BulkCopy {
   std::vector<unsigned char> bytes;  // the destination image, built at issue (swizzle and zero fill applied)
 };
 
+// One of a block's 16 hardware barriers used by count (bar.sync / bar.arrive id, n; simt_hopper.h):
+// a generation completes when n threads arrived in it.
+struct NamedBarrier {
+  uint32_t expected = 0, arrived = 0, generation = 0;
+};
+
 struct Thread {
   uint3 tid;
   int lane = 0, warp = 0;
@@ -213,7 +219,7 @@ struct Thread {
   std::vector<AsyncCopy> async_copies;  // pending cp.async copies, in issue (= group) order
   uint32_t async_commits = 0;           // cp.async.commit_group count; copies of group == this are uncommitted
   // sm_90 state (simt_hopper.h)
-  const void* mbar_wait = nullptr;      // the mbarrier this thread blocks on (state kAtMbarrier)
+  const void* mbar_wait = nullptr;      // the mbarrier (state kAtMbarrier) or NamedBarrier (kAtNamedBarrier) it blocks on
   uint32_t mbar_spins = 0;              // consecutive failed mbarrier.test_wait probes
   std::vector<WgmmaPending> wgmma;      // issued, not yet retired by wgmma.wait_group
   uint32_t wgmma_commits = 0;
@@ -335,6 +341,7 @@ struct Block {
   std::vector<unsigned char> dsmem_storage;
   unsigned char* dsmem = nullptr;
   std::vector<BulkCopy> bulk;  // pending TMA / bulk copies (simt_hopper.h); dropped with the block
+  NamedBarrier named[16];      // bar.sync / bar.arrive by id (0 stays __syncthreads()'s)
   std::vector<unsigned> order;
   unsigned live = 0, barrier_arrived = 0;
   const char* barrier_file = nullptr;
@@ -431,6 +438,7 @@ inline void run_block(Block& B) {
   B.barrier_arrived = 0;
   B.barrier_file = nullptr;
   B.bulk.clear();
+  for (NamedBarrier& nb : B.named) nb = NamedBarrier{};
   if (L.smem) std::memset(B.dsmem, 0xff, L.smem);  // poison: reads before writes give NaN / -1
   for (unsigned w = 0; w < L.nwarps; ++w) {
     WarpState& W = B.warps[w];
@@ -468,17 +476,19 @@ inline void run_block(Block& B) {
       }
     if (!progressed && land_for_blocked_waiters && land_for_blocked_waiters()) continue;
     if (!progressed) {
-      unsigned at_barrier = 0, at_warp = 0, at_mbar = 0;
+      unsigned at_barrier = 0, at_warp = 0, at_mbar = 0, at_named = 0;
       for (auto& t : B.threads) {
         at_barrier += t.state == kAtBarrier;
         at_warp += t.state == kAtWarpOp;
         at_mbar += t.state == kAtMbarrier;
+        at_named += t.state == kAtNamedBarrier;
       }
       std::fprintf(stderr,
                    "simt_emu: DEADLOCK in block (%u,%u,%u): %u threads wait in __syncthreads() (%s:%d), %u in warp "
-                   "collectives, %u on an mbarrier phase that never completes, %u exited\n",
+                   "collectives, %u on an mbarrier phase that never completes, %u in a named barrier (bar.sync) "
+                   "short of its thread count, %u exited\n",
                    blockIdx.x, blockIdx.y, blockIdx.z, at_barrier, B.barrier_file ? B.barrier_file : "?",
-                   B.barrier_line, at_warp, at_mbar, L.nthreads - B.live);
+                   B.barrier_line, at_warp, at_mbar, at_named, L.nthreads - B.live);
       std::fflush(stderr);
       std::abort();
     }
@@ -622,6 +632,7 @@ inline void execute(const Launch& L) {
         if (i == 0) {
           if (L.smem) std::memset(B.dsmem, 0xff, L.smem);
           B.bulk.clear();
+          for (NamedBarrier& nb : B.named) nb = NamedBarrier{};
         }
         block_done.arrive_and_wait();
         t.reset_async();

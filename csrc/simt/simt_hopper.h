@@ -1,7 +1,9 @@
 // simt_hopper.h — the sm_90 asynchronous data path: mbarrier, TMA (cp.async.bulk.tensor 1-5-D and
 // cp.async.bulk global → shared with mbarrier::complete_tx), fence.proxy.async and
-// wgmma.mma_async (m64nNk16, bf16 / f16 → f32, both operands from shared-memory descriptors), one
-// wrapper per instruction with its emulated twin, like simt_ptx.h (which includes this at its end).
+// wgmma.mma_async (m64nNk16, bf16 / f16 → f32, both operands from shared-memory descriptors), and
+// the named barriers warp-specialized kernels order their warpgroups with (bar.sync / bar.arrive
+// by id and count: any arch, here for the wait machinery they share with mbarrier), one wrapper
+// per instruction with its emulated twin, like simt_ptx.h (which includes this at its end).
 //
 //   nvcc device pass    → inline PTX: mbarrier / TMA on sm_90+, wgmma only with sm_90a (where
 //                         __CUDA_ARCH_FEAT_SM90_ALL is defined); elsewhere the body traps.
@@ -23,6 +25,9 @@
 //     changes; a wait that can never complete is reported as DEADLOCK ("… on an mbarrier phase that
 //     never completes"). test_wait never blocks; a spin on it that fails 2^22 times in a row dies.
 //     The barrier's word holds magic bits: using one before mbarrier.init (0xff poison or zeros) dies.
+//   * named barriers (ids 1-15): bar.sync blocks until its generation has the named number of
+//     arrivals (bar.sync and bar.arrive both count, per thread; a multiple of 32), bar.arrive never
+//     blocks; a sync that can never complete is reported as DEADLOCK ("… in a named barrier").
 //   * TMA / bulk copies read the global source when issued (an out-of-bounds read is an ASan report
 //     on the issuing line) and build the destination image then (box element order, the swizzle
 //     XOR on the shared address, zeros outside the tensor, negative coordinates included), but the
@@ -331,6 +336,56 @@ inline void mbarrier_wait_parity(uint64_t* bar, uint32_t parity) {
   while (!mbarrier_try_wait_parity(bar, parity)) {
   }
 }
+
+// ------------------------------------------------------------------------------ named barriers
+// bar.sync id, n / bar.arrive id, n (barrier.sync.aligned / barrier.arrive.aligned): one of the
+// block's hardware barriers, completing when n threads (a multiple of 32) arrived in it; sync
+// waits for that, arrive does not. Warp-specialized kernels order warpgroups with them (a consumer
+// waits for its turn, the other one's arrive gives it). Barrier 0 is __syncthreads()'s (its use by
+// count is not modelled: dies). A generation's arrivals must all name the same n; arrivals past n
+// start the next generation, as on a GPU. Exited threads do not count (a sync short of its n is
+// reported as a DEADLOCK).
+namespace hopper {
+inline void named_barrier(uint32_t id, uint32_t nthreads, bool wait, const char* op) {
+  if (!simt::cur) simt::die(op, "called outside a kernel", 0);
+  if (id < 1 || id > 15) simt::die(op, ": the barrier id must be 1..15 here (0 is __syncthreads()'s); got", id);
+  if (nthreads < 32 || nthreads % 32 || nthreads > simt::blk->L->nthreads)
+    simt::die(op, ": the thread count must be a multiple of 32 up to the block's size; got", nthreads);
+  auto g = lock();
+  simt::NamedBarrier& nb = simt::blk->named[id];
+  if (nb.arrived == 0) nb.expected = nthreads;
+  else if (nb.expected != nthreads) simt::die(op, ": arrivals in one generation name different thread counts; this one", nthreads);
+  const uint32_t generation = nb.generation;  // a waiter goes on once it moved
+  if (++nb.arrived == nb.expected) {
+    nb.arrived = 0;
+    ++nb.generation;
+#if defined(SIMT_EMU_BACKEND_THREADS)
+    cv().notify_all();
+#else
+    for (unsigned i = 0; i < simt::blk->L->nthreads; ++i) {
+      simt::Thread& t = simt::blk->threads[i];
+      if (t.state == simt::kAtNamedBarrier && t.mbar_wait == &nb) {
+        t.state = simt::kRunnable;
+        t.mbar_wait = nullptr;
+      }
+    }
+#endif
+    return;
+  }
+  if (!wait) return;
+#if defined(SIMT_EMU_BACKEND_THREADS)
+  if (!cv().wait_for(g, std::chrono::seconds(20), [&] { return nb.generation != generation; }))
+    simt::die(op, ": the barrier did not complete in 20 s (DEADLOCK: in a named barrier (bar.sync) short of its thread count?); id", id);
+#else
+  simt::cur->state = simt::kAtNamedBarrier;  // runnable again when the generation completes
+  simt::cur->mbar_wait = &nb;
+  simt::yield_to_scheduler();
+  if (nb.generation == generation) simt::die(op, ": resumed before its generation completed; id", id);
+#endif
+}
+}  // namespace hopper
+inline void named_barrier_sync(uint32_t id, uint32_t nthreads) { hopper::named_barrier(id, nthreads, true, "ptx::named_barrier_sync"); }
+inline void named_barrier_arrive(uint32_t id, uint32_t nthreads) { hopper::named_barrier(id, nthreads, false, "ptx::named_barrier_arrive"); }
 
 // ------------------------------------------------------------------------------ TMA
 // What cuTensorMapEncodeTiled encodes (interleave none, element strides 1, L2 promotion and
@@ -735,6 +790,22 @@ SIMT_HOPPER_FN bool mbarrier_test_wait(uint64_t* bar, uint64_t state) {
 SIMT_HOPPER_FN void mbarrier_wait_parity(uint64_t* bar, uint32_t parity) {
   while (!mbarrier_try_wait_parity(bar, parity)) {
   }
+}
+
+// ---- named barriers (any arch): barrier.sync / barrier.arrive by id and thread count
+SIMT_HOPPER_FN void named_barrier_sync(uint32_t id, uint32_t nthreads) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("barrier.sync.aligned %0, %1;\n" ::"r"(id), "r"(nthreads) : "memory");
+#else
+  simt_trap();
+#endif
+}
+SIMT_HOPPER_FN void named_barrier_arrive(uint32_t id, uint32_t nthreads) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("barrier.arrive.aligned %0, %1;\n" ::"r"(id), "r"(nthreads) : "memory");
+#else
+  simt_trap();
+#endif
 }
 
 // ---- TMA

@@ -3,7 +3,7 @@
 // scripts/mutants.mjs compiles this file with g++ together with cuda/*.cu against csrc/simt, once
 // with the real engine and once per mutant of it (cuda/gemm_kernels.cuh copied and changed), and
 // runs it once per SIMT_EMU_SCHED. Every case goes through the ops' CUDA entries (lora_forward,
-// lora_backward, dora_norms) or gemm::run itself (per-tile segment lists, a quantized B), and is
+// lora_backward, dora_norms, flash_lora_forward) or gemm::run itself (per-tile segment lists, a quantized B), and is
 // compared with a float64 reference on the same dtype-rounded inputs; outputs are poisoned with NaN
 // first and row padding must stay untouched. Exit status: 0 all cases match, 1 a mismatch, 2 an lk::Error.
 //
@@ -16,7 +16,9 @@
 // With SIMT_EMU_CC=9.0 it runs the Hopper cases instead: the wgmma mainloop (cuda/gemm_wgmma.cu) on
 // both of its tiles (128×256, 4 stages; 128×128, 6 stages) with more k-tiles than stages (every
 // stage is refilled), the hi + lo low-rank segment, and an MN-major B (gradInput, with and without
-// the dropout mask between its segments).
+// the dropout mask between its segments); and Flash-LoRA-Attention's forward on its wgmma kernel
+// (cuda/flash_lora_wgmma.cu: D 64 and 128, RB 16 and 64, causal, a sequence without adapter,
+// partial last key tile, more key tiles than stages, one and two consumers' rows).
 //
 // Build by hand (scripts/mutants.mjs adds ASan + UBSan and -O1):
 //   g++ -std=c++17 -Icsrc -Icuda -isystem /usr/local/cuda/include -Wno-unknown-pragmas
@@ -35,6 +37,7 @@
 #include "common.cuh"
 #include "core/status.h"
 #include "dora.cuh"
+#include "flash_lora.cuh"
 #include "formats/nf4.h"
 #include "formats/ternary.h"
 #include "gemm.cuh"
@@ -566,6 +569,93 @@ long long quant_case(const QuantCase& c) {
   });
 }
 
+
+// ---- Flash-LoRA-Attention forward, the Hopper kernel -------------------------------------------------
+// q [B, Sq, Hq, D], caches [B, Sk, Hk, D], low-rank caches [B, Sk, r] and B factors [L = 1, Hk, r, D],
+// all contiguous; sequence 1 has no adapter (id −1). out and lse against the float64 definition of
+// csrc/ops/flash_lora.h: P and the low-rank products run in the dtype, so the tolerance is a few
+// 16-bit roundings of Σ P·|v| (out) and float32 accumulation (lse).
+struct FlashCase {
+  const char* name;
+  DType dtype;
+  long long batch, sq, sk, hq, hk, d, rk, rv;
+  bool causal;
+};
+
+long long flash_case(const FlashCase& c) {
+  const DType d = c.dtype;
+  const long long G = c.hq / c.hk, D = c.d;
+  const auto small = [] { return 0.25 * uniform(); };
+  Mat q = random_mat(d, c.batch * c.sq * c.hq, D), kb = random_mat(d, c.batch * c.sk * c.hk, D), vb = random_mat(d, c.batch * c.sk * c.hk, D);
+  Mat kr = make(d, c.batch * c.sk, c.rk, 0, small), vr = make(d, c.batch * c.sk, c.rv, 0, small);
+  Mat klb = make(d, c.hk * c.rk, D, 0, small), vlb = make(d, c.hk * c.rv, D, 0, small);
+  Mat out = poisoned(d, c.batch * c.sq * c.hq, D), lse = poisoned(DType::Float32, c.batch * c.hq, c.sq);
+  std::vector<int32_t> ids(static_cast<size_t>(c.batch));
+  for (long long b = 0; b < c.batch; ++b) ids[static_cast<size_t>(b)] = b % 2 ? -1 : 0;
+  void* ids_dev = device_copy(ids.data(), ids.size() * sizeof(int32_t));
+  lk::FlashLoraParams p;
+  p.dtype = d;
+  p.batch = c.batch, p.seq_q = c.sq, p.seq_k = c.sk, p.heads_q = c.hq, p.heads_k = c.hk, p.head_dim = D;
+  p.causal = c.causal;
+  p.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  p.q = {q.dev, c.sq * c.hq * D, c.hq * D, D};
+  p.k_base = {kb.dev, c.sk * c.hk * D, c.hk * D, D};
+  p.v_base = {vb.dev, c.sk * c.hk * D, c.hk * D, D};
+  p.k_rank = c.rk, p.k_low_rank = {kr.dev, c.sk * c.rk, c.rk, 0}, p.k_lora_b = c.rk ? klb.dev : nullptr;
+  p.v_rank = c.rv, p.v_low_rank = {vr.dev, c.sk * c.rv, c.rv, 0}, p.v_lora_b = c.rv ? vlb.dev : nullptr;
+  p.adapter_ids = static_cast<const int32_t*>(ids_dev);
+  p.out = {out.dev, c.sq * c.hq * D, c.hq * D, D};
+  p.lse = static_cast<float*>(lse.dev);
+  try {
+    lk::cuda_ops::flash_lora_forward(p, 0);
+  } catch (const lk::Error& e) {
+    lk_error(c.name, e);
+  }
+  std::vector<double> ref(static_cast<size_t>(out.rows * D)), mag(ref.size()), ref_lse(static_cast<size_t>(lse.rows * c.sq));
+  std::vector<double> key(static_cast<size_t>(c.sk * D)), value(key.size()), score(static_cast<size_t>(c.sk));
+  for (long long b = 0; b < c.batch; ++b)
+    for (long long g = 0; g < c.hk; ++g) {
+      const bool adapter = ids[static_cast<size_t>(b)] == 0;
+      for (long long j = 0; j < c.sk; ++j)
+        for (long long e = 0; e < D; ++e) {
+          double k = kb((b * c.sk + j) * c.hk + g, e), v = vb((b * c.sk + j) * c.hk + g, e);
+          for (long long t = 0; adapter && t < c.rk; ++t) k += kr(b * c.sk + j, t) * klb(g * c.rk + t, e);
+          for (long long t = 0; adapter && t < c.rv; ++t) v += vr(b * c.sk + j, t) * vlb(g * c.rv + t, e);
+          key[static_cast<size_t>(j * D + e)] = k;
+          value[static_cast<size_t>(j * D + e)] = v;
+        }
+      for (long long h = g * G; h < (g + 1) * G; ++h)
+        for (long long i = 0; i < c.sq; ++i) {
+          const long long row = (b * c.sq + i) * c.hq + h, keys = c.causal ? std::min(c.sk, i + c.sk - c.sq + 1) : c.sk;
+          double mx = -INFINITY, sum = 0;
+          for (long long j = 0; j < keys; ++j) {
+            double dot = 0;
+            for (long long e = 0; e < D; ++e) dot += q(row, e) * key[static_cast<size_t>(j * D + e)];
+            score[static_cast<size_t>(j)] = p.softmax_scale * dot;
+            mx = std::max(mx, score[static_cast<size_t>(j)]);
+          }
+          for (long long j = 0; j < keys; ++j) sum += std::exp(score[static_cast<size_t>(j)] - mx);
+          ref_lse[static_cast<size_t>((b * c.hq + h) * c.sq + i)] = mx + std::log(sum);
+          for (long long e = 0; e < D; ++e) {
+            double o = 0, o_abs = 0;
+            for (long long j = 0; j < keys; ++j) {
+              const double pj = std::exp(score[static_cast<size_t>(j)] - mx) / sum, v = value[static_cast<size_t>(j * D + e)];
+              o += pj * v;
+              o_abs += pj * std::fabs(v);
+            }
+            ref[static_cast<size_t>(row * D + e)] = o;
+            mag[static_cast<size_t>(row * D + e)] = o_abs;
+          }
+        }
+    }
+  const double unit = d == DType::Float16 ? 1.0 / 1024 : 1.0 / 128;
+  const long long bad = compare("out", out, ref, [&](long long i, long long e) {
+    const size_t at = static_cast<size_t>(i * D + e);
+    return 2 * unit * mag[at] + unit * std::fabs(ref[at]) + 1e-6;
+  });
+  check(cudaFree(ids_dev), "cudaFree");
+  return bad + compare("lse", lse, ref_lse, [&](long long, long long) { return 1e-4; });
+}
 }  // namespace
 
 int main() {
@@ -604,6 +694,11 @@ int main() {
       {"backward wgmma KN gradInput (transposed B)", DType::BFloat16, 150, 168, 96, 16, false},
       {"backward wgmma 128x128 KN gradInput, mask between segments", DType::Float16, 150, 168, 96, 16, true},
   };
+  const FlashCase hopper_flash[] = {
+      // name                                                       dtype            B   Sq   Sk  Hq Hk    D  rk  rv causal
+      {"flashLora wgmma D=64 RB=16, causal, adapter + none", DType::BFloat16, 2, 70, 150, 4, 2, 64, 16, 8, true},
+      {"flashLora wgmma D=128 RB=64, value path, 4 key tiles", DType::Float16, 1, 40, 200, 2, 1, 128, 0, 40, false},
+  };
   const char* cc = std::getenv("SIMT_EMU_CC");
   const bool hopper = cc && std::string(cc) == "9.0";
   long long failed = 0;
@@ -618,6 +713,7 @@ int main() {
   if (hopper) {
     for (const ForwardCase& c : hopper_forwards) report(c.name, forward_case(c));
     for (const BackwardCase& c : hopper_backwards) report(c.name, backward_case(c));
+    for (const FlashCase& c : hopper_flash) report(c.name, flash_case(c));
     std::fflush(stdout);
     return failed ? 1 : 0;
   }

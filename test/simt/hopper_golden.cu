@@ -11,11 +11,13 @@
 //           mismatches the recording; accumulators read before wgmma.wait_group are NaN; and, each
 //           in a child process (hopper_golden --die N), dies with a message: a wait on a phase that
 //           never completes (wrong parity, missing tx bytes) → DEADLOCK, a thread ending with a
-//           wgmma not waited for, a wgmma without wgmma.fence, an mbarrier used before init;
+//           wgmma not waited for, a wgmma without wgmma.fence, an mbarrier used before init, a
+//           bar.sync short of its thread count (DEADLOCK), a count that is not a multiple of 32;
 // spec      not recorded: a 3-D TMA with 64B swizzle and out-of-bounds boxes against a host model;
 //           TMA 128B tiles consumed by chained wgmma (4 k-steps, start + 32 bytes) for bf16 N = 256
 //           and f16 N = 24 against a host GEMM; an mbarrier with 2 arrivals and tx bytes completing
-//           only when all three reach zero, and its state-token wait;
+//           only when all three reach zero, and its state-token wait; two warpgroups taking turns
+//           through named barriers (bar.sync / bar.arrive) alternate strictly;
 // emulator  two wgmma groups: wait_group 1 retires the older (= the recording), the newer stays NaN.
 // It runs on the emulator only (its negative cases test the emulator's model; on a GPU they would
 // hang or pass silently). nvcc compiles it with -DHOPPER_GOLDEN_COMPILE_ONLY for sm_90a as the check
@@ -211,11 +213,37 @@ __global__ void mbar_spec_kernel(int* res) {
   if (t == 3) res[5] = ptx::mbarrier_test_wait_parity(bar, 0);
 }
 
+// Named barriers as a ping-pong: two warpgroups take kTurns turns each, strictly alternating
+// (group 0 first: group 1's arrive opens its first turn), each turn's first thread logging its
+// group. A sync that did not wait lets a group run ahead (forward schedule: 0,0,…); an arrive that
+// waited would deadlock.
+constexpr int kTurns = 5;
+__global__ void named_pingpong_kernel(int* log) {
+  SIMT_DYNAMIC_SHARED(int, sm);
+  const int t = threadIdx.x, group = t / 128;
+  if (t == 0) sm[0] = 0;
+  __syncthreads();
+  if (group == 1) ptx::named_barrier_arrive(1, 256);
+  for (int turn = 0; turn < kTurns; ++turn) {
+    ptx::named_barrier_sync(1 + group, 256);
+    if (t % 128 == 0) log[sm[0]++] = group;
+    if (!(group == 1 && turn == kTurns - 1)) ptx::named_barrier_arrive(2 - group, 256);
+  }
+}
+
 // Misuses that must die with a message (child process).
 __global__ void die_kernel(int which, __grid_constant__ const ptx::TensorMap map) {
   SIMT_DYNAMIC_SHARED(unsigned char, sm);
   uint64_t* bar = reinterpret_cast<uint64_t*>(sm + kBarOffset);
   const int t = threadIdx.x;
+  if (which == 5) {  // half the block syncs on a barrier of the whole block's count
+    if (t < 64) ptx::named_barrier_sync(1, 128);
+    return;
+  }
+  if (which == 6) {
+    ptx::named_barrier_sync(1, 100);
+    return;
+  }
   if (which == 4) {  // used before init: the 0xff poison
     if (t == 0) ptx::mbarrier_arrive(bar);
     return;
@@ -244,6 +272,8 @@ const DeathCase kDeath[] = {
     {"a thread ends with a wgmma not waited for (no wait_group)", "not retired by a wgmma.wait_group"},
     {"wgmma.mma_async without wgmma.fence", "without a wgmma.fence"},
     {"mbarrier arrive before mbarrier.init", "was not initialized"},
+    {"bar.sync 1, 128 reached by 64 threads", "in a named barrier (bar.sync) short of its thread count"},
+    {"bar.sync with a thread count that is not a multiple of 32", "must be a multiple of 32"},
 };
 
 // ------------------------------------------------------------------------------ host
@@ -545,6 +575,19 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 6; ++i) got += std::to_string(r[i]), ok = ok && r[i] == want[i];
     report("spec", "mbarrier count 2 + expect_tx 16: completes only when both arrivals and complete_tx are in; token and parity waits", ok,
            "got " + got + ", want 001101");
+  }
+
+  // ---- spec: named barriers, two warpgroups in turns
+  {
+    DevBuf<int> log(2 * kTurns);
+    simt_launch(named_pingpong_kernel, dim3(1), dim3(256), 64, 0, log.p);
+    const bool ran = synced("named barrier launch");
+    const std::vector<int> r = log.get();
+    bool ok = ran;
+    std::string got;
+    for (int i = 0; i < 2 * kTurns; ++i) got += std::to_string(r[i]), ok = ok && r[i] == i % 2;
+    report("spec", "bar.sync / bar.arrive 256 on barriers 1, 2: two warpgroups of 128 alternate turns, arrive never waits", ok,
+           "got " + got + ", want 0101010101");
   }
 
   // ---- death tests (child processes)
