@@ -345,11 +345,10 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
   // kTurnBarrier + c, both warpgroups' 256 threads: its own sync, the other's arrive), so the
   // tensor cores run one consumer's S and P·V while the other one's softmax is on the ALUs. Both
   // walk the CTA's `tiles` and take tiles + 1 turns, consumer 0 first (consumer 1 opens its first
-  // turn); consumer 1's last turn opens none.
+  // turn); consumer 1's last turn (the last P·V) opens none.
   const auto turn_begin = [&] { ptx::named_barrier_sync(kTurnBarrier + c, 256); };
-  int turns_left = tiles + 1;
-  const auto turn_end = [&] {
-    if (--turns_left > 0 || c == 0) ptx::named_barrier_arrive(kTurnBarrier + 1 - c, 256);
+  const auto turn_end = [&](bool last) {
+    if (!last || c == 0) ptx::named_barrier_arrive(kTurnBarrier + 1 - c, 256);
   };
   if (c == 1 && tiles > 0) ptx::named_barrier_arrive(kTurnBarrier, 256);
   float alpha[2];
@@ -357,7 +356,7 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
     wait_tile(0);
     turn_begin();
     issue_s(0);
-    turn_end();
+    turn_end(false);
     ptx::wgmma_wait_group<0>();
     softmax_tile(0, alpha);
   }
@@ -367,7 +366,7 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
     turn_begin();
     issue_s(j);
     issue_pv(j - 1);
-    turn_end();
+    turn_end(false);
     ptx::wgmma_wait_group<1>();  // S_j
     softmax_tile(j, alpha);
     ptx::wgmma_wait_group<0>();  // P_{j-1}·V_{j-1}
@@ -379,7 +378,7 @@ __device__ __forceinline__ void wgmma_forward(const FwdArgs& a, const WgmmaMaps&
     wg.sync(lane);
     turn_begin();
     issue_pv(tiles - 1);
-    turn_end();
+    turn_end(true);
   }
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operand(o);

@@ -250,11 +250,9 @@ function cudaIncludes() {
   return [dir, join(dir, 'cccl')].filter(existsSync).flatMap((d) => ['-isystem', d]);
 }
 const CXX = process.env.CXX || 'g++';
-const FLAGS = ['-std=c++17', '-O1', '-g', '-fno-omit-frame-pointer', '-fsanitize=address,undefined',
-  '-fno-sanitize-recover=all', '-Wno-unknown-pragmas', '-pthread',
-  `-I${join(root, 'csrc')}`, `-I${join(root, 'cuda')}`, ...cudaIncludes()];
-const DISPATCH_FLAGS = ['-std=c++17', '-O0', '-g0', '-Wno-unknown-pragmas', '-pthread',
-  `-I${join(root, 'csrc')}`, `-I${join(root, 'cuda')}`, ...cudaIncludes()];
+const BASE_FLAGS = ['-std=c++17', '-Wno-unknown-pragmas', '-pthread', `-I${join(root, 'csrc')}`, `-I${join(root, 'cuda')}`, ...cudaIncludes()];
+const FLAGS = [...BASE_FLAGS, '-O1', '-g', '-fno-omit-frame-pointer', '-fsanitize=address,undefined', '-fno-sanitize-recover=all'];
+const DISPATCH_FLAGS = [...BASE_FLAGS, '-O0', '-g0'];
 const LIBS = ['-lboost_context', '-pthread'];
 
 function compile(argv, label) {

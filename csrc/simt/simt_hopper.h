@@ -167,15 +167,17 @@ inline void encode(uint64_t* bar, const Mbar& m) {
   *bar = (m.count & kMask20) | uint64_t(m.pending & kMask20) << 20 |
          uint64_t(static_cast<uint32_t>(m.tx) & ((1u << 21) - 1)) << 40 | uint64_t(2) << 61 | uint64_t(m.phase & 1) << 63;
 }
-// Wakes the threads blocked on bar (its phase changed).
-inline void wake(const uint64_t* bar) {
+// Wakes the threads blocked (in `state`) on `barrier`: an mbarrier whose phase changed, or a named
+// barrier whose generation completed.
+inline void wake(const void* barrier, simt::ThreadState state = simt::kAtMbarrier) {
 #if defined(SIMT_EMU_BACKEND_THREADS)
-  (void)bar;
+  (void)barrier;
+  (void)state;
   cv().notify_all();
 #else
   for (unsigned i = 0; i < simt::blk->L->nthreads; ++i) {
     simt::Thread& t = simt::blk->threads[i];
-    if (t.state == simt::kAtMbarrier && t.mbar_wait == bar) {
+    if (t.state == state && t.mbar_wait == barrier) {
       t.state = simt::kRunnable;
       t.mbar_wait = nullptr;
     }
@@ -359,17 +361,7 @@ inline void named_barrier(uint32_t id, uint32_t nthreads, bool wait, const char*
   if (++nb.arrived == nb.expected) {
     nb.arrived = 0;
     ++nb.generation;
-#if defined(SIMT_EMU_BACKEND_THREADS)
-    cv().notify_all();
-#else
-    for (unsigned i = 0; i < simt::blk->L->nthreads; ++i) {
-      simt::Thread& t = simt::blk->threads[i];
-      if (t.state == simt::kAtNamedBarrier && t.mbar_wait == &nb) {
-        t.state = simt::kRunnable;
-        t.mbar_wait = nullptr;
-      }
-    }
-#endif
+    wake(&nb, simt::kAtNamedBarrier);
     return;
   }
   if (!wait) return;
